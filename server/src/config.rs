@@ -1,0 +1,301 @@
+//! Typed configuration: `config/default.toml` (compiled in) → optional file → `QUORUM__*`
+//! environment variables. Unknown keys are rejected at every level, and nothing outside this
+//! module reads the environment.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use ipnet::IpNet;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize, Serializer};
+
+/// The defaults, compiled into the binary so it runs from any directory.
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+
+/// Values that must never be used as a signing key outside demo mode.
+const PLACEHOLDER_MARKERS: &[&str] = &["change-me", "changeme", "placeholder", "example", "secret"];
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub demo: bool,
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub auth: AuthConfig,
+    pub rate_limit: RateLimitConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub addr: SocketAddr,
+    pub public_url: String,
+    pub trusted_proxies: Vec<IpNet>,
+    pub hsts: bool,
+    pub body_limit_bytes: usize,
+    pub header_read_timeout_secs: u64,
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: Secret,
+    pub max_connections: u32,
+    pub acquire_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub jwt_secret: Secret,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    pub access_ttl_secs: i64,
+    pub leeway_secs: i64,
+    pub refresh_idle_secs: i64,
+    pub refresh_absolute_secs: i64,
+    pub max_sessions_per_user: u32,
+    pub cookie_secure: bool,
+    pub lockout_delay_after: u32,
+    pub lockout_max_delay_secs: i64,
+    pub lockout_lock_after: u32,
+    pub password_min_length: usize,
+    pub hash_concurrency: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub auth_per_minute: u32,
+    pub auth_burst: u32,
+    pub api_per_second: u32,
+    pub api_burst: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub filter: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// A secret string: redacted in `Debug` and when the configuration is printed.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(SecretString);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(SecretString::from(value.into()))
+    }
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.expose().is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.is_empty() { "\"\"" } else { "\"[redacted]\"" })
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.is_empty() { "" } else { "[redacted]" })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads the layered configuration. `file` is the optional `--config` path.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Env::prefixed("QUORUM__").split("__").lowercase(true));
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a complete configuration from TOML layered over the defaults (tests, tools).
+    pub fn from_toml_over_defaults(toml: &str) -> Result<Self, ConfigError> {
+        let config: Config = Figment::from(Toml::string(DEFAULT_TOML))
+            .merge(Toml::string(toml))
+            .extract()
+            .map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let a = &self.auth;
+        if !(600..=900).contains(&a.access_ttl_secs) {
+            return invalid("auth.access_ttl_secs must be between 600 and 900 (10-15 minutes)".into());
+        }
+        if !(0..=60).contains(&a.leeway_secs) {
+            return invalid("auth.leeway_secs must be between 0 and 60".into());
+        }
+        if a.refresh_idle_secs <= 0 || a.refresh_absolute_secs < a.refresh_idle_secs {
+            return invalid(
+                "auth.refresh_idle_secs must be positive and not above auth.refresh_absolute_secs"
+                    .into(),
+            );
+        }
+        if a.max_sessions_per_user == 0 {
+            return invalid("auth.max_sessions_per_user must be at least 1".into());
+        }
+        if a.lockout_delay_after == 0 || a.lockout_lock_after <= a.lockout_delay_after {
+            return invalid(
+                "auth.lockout_lock_after must be above auth.lockout_delay_after, which must be at least 1"
+                    .into(),
+            );
+        }
+        if a.password_min_length < 8 {
+            return invalid("auth.password_min_length must be at least 8".into());
+        }
+        if !a.jwt_secret.is_empty() {
+            let key = a.jwt_secret.expose();
+            if key.len() < 32 {
+                return invalid("auth.jwt_secret must be at least 32 bytes".into());
+            }
+            let lower = key.to_ascii_lowercase();
+            if !self.demo && PLACEHOLDER_MARKERS.iter().any(|m| lower.contains(m)) {
+                return invalid(
+                    "auth.jwt_secret is a placeholder; generate one with `openssl rand -base64 48`"
+                        .into(),
+                );
+            }
+        }
+        let r = &self.rate_limit;
+        if r.auth_per_minute == 0 || r.auth_burst == 0 || r.api_per_second == 0 || r.api_burst == 0 {
+            return invalid("rate_limit values must all be at least 1".into());
+        }
+        if self.server.body_limit_bytes < 1024 {
+            return invalid("server.body_limit_bytes must be at least 1024".into());
+        }
+        if self.database.max_connections == 0 {
+            return invalid("database.max_connections must be at least 1".into());
+        }
+        let url = self.database.url.expose();
+        if !url.is_empty() && !url.starts_with("sqlite:") && !url.starts_with("postgres://")
+            && !url.starts_with("postgresql://")
+        {
+            return invalid("database.url must start with sqlite:, postgres:// or postgresql://".into());
+        }
+        Ok(())
+    }
+
+    /// The effective store URL (`database.url`, or the SQLite file under `data_dir`).
+    pub fn database_url(&self) -> String {
+        if self.database.url.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("quorum.db").display())
+        } else {
+            self.database.url.expose().to_owned()
+        }
+    }
+
+    /// Base URL used in links.
+    pub fn public_url(&self) -> String {
+        if self.server.public_url.is_empty() {
+            format!("http://{}", self.server.addr)
+        } else {
+            self.server.public_url.trim_end_matches('/').to_owned()
+        }
+    }
+
+    /// The configuration as TOML with secrets redacted (`quorum check-config`).
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse_and_name_every_key() {
+        let c = Config::from_toml_over_defaults("").expect("defaults are valid");
+        assert_eq!(c.server.addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.database_url(), "sqlite://data/quorum.db");
+        // Every key of the struct is present in default.toml: re-serialising the defaults gives
+        // back exactly the keys of the file.
+        let from_file: toml::Table = toml::from_str(DEFAULT_TOML).expect("toml");
+        let from_struct: toml::Table = toml::from_str(&c.to_redacted_toml()).expect("toml");
+        assert_eq!(keys(&from_file), keys(&from_struct));
+    }
+
+    fn keys(t: &toml::Table) -> Vec<String> {
+        let mut out = Vec::new();
+        for (k, v) in t {
+            match v {
+                toml::Value::Table(inner) => out.extend(keys(inner).into_iter().map(|s| format!("{k}.{s}"))),
+                _ => out.push(k.clone()),
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = Config::from_toml_over_defaults("[server]\nadress = \"127.0.0.1:1\"").unwrap_err();
+        assert!(err.to_string().contains("adress"), "{err}");
+        assert!(Config::from_toml_over_defaults("colour = 1").is_err());
+    }
+
+    #[test]
+    fn short_and_placeholder_keys_are_refused_outside_demo() {
+        let short = Config::from_toml_over_defaults("[auth]\njwt_secret = \"tooshort\"").unwrap_err();
+        assert!(short.to_string().contains("32 bytes"), "{short}");
+        let placeholder = "[auth]\njwt_secret = \"CHANGE-ME-to-a-random-value-of-48-bytes-please\"";
+        assert!(Config::from_toml_over_defaults(placeholder).is_err());
+        let demo = format!("demo = true\n{placeholder}");
+        assert!(Config::from_toml_over_defaults(&demo).is_ok());
+        let good = "[auth]\njwt_secret = \"q8Jd9xk2LrT0vN4mW7bZp1sY6cF3hA5eU8iO2gK9\"";
+        assert!(Config::from_toml_over_defaults(good).is_ok());
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let c = Config::from_toml_over_defaults(
+            "[auth]\njwt_secret = \"q8Jd9xk2LrT0vN4mW7bZp1sY6cF3hA5eU8iO2gK9\"\n[database]\nurl = \"postgres://u:hunter2hunter2@db/q\"",
+        )
+        .expect("valid");
+        let printed = format!("{c:?}\n{}", c.to_redacted_toml());
+        assert!(!printed.contains("q8Jd9xk2"), "{printed}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("[redacted]"));
+    }
+}

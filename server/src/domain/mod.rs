@@ -1,0 +1,12 @@
+//! Business rules as pure code: no axum, no sqlx, time passed in. Handlers ask these functions
+//! "may this actor do this to this resource" and the store persists the answer.
+
+pub mod audit;
+pub mod ids;
+pub mod lockout;
+pub mod org;
+pub mod password;
+pub mod text;
+
+pub use ids::{PodId, SessionId, UserId};
+pub use org::{Actor, Permission, Role};

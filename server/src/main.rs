@@ -1,0 +1,2 @@
+//! The `quorum` binary.
+fn main() {}

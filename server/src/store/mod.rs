@@ -1,0 +1,313 @@
+//! Storage: one interface (`Store`), two implementations (SQLite for a single replica,
+//! PostgreSQL for several), in the manner of atuin's server. The SQL is written once in
+//! `sql.rs` and instantiated for each backend; what differs (connection set-up, migrations,
+//! serialising audit appends) lives in `sqlite.rs` and `postgres.rs`.
+//!
+//! Every method that changes state takes the audit event describing the change and writes both in
+//! one transaction, so there is never a change without its audit record, or the reverse.
+
+mod postgres;
+mod sql;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::domain::audit::{AuditEvent, NewAuditEvent};
+use crate::domain::lockout::{AfterFailure, LockoutPolicy};
+use crate::domain::{PodId, Role, SessionId, UserId};
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness or state conflict; the message names what conflicted.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Why a session ended; stored on the session and in the audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeReason {
+    Logout,
+    LogoutAll,
+    PasswordChange,
+    SessionRevoked,
+    RefreshReuse,
+    RoleChange,
+    Disabled,
+    /// Signing in on one device too many ends the least recently used session.
+    Evicted,
+}
+
+impl RevokeReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Logout => "logout",
+            Self::LogoutAll => "logout_all",
+            Self::PasswordChange => "password_change",
+            Self::SessionRevoked => "session_revoked",
+            Self::RefreshReuse => "refresh_reuse",
+            Self::RoleChange => "role_change",
+            Self::Disabled => "disabled",
+            Self::Evicted => "evicted",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: UserId,
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+    pub home_pod_id: Option<PodId>,
+    pub disabled: bool,
+    pub must_change_password: bool,
+    pub failed_logins: i32,
+    pub delayed_until: Option<DateTime<Utc>>,
+    pub locked_at: Option<DateTime<Utc>>,
+    pub slack_user_id: Option<String>,
+    pub password_changed_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+    pub home_pod_id: Option<PodId>,
+    pub password_hash: String,
+    pub must_change_password: bool,
+}
+
+/// An admin's change to a user; `None` leaves a field alone.
+#[derive(Debug, Clone, Default)]
+pub struct UserChange {
+    pub name: Option<String>,
+    pub role: Option<Role>,
+    pub home_pod_id: Option<Option<PodId>>,
+    pub disabled: Option<bool>,
+    /// A new password hash that the user must change at next sign-in.
+    pub reset_password_hash: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct UserQuery {
+    pub search: Option<String>,
+    pub role: Option<Role>,
+    pub pod_id: Option<PodId>,
+    pub disabled: Option<bool>,
+    pub locked: Option<bool>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Pod {
+    pub id: PodId,
+    pub name: String,
+    pub slack_channel: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PodSummary {
+    pub pod: Pod,
+    pub manager_count: i64,
+    pub member_count: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct PodChange {
+    pub name: Option<String>,
+    pub slack_channel: Option<Option<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub id: SessionId,
+    pub user_id: UserId,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub revoked_reason: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RefreshRecord {
+    pub token_id: Uuid,
+    pub rotated_at: Option<DateTime<Utc>>,
+    pub session: Session,
+}
+
+/// Everything a request needs to trust its access token, read in one query.
+#[derive(Debug, Clone)]
+pub struct AuthContext {
+    pub user: User,
+    pub session: Session,
+    pub jti_revoked: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub actor_id: Option<Uuid>,
+    pub action: Option<String>,
+    pub target_id: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub total: i64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    fn backend(&self) -> Backend;
+    async fn ping(&self) -> StoreResult<()>;
+    async fn migrate(&self) -> StoreResult<()>;
+
+    // Users.
+    async fn count_users(&self) -> StoreResult<i64>;
+    async fn count_active_admins(&self) -> StoreResult<i64>;
+    async fn get_user(&self, id: UserId) -> StoreResult<Option<User>>;
+    /// The user and their password hash, by normalised email.
+    async fn get_credentials(&self, email: &str) -> StoreResult<Option<(User, String)>>;
+    async fn list_users(&self, query: &UserQuery) -> StoreResult<Page<User>>;
+    async fn create_user(&self, new: &NewUser, audit: NewAuditEvent) -> StoreResult<User>;
+    /// Applies an admin change; when `revoke` is set, every session of the user ends with it.
+    async fn update_user(
+        &self,
+        id: UserId,
+        change: &UserChange,
+        revoke: Option<RevokeReason>,
+        audit: NewAuditEvent,
+    ) -> StoreResult<User>;
+    /// Sets a password the user chose, ending every other session.
+    async fn change_password(
+        &self,
+        id: UserId,
+        password_hash: &str,
+        keep_session: SessionId,
+        audit: NewAuditEvent,
+    ) -> StoreResult<()>;
+    /// Counts a failed sign-in and applies the lockout policy atomically.
+    async fn record_login_failure(
+        &self,
+        id: UserId,
+        policy: &LockoutPolicy,
+        audit: NewAuditEvent,
+    ) -> StoreResult<AfterFailure>;
+    /// Clears the failure counter, the delay and the lock. False if the user does not exist.
+    async fn unlock_user(&self, id: UserId, audit: NewAuditEvent) -> StoreResult<bool>;
+    async fn managed_pods(&self, user: UserId) -> StoreResult<Vec<PodId>>;
+
+    // Sessions and tokens.
+    /// Records a successful sign-in: resets the failure counter, creates the session with its
+    /// first refresh token and ends the least recently used sessions beyond `max_sessions`.
+    async fn start_session(
+        &self,
+        session: &Session,
+        refresh_hash: &str,
+        max_sessions: u32,
+        audit: NewAuditEvent,
+    ) -> StoreResult<()>;
+    async fn find_refresh(&self, token_hash: &str) -> StoreResult<Option<RefreshRecord>>;
+    /// Marks the token used and issues its successor. False if it was rotated concurrently.
+    async fn rotate_refresh(
+        &self,
+        token_id: Uuid,
+        session: SessionId,
+        new_hash: &str,
+        ip: Option<&str>,
+        user_agent: Option<&str>,
+    ) -> StoreResult<bool>;
+    /// Ends one session (and denylists an access token if given). False if it was already over.
+    async fn revoke_session(
+        &self,
+        session: SessionId,
+        reason: RevokeReason,
+        jti: Option<(Uuid, DateTime<Utc>)>,
+        audit: NewAuditEvent,
+    ) -> StoreResult<bool>;
+    /// Ends every live session of a user, optionally but one; returns how many ended.
+    async fn revoke_user_sessions(
+        &self,
+        user: UserId,
+        except: Option<SessionId>,
+        reason: RevokeReason,
+        jti: Option<(Uuid, DateTime<Utc>)>,
+        audit: NewAuditEvent,
+    ) -> StoreResult<u64>;
+    async fn list_sessions(&self, user: UserId) -> StoreResult<Vec<Session>>;
+    async fn get_session(&self, id: SessionId) -> StoreResult<Option<Session>>;
+    async fn auth_context(&self, session: SessionId, user: UserId, jti: Uuid) -> StoreResult<Option<AuthContext>>;
+    async fn touch_session(&self, session: SessionId) -> StoreResult<()>;
+    /// Deletes denylisted token ids past their expiry and refresh tokens of long-ended sessions.
+    async fn purge_expired(&self) -> StoreResult<u64>;
+
+    // PODs.
+    async fn create_pod(&self, name: &str, slack_channel: Option<&str>, audit: NewAuditEvent) -> StoreResult<Pod>;
+    async fn get_pod(&self, id: PodId) -> StoreResult<Option<Pod>>;
+    async fn find_pod_by_name(&self, name: &str) -> StoreResult<Option<Pod>>;
+    /// All PODs, or only those in `only`.
+    async fn list_pods(&self, only: Option<&[PodId]>, limit: i64, offset: i64) -> StoreResult<Page<PodSummary>>;
+    async fn update_pod(&self, id: PodId, change: &PodChange, audit: NewAuditEvent) -> StoreResult<Pod>;
+    /// Refused with `Conflict` while users have the POD as home.
+    async fn delete_pod(&self, id: PodId, audit: NewAuditEvent) -> StoreResult<()>;
+    async fn set_pod_managers(&self, id: PodId, managers: &[UserId], audit: NewAuditEvent) -> StoreResult<()>;
+    /// (managers, members) of a POD.
+    async fn pod_people(&self, id: PodId) -> StoreResult<(Vec<User>, Vec<User>)>;
+
+    // Audit.
+    async fn append_audit(&self, event: NewAuditEvent) -> StoreResult<()>;
+    async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Page<AuditEvent>>;
+    /// Events with `seq > after`, in order, for chain verification.
+    async fn audit_after(&self, after: i64, limit: i64) -> StoreResult<Vec<AuditEvent>>;
+}
+
+pub type SharedStore = Arc<dyn Store>;
+
+/// Opens the store named by the configuration and applies pending migrations.
+pub async fn connect(config: &Config, clock: SharedClock) -> StoreResult<SharedStore> {
+    let url = config.database_url();
+    let store: SharedStore = if url.starts_with("sqlite:") {
+        Arc::new(SqliteStore::connect(&url, &config.database, clock).await?)
+    } else {
+        Arc::new(PgStore::connect(&url, &config.database, clock).await?)
+    };
+    Ok(store)
+}

@@ -1,0 +1,1040 @@
+//! The SQL both stores share. `impl_store!` expands to the `Store` implementation for one
+//! backend; the SQL is portable between SQLite and PostgreSQL (`$n` parameters, `RETURNING`,
+//! `ON CONFLICT`, no server-side clock: instants come from the injected clock).
+//!
+//! Writes go through `self.write_tx()`, which on SQLite first takes the in-process writer lock
+//! (one writer at a time, so a deferred transaction never fails with SQLITE_BUSY half-way), and
+//! audit appends run `Self::AUDIT_LOCK_SQL` so two replicas cannot both extend the chain from
+//! the same previous hash.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{Page, Pod, PodSummary, Session, StoreError, User};
+use crate::domain::audit::AuditEvent;
+use crate::domain::{PodId, Role, SessionId, UserId};
+
+pub(super) const USER_COLUMNS: &str = "u.id, u.email, u.name, u.role, u.home_pod_id, u.disabled, \
+    u.must_change_password, u.failed_logins, u.delayed_until, u.locked_at, u.slack_user_id, \
+    u.password_changed_at, u.created_at, u.updated_at";
+
+pub(super) const SESSION_COLUMNS: &str =
+    "s.id, s.user_id, s.user_agent, s.ip, s.created_at, s.last_seen_at, s.expires_at, s.revoked_at, s.revoked_reason";
+
+pub(super) const AUDIT_COLUMNS: &str =
+    "seq, id, at, actor_id, action, target_type, target_id, ip, user_agent, details, prev_hash, hash";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct UserRow {
+    id: Uuid,
+    email: String,
+    name: String,
+    role: String,
+    home_pod_id: Option<Uuid>,
+    disabled: bool,
+    must_change_password: bool,
+    failed_logins: i32,
+    delayed_until: Option<DateTime<Utc>>,
+    locked_at: Option<DateTime<Utc>>,
+    slack_user_id: Option<String>,
+    password_changed_at: DateTime<Utc>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<UserRow> for User {
+    type Error = StoreError;
+    fn try_from(r: UserRow) -> Result<Self, StoreError> {
+        Ok(User {
+            id: UserId(r.id),
+            role: Role::parse(&r.role).ok_or_else(|| StoreError::Corrupt(format!("role {:?}", r.role)))?,
+            email: r.email,
+            name: r.name,
+            home_pod_id: r.home_pod_id.map(PodId),
+            disabled: r.disabled,
+            must_change_password: r.must_change_password,
+            failed_logins: r.failed_logins,
+            delayed_until: r.delayed_until,
+            locked_at: r.locked_at,
+            slack_user_id: r.slack_user_id,
+            password_changed_at: r.password_changed_at,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+pub(super) fn users(rows: Vec<UserRow>) -> Result<Vec<User>, StoreError> {
+    rows.into_iter().map(User::try_from).collect()
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct SessionRow {
+    id: Uuid,
+    user_id: Uuid,
+    user_agent: Option<String>,
+    ip: Option<String>,
+    created_at: DateTime<Utc>,
+    last_seen_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    revoked_at: Option<DateTime<Utc>>,
+    revoked_reason: Option<String>,
+}
+
+impl From<SessionRow> for Session {
+    fn from(r: SessionRow) -> Self {
+        Session {
+            id: SessionId(r.id),
+            user_id: UserId(r.user_id),
+            user_agent: r.user_agent,
+            ip: r.ip,
+            created_at: r.created_at,
+            last_seen_at: r.last_seen_at,
+            expires_at: r.expires_at,
+            revoked_at: r.revoked_at,
+            revoked_reason: r.revoked_reason,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct AuthRow {
+    #[sqlx(flatten)]
+    user: UserRow,
+    s_id: Uuid,
+    s_user_agent: Option<String>,
+    s_ip: Option<String>,
+    s_created_at: DateTime<Utc>,
+    s_last_seen_at: DateTime<Utc>,
+    s_expires_at: DateTime<Utc>,
+    s_revoked_at: Option<DateTime<Utc>>,
+    s_revoked_reason: Option<String>,
+    jti_revoked: bool,
+}
+
+impl TryFrom<AuthRow> for super::AuthContext {
+    type Error = StoreError;
+    fn try_from(r: AuthRow) -> Result<Self, StoreError> {
+        let user = User::try_from(r.user)?;
+        Ok(super::AuthContext {
+            session: Session {
+                id: SessionId(r.s_id),
+                user_id: user.id,
+                user_agent: r.s_user_agent,
+                ip: r.s_ip,
+                created_at: r.s_created_at,
+                last_seen_at: r.s_last_seen_at,
+                expires_at: r.s_expires_at,
+                revoked_at: r.s_revoked_at,
+                revoked_reason: r.s_revoked_reason,
+            },
+            user,
+            jti_revoked: r.jti_revoked,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct RefreshRow {
+    token_id: Uuid,
+    rotated_at: Option<DateTime<Utc>>,
+    #[sqlx(flatten)]
+    session: SessionRow,
+}
+
+impl From<RefreshRow> for super::RefreshRecord {
+    fn from(r: RefreshRow) -> Self {
+        super::RefreshRecord { token_id: r.token_id, rotated_at: r.rotated_at, session: r.session.into() }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct PodRow {
+    id: Uuid,
+    name: String,
+    slack_channel: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<PodRow> for Pod {
+    fn from(r: PodRow) -> Self {
+        Pod { id: PodId(r.id), name: r.name, slack_channel: r.slack_channel, created_at: r.created_at, updated_at: r.updated_at }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct PodSummaryRow {
+    #[sqlx(flatten)]
+    pod: PodRow,
+    manager_count: i64,
+    member_count: i64,
+}
+
+impl From<PodSummaryRow> for PodSummary {
+    fn from(r: PodSummaryRow) -> Self {
+        PodSummary { pod: r.pod.into(), manager_count: r.manager_count, member_count: r.member_count }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct AuditRow {
+    seq: i64,
+    id: Uuid,
+    at: DateTime<Utc>,
+    actor_id: Option<Uuid>,
+    action: String,
+    target_type: Option<String>,
+    target_id: Option<String>,
+    ip: Option<String>,
+    user_agent: Option<String>,
+    details: String,
+    prev_hash: String,
+    hash: String,
+}
+
+impl From<AuditRow> for AuditEvent {
+    fn from(r: AuditRow) -> Self {
+        // A details text that is not JSON (tampering) is kept as a string so the verifier can
+        // still hash the exact stored bytes.
+        let details = serde_json::from_str(&r.details).unwrap_or(serde_json::Value::String(r.details));
+        AuditEvent {
+            seq: r.seq,
+            id: r.id,
+            at: r.at,
+            actor_id: r.actor_id,
+            action: r.action,
+            target_type: r.target_type,
+            target_id: r.target_id,
+            ip: r.ip,
+            user_agent: r.user_agent,
+            details,
+            prev_hash: r.prev_hash,
+            hash: r.hash,
+        }
+    }
+}
+
+pub(super) fn page<T, R: Into<T>>(rows: Vec<R>, total: i64) -> Page<T> {
+    Page { items: rows.into_iter().map(Into::into).collect(), total }
+}
+
+/// Maps a unique-constraint violation to `Conflict` with a readable message.
+pub(super) fn conflict_on_unique(err: sqlx::Error, what: &str) -> StoreError {
+    match &err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what.to_owned()),
+        _ => StoreError::Database(err),
+    }
+}
+
+macro_rules! impl_store {
+    ($store:ty, $db:ty) => {
+        impl $store {
+            async fn insert_audit(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                event: $crate::domain::audit::NewAuditEvent,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::store::StoreResult<()> {
+                use $crate::domain::audit::{chain_hash, ChainFields, GENESIS_HASH};
+                sqlx::query(Self::AUDIT_LOCK_SQL).execute(&mut *conn).await?;
+                let prev: Option<String> =
+                    sqlx::query_scalar("SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                let prev = prev.unwrap_or_else(|| GENESIS_HASH.to_owned());
+                let id = uuid::Uuid::now_v7();
+                let details = event.details.to_string();
+                let actor = event.actor_id.map(|a| a.0);
+                let fields = ChainFields {
+                    id,
+                    at,
+                    actor_id: actor,
+                    action: event.action,
+                    target_type: event.target_type,
+                    target_id: event.target_id.as_deref(),
+                    ip: event.ip.as_deref(),
+                    user_agent: event.user_agent.as_deref(),
+                    details: &details,
+                };
+                let hash = chain_hash(&prev, &fields);
+                sqlx::query(
+                    "INSERT INTO audit_events (id, at, actor_id, action, target_type, target_id, ip, user_agent, details, prev_hash, hash) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                )
+                .bind(id)
+                .bind(at)
+                .bind(actor)
+                .bind(event.action)
+                .bind(event.target_type)
+                .bind(event.target_id.as_deref())
+                .bind(event.ip.as_deref())
+                .bind(event.user_agent.as_deref())
+                .bind(&details)
+                .bind(&prev)
+                .bind(&hash)
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            }
+
+            async fn revoke_sessions_where(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                user: $crate::domain::UserId,
+                except: Option<$crate::domain::SessionId>,
+                reason: $crate::store::RevokeReason,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::store::StoreResult<u64> {
+                let done = sqlx::query(
+                    "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
+                     WHERE user_id = $3 AND revoked_at IS NULL AND ($4 IS NULL OR id <> $4)",
+                )
+                .bind(now)
+                .bind(reason.as_str())
+                .bind(user)
+                .bind(except)
+                .execute(&mut *conn)
+                .await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn deny_jti(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                jti: Option<(uuid::Uuid, chrono::DateTime<chrono::Utc>)>,
+            ) -> $crate::store::StoreResult<()> {
+                if let Some((jti, expires_at)) = jti {
+                    sqlx::query("INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING")
+                        .bind(jti)
+                        .bind(expires_at)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                Ok(())
+            }
+
+            async fn fetch_user(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                id: $crate::domain::UserId,
+            ) -> $crate::store::StoreResult<$crate::store::User> {
+                let sql = format!("SELECT {} FROM users u WHERE u.id = $1", $crate::store::sql::USER_COLUMNS);
+                let row: $crate::store::sql::UserRow =
+                    sqlx::query_as(&sql).bind(id).fetch_optional(&mut *conn).await?.ok_or($crate::store::StoreError::NotFound)?;
+                row.try_into()
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $store {
+            fn backend(&self) -> $crate::store::Backend {
+                Self::BACKEND
+            }
+
+            async fn ping(&self) -> $crate::store::StoreResult<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn migrate(&self) -> $crate::store::StoreResult<()> {
+                Self::MIGRATOR.run(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn count_users(&self) -> $crate::store::StoreResult<i64> {
+                Ok(sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&self.pool).await?)
+            }
+
+            async fn count_active_admins(&self) -> $crate::store::StoreResult<i64> {
+                Ok(sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'admin' AND disabled = FALSE")
+                    .fetch_one(&self.pool)
+                    .await?)
+            }
+
+            async fn get_user(&self, id: $crate::domain::UserId) -> $crate::store::StoreResult<Option<$crate::store::User>> {
+                let sql = format!("SELECT {} FROM users u WHERE u.id = $1", $crate::store::sql::USER_COLUMNS);
+                let row: Option<$crate::store::sql::UserRow> = sqlx::query_as(&sql).bind(id).fetch_optional(&self.pool).await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn get_credentials(
+                &self,
+                email: &str,
+            ) -> $crate::store::StoreResult<Option<($crate::store::User, String)>> {
+                let sql = format!("SELECT {} FROM users u WHERE u.email = $1", $crate::store::sql::USER_COLUMNS);
+                let row: Option<$crate::store::sql::UserRow> = sqlx::query_as(&sql).bind(email).fetch_optional(&self.pool).await?;
+                let Some(row) = row else { return Ok(None) };
+                let user: $crate::store::User = row.try_into()?;
+                let hash: String = sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
+                    .bind(user.id)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(Some((user, hash)))
+            }
+
+            async fn list_users(
+                &self,
+                q: &$crate::store::UserQuery,
+            ) -> $crate::store::StoreResult<$crate::store::Page<$crate::store::User>> {
+                fn filters<'a>(b: &mut sqlx::QueryBuilder<'a, $db>, q: &'a $crate::store::UserQuery) {
+                    b.push(" WHERE 1 = 1");
+                    if let Some(s) = &q.search {
+                        let pattern = format!("%{}%", s.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+                        b.push(" AND (LOWER(u.email) LIKE ").push_bind(pattern.clone()).push(" ESCAPE '\\'");
+                        b.push(" OR LOWER(u.name) LIKE ").push_bind(pattern).push(" ESCAPE '\\')");
+                    }
+                    if let Some(r) = q.role {
+                        b.push(" AND u.role = ").push_bind(r.as_str());
+                    }
+                    if let Some(p) = q.pod_id {
+                        b.push(" AND u.home_pod_id = ").push_bind(p);
+                    }
+                    if let Some(d) = q.disabled {
+                        b.push(" AND u.disabled = ").push_bind(d);
+                    }
+                    match q.locked {
+                        Some(true) => { b.push(" AND u.locked_at IS NOT NULL"); }
+                        Some(false) => { b.push(" AND u.locked_at IS NULL"); }
+                        None => {}
+                    }
+                }
+                let mut count = sqlx::QueryBuilder::<$db>::new("SELECT COUNT(*) FROM users u");
+                filters(&mut count, q);
+                let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
+                let mut b = sqlx::QueryBuilder::<$db>::new(format!("SELECT {} FROM users u", $crate::store::sql::USER_COLUMNS));
+                filters(&mut b, q);
+                b.push(" ORDER BY u.email LIMIT ").push_bind(q.limit).push(" OFFSET ").push_bind(q.offset);
+                let rows: Vec<$crate::store::sql::UserRow> = b.build_query_as().fetch_all(&self.pool).await?;
+                Ok($crate::store::Page { items: $crate::store::sql::users(rows)?, total })
+            }
+
+            async fn create_user(
+                &self,
+                new: &$crate::store::NewUser,
+                audit: $crate::domain::audit::NewAuditEvent,
+            ) -> $crate::store::StoreResult<$crate::store::User> {
+                let now = self.clock.now();
+                let id = $crate::domain::UserId::new();
+                let mut tx = self.write_tx().await?;
+                sqlx::query(
+                    "INSERT INTO users (id, email, name, password_hash, role, home_pod_id, must_change_password, \
+                     password_changed_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $8)",
+                )
+                .bind(id)
+                .bind(&new.email)
+                .bind(&new.name)
+                .bind(&new.password_hash)
+                .bind(new.role.as_str())
+                .bind(new.home_pod_id)
+                .bind(new.must_change_password)
+                .bind(now)
+                .execute(&mut *tx.tx)
+                .await
+                .map_err(|e| $crate::store::sql::conflict_on_unique(e, "a user with this email already exists"))?;
+                Self::insert_audit(&mut tx.tx, audit.target("user", id), now).await?;
+                let user = Self::fetch_user(&mut tx.tx, id).await?;
+                tx.commit().await?;
+                Ok(user)
+            }
+
+            async fn update_user(
+                &self,
+                id: $crate::domain::UserId,
+                change: &$crate::store::UserChange,
+                revoke: Option<$crate::store::RevokeReason>,
+                audit: $crate::domain::audit::NewAuditEvent,
+            ) -> $crate::store::StoreResult<$crate::store::User> {
+                let now = self.clock.now();
+                let mut tx = self.write_tx().await?;
+                let before = Self::fetch_user(&mut tx.tx, id).await?;
+                let home = change.home_pod_id.unwrap_or(before.home_pod_id);
+                let reset = change.reset_password_hash.is_some();
+                sqlx::query(
+                    "UPDATE users SET name = $1, role = $2, home_pod_id = $3, disabled = $4, updated_at = $5, \
+                     password_hash = COALESCE($6, password_hash), \
+                     must_change_password = CASE WHEN $7 THEN TRUE ELSE must_change_password END, \
+                     password_changed_at = CASE WHEN $7 THEN $5 ELSE password_changed_at END \
+                     WHERE id = $8",
+                )
+                .bind(change.name.as_deref().unwrap_or(&before.name))
+                .bind(change.role.unwrap_or(before.role).as_str())
+                .bind(home)
+                .bind(change.disabled.unwrap_or(before.disabled))
+                .bind(now)
+                .bind(change.reset_password_hash.as_deref())
+                .bind(reset)
+                .bind(id)
+                .execute(&mut *tx.tx)
+                .await?;
+                if change.role.is_some_and(|r| !r.can_manage_pods()) {
+                    sqlx::query("DELETE FROM pod_managers WHERE user_id = $1").bind(id).execute(&mut *tx.tx).await?;
+                }
+                if let Some(reason) = revoke {
+                    Self::revoke_sessions_where(&mut tx.tx, id, None, reason, now).await?;
+                }
+                Self::insert_audit(&mut tx.tx, audit.target("user", id), now).await?;
+                let user = Self::fetch_user(&mut tx.tx, id).await?;
+                tx.commit().await?;
+                Ok(user)
+            }
+
+            async fn change_password(
+                &self,
+                id: $crate::domain::UserId,
+                password_hash: &str,
+                keep_session: $crate::domain::SessionId,
+                audit: $crate::domain::audit::NewAuditEvent,
+            ) -> $crate::store::StoreResult<()> {
+                let now = self.clock.now();
+                let mut tx = self.write_tx().await?;
+                let done = sqlx::query(
+                    "UPDATE users SET password_hash = $1, must_change_password = FALSE, password_changed_at = $2, \
+                     updated_at = $2 WHERE id = $3",
+                )
+                .bind(password_hash)
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx.tx)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Err($crate::store::StoreError::NotFound);
+                }
+                let ended = Self::revoke_sessions_where(
+                    &mut tx.tx, id, Some(keep_session), $crate::store::RevokeReason::PasswordChange, now,
+                ).await?;
+                let audit = audit.target("user", id).details(serde_json::json!({ "sessions_ended": ended }));
+                Self::insert_audit(&mut tx.tx, audit, now).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn record_login_failure(
+                &self,
+                id: $crate::domain::UserId,
+                policy: &$crate::domain::lockout::LockoutPolicy,
+                audit: $crate::domain::audit::NewAuditEvent,
+            ) -> $crate::store::StoreResult<$crate::domain::lockout::AfterFailure> {
+                use $crate::domain::lockout::AfterFailure;
+                let now = self.clock.now();
+                let mut tx = self.write_tx().await?;
+                let failures: i32 = sqlx::query_scalar(
+                    "UPDATE users SET failed_logins = failed_logins + 1 WHERE id = $1 RETURNING failed_logins",
+                )
+                .bind(id)
+                .fetch_one(&mut *tx.tx)
+                .await?;
+                let outcome = policy.after_failure(u32::try_from(failures).unwrap_or(u32::MAX), now);
+                match outcome {
+                    AfterFailure::Counted => {}
+                    AfterFailure::DelayedUntil(until) => {
+                        sqlx::query("UPDATE users SET delayed_until = $1 WHERE id = $2")
+                            .bind(until)
+                            .bind(id)
+                            .execute(&mut *tx.tx)
+                            .await?;
+                    }
+                    AfterFailure::Locked => {
+                        sqlx::query("UPDATE users SET locked_at = COALESCE(locked_at, $1) WHERE id = $2")
+                            .bind(now)
+                            .bind(id)
+                            .execute(&mut *tx.tx)
+                            .await?;
+                    }
+                }
+                let mut details = audit.details.clone();
+                if let Some(obj) = details.as_object_mut() {
+                    obj.insert("consecutive_failures".into(), failures.into());
+                    obj.insert("locked".into(), (outcome == AfterFailure::Locked).into());
+                }
+                Self::insert_audit(&mut tx.tx, audit.target("user", id).details(details), now).await?;
+                tx.commit().await?;
+                Ok(outcome)
+            }
+
+            async fn unlock_user(
+                &self,
+                id: $crate::domain::UserId,
+                audit: $crate::domain::audit::NewAuditEvent,
+            ) -> $crate::store::StoreResult<bool> {
+                let now = self.clock.now();
+                let mut tx = self.write_tx().await?;
+                let done = sqlx::query(
+                    "UPDATE users SET failed_logins = 0, delayed_until = NULL, locked_at = NULL, updated_at = $1 WHERE id = $2",
+                )
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx.tx)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                Self::insert_audit(&mut tx.tx, audit.target("user", id), now).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn managed_pods(&self, user: $crate::domain::UserId) -> $crate::store::StoreResult<Vec<$crate::domain::PodId>> {
+                let ids: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT pod_id FROM pod_managers WHERE user_id = $1")
+                    .bind(user)
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(ids.into_iter().map($crate::domain::PodId).collect())
+            }
+
+            async fn start_session(
+                &self,
+                s: &$crate::store::Session,
+                refresh_hash: &str,
+                max_sessions: u32,
+                audit: $crate::domain::audit::NewAuditEvent,
+            ) -> $crate::store::StoreResult<()> {
+                let now = self.clock.now();
+                let mut tx = self.write_tx().await?;
+                sqlx::query("UPDATE users SET failed_logins = 0, delayed_until = NULL WHERE id = $1")
+                    .bind(s.user_id)
+                    .execute(&mut *tx.tx)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO sessions (id, user_id, user_agent, ip, created_at, last_seen_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $5, $6)",
+                )
+                .bind(s.id)
+                .bind(s.user_id)
+                .bind(s.user_agent.as_deref())
+                .bind(s.ip.as_deref())
+                .bind(now)
+                .bind(s.expires_at)
+                .execute(&mut *tx.tx)
+                .await?;
+                sqlx::query("INSERT INTO refresh_tokens (id, session_id, token_hash, created_at) VALUES ($1, $2, $3, $4)")
+                    .bind(uuid::Uuid::now_v7())
+                    .bind(s.id)
+                    .bind(refresh_hash)
+                    .bind(now)
+                    .execute(&mut *tx.tx)
+                    .await?;
+                let live: Vec<uuid::Uuid> = sqlx::query_scalar(
+                    "SELECT id FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 \
+                     ORDER BY last_seen_at DESC, created_at DESC",
+                )
+                .bind(s.user_id)
+                .bind(now)
+                .fetch_all(&mut *tx.tx)
+                .await?;
+                let mut evicted = Vec::new();
+                for old in live.iter().skip(max_sessions as usize) {
+                    sqlx::query("UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE id = $3")
+                        .bind(now)
+                        .bind($crate::store::RevokeReason::Evicted.as_str())
+                        .bind(old)
+                        .execute(&mut *tx.tx)
+                        .await?;
+                    evicted.push(old.to_string());
+                }
+                let mut details = audit.details.clone();
+                if let Some(obj) = details.as_object_mut() {
+                    obj.insert("session_id".into(), s.id.to_string().into());
+                    if !evicted.is_empty() {
+                        obj.insert("evicted_sessions".into(), evicted.into());
+                    }
+                }
+                Self::insert_audit(&mut tx.tx, audit.target("user", s.user_id).details(details), now).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn find_refresh(&self, token_hash: &str) -> $crate::store::StoreResult<Option<$crate::store::RefreshRecord>> {
+                let sql = format!(
+                    "SELECT t.id AS token_id, t.rotated_at, {} FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id \
+                     WHERE t.token_hash = $1",
+                    $crate::store::sql::SESSION_COLUMNS
+                );
+                let row: Option<$crate::store::sql::RefreshRow> =
+                    sqlx::query_as(&sql).bind(token_hash).fetch_optional(&self.pool).await?;
+                Ok(row.map(Into::into))
+            }
+
+            async fn rotate_refresh(
+                &self,
+                token_id: uuid::Uuid,
+                session: $crate::domain::SessionId,
+                new_hash: &str,
+                ip: Option<&str>,
+                user_agent: Option<&str>,
+            ) -> $crate::store::StoreResult<bool> {
+                let now = self.clock.now();
+                let mut tx = self.write_tx().await?;
+                let done = sqlx::query("UPDATE refresh_tokens SET rotated_at = $1 WHERE id = $2 AND rotated_at IS NULL")
+                    .bind(now)
+                    .bind(token_id)
+                    .execute(&mut *tx.tx)
+                    .await?;
+                if done.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                sqlx::query("INSERT INTO refresh_tokens (id, session_id, token_hash, created_at) VALUES ($1, $2, $3, $4)")
+                    .bind(uuid::Uuid::now_v7())
+                    .bind(session)
+                    .bind(new_hash)
+                    .bind(now)
+                    .execute(&mut *tx.tx)
+                    .await?;
+                sqlx::query(
+                    "UPDATE sessions SET last_seen_at = $1, ip = COALESCE($2, ip), user_agent = COALESCE($3, user_agent) WHERE id = $4",
+                )
+                .bind(now)
+                .bind(ip)
+                .bind(user_agent)
+                .bind(session)
+                .execute(&mut *tx.tx)
+                .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn revoke_session(
+                &self,
+                session: $crate::domain::SessionId,
+                reason: $crate::store::RevokeReason,
+                jti: Option<(uuid::Uuid, chrono::DateTime<chrono::Utc>)>,
+                audit: $crate::domain::audit::NewAuditEvent,
+            ) -> $crate::store::StoreResult<bool> {
+                let now = self.clock.now();
+                let mut tx = self.write_tx().await?;
+                let done = sqlx::query(
+                    "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL",
+                )
+                .bind(now)
+                .bind(reason.as_str())
+                .bind(session)
+                .execute(&mut *tx.tx)
+                .await?;
+                Self::deny_jti(&mut tx.tx, jti).await?;
+                let ended = done.rows_affected() == 1;
+                let mut details = audit.details.clone();
+                if let Some(obj) = details.as_object_mut() {
+                    obj.insert("reason".into(), reason.as_str().into());
+                    obj.insert("already_ended".into(), (!ended).into());
+                }
+                Self::insert_audit(&mut tx.tx, audit.target("session", session).details(details), now).await?;
+                tx.commit().await?;
+                Ok(ended)
+            }
+
+            async fn revoke_user_sessions(
+                &self,
+                user: $crate::domain::UserId,
+                except: Option<$crate::domain::SessionId>,
+                reason: $crate::store::RevokeReason,
+                jti: Option<(uuid::Uuid, chrono::DateTime<chrono::Utc>)>,
+                audit: $crate::domain::audit::NewAuditEvent,
+            ) -> $crate::store::StoreResult<u64> {
+                let now = self.clock.now();
+                let mut tx = self.write_tx().await?;
+                let ended = Self::revoke_sessions_where(&mut tx.tx, user, except, reason, now).await?;
+                Self::deny_jti(&mut tx.tx, jti).await?;
+                let mut details = audit.details.clone();
+                if let Some(obj) = details.as_object_mut() {
+                    obj.insert("reason".into(), reason.as_str().into());
+                    obj.insert("sessions_ended".into(), ended.into());
+                }
+                Self::insert_audit(&mut tx.tx, audit.target("user", user).details(details), now).await?;
+                tx.commit().await?;
+                Ok(ended)
+            }
+
+            async fn list_sessions(&self, user: $crate::domain::UserId) -> $crate::store::StoreResult<Vec<$crate::store::Session>> {
+                let now = self.clock.now();
+                let sql = format!(
+                    "SELECT {} FROM sessions s WHERE s.user_id = $1 AND s.revoked_at IS NULL AND s.expires_at > $2 \
+                     ORDER BY s.last_seen_at DESC",
+                    $crate::store::sql::SESSION_COLUMNS
+                );
+                let rows: Vec<$crate::store::sql::SessionRow> =
+                    sqlx::query_as(&sql).bind(user).bind(now).fetch_all(&self.pool).await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn get_session(&self, id: $crate::domain::SessionId) -> $crate::store::StoreResult<Option<$crate::store::Session>> {
+                let sql = format!("SELECT {} FROM sessions s WHERE s.id = $1", $crate::store::sql::SESSION_COLUMNS);
+                let row: Option<$crate::store::sql::SessionRow> = sqlx::query_as(&sql).bind(id).fetch_optional(&self.pool).await?;
+                Ok(row.map(Into::into))
+            }
+
+            async fn auth_context(
+                &self,
+                session: $crate::domain::SessionId,
+                user: $crate::domain::UserId,
+                jti: uuid::Uuid,
+            ) -> $crate::store::StoreResult<Option<$crate::store::AuthContext>> {
+                let sql = format!(
+                    "SELECT {}, s.id AS s_id, s.user_agent AS s_user_agent, s.ip AS s_ip, s.created_at AS s_created_at, \
+                     s.last_seen_at AS s_last_seen_at, s.expires_at AS s_expires_at, s.revoked_at AS s_revoked_at, \
+                     s.revoked_reason AS s_revoked_reason, \
+                     EXISTS (SELECT 1 FROM revoked_tokens r WHERE r.jti = $3) AS jti_revoked \
+                     FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1 AND u.id = $2",
+                    $crate::store::sql::USER_COLUMNS
+                );
+                let row: Option<$crate::store::sql::AuthRow> =
+                    sqlx::query_as(&sql).bind(session).bind(user).bind(jti).fetch_optional(&self.pool).await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn touch_session(&self, session: $crate::domain::SessionId) -> $crate::store::StoreResult<()> {
+                let now = self.clock.now();
+                let mut tx = self.write_tx().await?;
+                sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id = $2 AND last_seen_at < $1")
+                    .bind(now)
+                    .bind(session)
+                    .execute(&mut *tx.tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn purge_expired(&self) -> $crate::store::StoreResult<u64> {
+                let now = self.clock.now();
+                let mut tx = self.write_tx().await?;
+                let a = sqlx::query("DELETE FROM revoked_tokens WHERE expires_at < $1").bind(now).execute(&mut *tx.tx).await?;
+                // Refresh tokens of sessions that ended more than a day ago can no longer be
+                // presented usefully; the sessions themselves stay for the device history.
+                let cutoff = now - chrono::Duration::days(1);
+                let b = sqlx::query(
+                    "DELETE FROM refresh_tokens WHERE session_id IN \
+                     (SELECT id FROM sessions WHERE (revoked_at IS NOT NULL AND revoked_at < $1) OR expires_at < $1)",
+                )
+                .bind(cutoff)
+                .execute(&mut *tx.tx)
+                .await?;
+                tx.commit().await?;
+                Ok(a.rows_affected() + b.rows_affected())
+            }
+
+            async fn create_pod(
+                &self,
+                name: &str,
+                slack_channel: Option<&str>,
+                audit: $crate::domain::audit::NewAuditEvent,
+            ) -> $crate::store::StoreResult<$crate::store::Pod> {
+                let now = self.clock.now();
+                let id = $crate::domain::PodId::new();
+                let mut tx = self.write_tx().await?;
+                sqlx::query(
+                    "INSERT INTO pods (id, name, name_key, slack_channel, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)",
+                )
+                .bind(id)
+                .bind(name)
+                .bind($crate::domain::text::pod_name_key(name))
+                .bind(slack_channel)
+                .bind(now)
+                .execute(&mut *tx.tx)
+                .await
+                .map_err(|e| $crate::store::sql::conflict_on_unique(e, "a POD with this name already exists"))?;
+                Self::insert_audit(&mut tx.tx, audit.target("pod", id), now).await?;
+                tx.commit().await?;
+                Ok($crate::store::Pod { id, name: name.to_owned(), slack_channel: slack_channel.map(str::to_owned), created_at: now, updated_at: now })
+            }
+
+            async fn get_pod(&self, id: $crate::domain::PodId) -> $crate::store::StoreResult<Option<$crate::store::Pod>> {
+                let row: Option<$crate::store::sql::PodRow> =
+                    sqlx::query_as("SELECT id, name, slack_channel, created_at, updated_at FROM pods WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(row.map(Into::into))
+            }
+
+            async fn find_pod_by_name(&self, name: &str) -> $crate::store::StoreResult<Option<$crate::store::Pod>> {
+                let row: Option<$crate::store::sql::PodRow> =
+                    sqlx::query_as("SELECT id, name, slack_channel, created_at, updated_at FROM pods WHERE name_key = $1")
+                        .bind($crate::domain::text::pod_name_key(name))
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(row.map(Into::into))
+            }
+
+            async fn list_pods(
+                &self,
+                only: Option<&[$crate::domain::PodId]>,
+                limit: i64,
+                offset: i64,
+            ) -> $crate::store::StoreResult<$crate::store::Page<$crate::store::PodSummary>> {
+                fn filter<'a>(b: &mut sqlx::QueryBuilder<'a, $db>, only: Option<&'a [$crate::domain::PodId]>) {
+                    if let Some(ids) = only {
+                        if ids.is_empty() {
+                            b.push(" WHERE 1 = 0");
+                            return;
+                        }
+                        b.push(" WHERE p.id IN (");
+                        let mut sep = b.separated(", ");
+                        for id in ids {
+                            sep.push_bind(*id);
+                        }
+                        b.push(")");
+                    }
+                }
+                let mut count = sqlx::QueryBuilder::<$db>::new("SELECT COUNT(*) FROM pods p");
+                filter(&mut count, only);
+                let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
+                let mut b = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT p.id, p.name, p.slack_channel, p.created_at, p.updated_at, \
+                     (SELECT COUNT(*) FROM pod_managers m WHERE m.pod_id = p.id) AS manager_count, \
+                     (SELECT COUNT(*) FROM users u WHERE u.home_pod_id = p.id) AS member_count FROM pods p",
+                );
+                filter(&mut b, only);
+                b.push(" ORDER BY p.name_key LIMIT ").push_bind(limit).push(" OFFSET ").push_bind(offset);
+                let rows: Vec<$crate::store::sql::PodSummaryRow> = b.build_query_as().fetch_all(&self.pool).await?;
+                Ok($crate::store::sql::page(rows, total))
+            }
+
+            async fn update_pod(
+                &self,
+                id: $crate::domain::PodId,
+                change: &$crate::store::PodChange,
+                audit: $crate::domain::audit::NewAuditEvent,
+            ) -> $crate::store::StoreResult<$crate::store::Pod> {
+                let now = self.clock.now();
+                let mut tx = self.write_tx().await?;
+                let before: $crate::store::sql::PodRow =
+                    sqlx::query_as("SELECT id, name, slack_channel, created_at, updated_at FROM pods WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&mut *tx.tx)
+                        .await?
+                        .ok_or($crate::store::StoreError::NotFound)?;
+                let before: $crate::store::Pod = before.into();
+                let name = change.name.clone().unwrap_or(before.name);
+                let channel = change.slack_channel.clone().unwrap_or(before.slack_channel);
+                sqlx::query("UPDATE pods SET name = $1, name_key = $2, slack_channel = $3, updated_at = $4 WHERE id = $5")
+                    .bind(&name)
+                    .bind($crate::domain::text::pod_name_key(&name))
+                    .bind(channel.as_deref())
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *tx.tx)
+                    .await
+                    .map_err(|e| $crate::store::sql::conflict_on_unique(e, "a POD with this name already exists"))?;
+                Self::insert_audit(&mut tx.tx, audit.target("pod", id), now).await?;
+                tx.commit().await?;
+                Ok($crate::store::Pod { id, name, slack_channel: channel, created_at: before.created_at, updated_at: now })
+            }
+
+            async fn delete_pod(&self, id: $crate::domain::PodId, audit: $crate::domain::audit::NewAuditEvent) -> $crate::store::StoreResult<()> {
+                let now = self.clock.now();
+                let mut tx = self.write_tx().await?;
+                let members: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE home_pod_id = $1")
+                    .bind(id)
+                    .fetch_one(&mut *tx.tx)
+                    .await?;
+                if members > 0 {
+                    return Err($crate::store::StoreError::Conflict(format!(
+                        "{members} user(s) have this POD as their home POD; move them first"
+                    )));
+                }
+                sqlx::query("DELETE FROM pod_managers WHERE pod_id = $1").bind(id).execute(&mut *tx.tx).await?;
+                let done = sqlx::query("DELETE FROM pods WHERE id = $1").bind(id).execute(&mut *tx.tx).await?;
+                if done.rows_affected() == 0 {
+                    return Err($crate::store::StoreError::NotFound);
+                }
+                Self::insert_audit(&mut tx.tx, audit.target("pod", id), now).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn set_pod_managers(
+                &self,
+                id: $crate::domain::PodId,
+                managers: &[$crate::domain::UserId],
+                audit: $crate::domain::audit::NewAuditEvent,
+            ) -> $crate::store::StoreResult<()> {
+                let now = self.clock.now();
+                let mut tx = self.write_tx().await?;
+                let exists: Option<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM pods WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *tx.tx)
+                    .await?;
+                if exists.is_none() {
+                    return Err($crate::store::StoreError::NotFound);
+                }
+                sqlx::query("DELETE FROM pod_managers WHERE pod_id = $1").bind(id).execute(&mut *tx.tx).await?;
+                for m in managers {
+                    sqlx::query("INSERT INTO pod_managers (pod_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                        .bind(id)
+                        .bind(m)
+                        .execute(&mut *tx.tx)
+                        .await?;
+                }
+                Self::insert_audit(&mut tx.tx, audit.target("pod", id), now).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn pod_people(
+                &self,
+                id: $crate::domain::PodId,
+            ) -> $crate::store::StoreResult<(Vec<$crate::store::User>, Vec<$crate::store::User>)> {
+                let cols = $crate::store::sql::USER_COLUMNS;
+                let managers: Vec<$crate::store::sql::UserRow> = sqlx::query_as(&format!(
+                    "SELECT {cols} FROM users u JOIN pod_managers m ON m.user_id = u.id WHERE m.pod_id = $1 ORDER BY u.email"
+                ))
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?;
+                let members: Vec<$crate::store::sql::UserRow> =
+                    sqlx::query_as(&format!("SELECT {cols} FROM users u WHERE u.home_pod_id = $1 ORDER BY u.email"))
+                        .bind(id)
+                        .fetch_all(&self.pool)
+                        .await?;
+                Ok(($crate::store::sql::users(managers)?, $crate::store::sql::users(members)?))
+            }
+
+            async fn append_audit(&self, event: $crate::domain::audit::NewAuditEvent) -> $crate::store::StoreResult<()> {
+                let now = self.clock.now();
+                let mut tx = self.write_tx().await?;
+                Self::insert_audit(&mut tx.tx, event, now).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn list_audit(
+                &self,
+                q: &$crate::store::AuditQuery,
+            ) -> $crate::store::StoreResult<$crate::store::Page<$crate::domain::audit::AuditEvent>> {
+                fn filters<'a>(b: &mut sqlx::QueryBuilder<'a, $db>, q: &'a $crate::store::AuditQuery) {
+                    b.push(" WHERE 1 = 1");
+                    if let Some(a) = q.actor_id {
+                        b.push(" AND actor_id = ").push_bind(a);
+                    }
+                    if let Some(a) = &q.action {
+                        b.push(" AND action = ").push_bind(a.as_str());
+                    }
+                    if let Some(t) = &q.target_id {
+                        b.push(" AND target_id = ").push_bind(t.as_str());
+                    }
+                    if let Some(s) = q.since {
+                        b.push(" AND at >= ").push_bind(s);
+                    }
+                    if let Some(u) = q.until {
+                        b.push(" AND at < ").push_bind(u);
+                    }
+                }
+                let mut count = sqlx::QueryBuilder::<$db>::new("SELECT COUNT(*) FROM audit_events");
+                filters(&mut count, q);
+                let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
+                let mut b = sqlx::QueryBuilder::<$db>::new(format!("SELECT {} FROM audit_events", $crate::store::sql::AUDIT_COLUMNS));
+                filters(&mut b, q);
+                b.push(" ORDER BY seq DESC LIMIT ").push_bind(q.limit).push(" OFFSET ").push_bind(q.offset);
+                let rows: Vec<$crate::store::sql::AuditRow> = b.build_query_as().fetch_all(&self.pool).await?;
+                Ok($crate::store::sql::page(rows, total))
+            }
+
+            async fn audit_after(&self, after: i64, limit: i64) -> $crate::store::StoreResult<Vec<$crate::domain::audit::AuditEvent>> {
+                let sql = format!(
+                    "SELECT {} FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2",
+                    $crate::store::sql::AUDIT_COLUMNS
+                );
+                let rows: Vec<$crate::store::sql::AuditRow> =
+                    sqlx::query_as(&sql).bind(after).bind(limit).fetch_all(&self.pool).await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+        }
+    };
+}
+
+pub(super) use impl_store;
