@@ -37,7 +37,6 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpNet>,
     pub hsts: bool,
     pub body_limit_bytes: usize,
-    pub header_read_timeout_secs: u64,
     pub shutdown_grace_secs: u64,
 }
 

@@ -4,7 +4,160 @@
 //! real thing on port 0; `main.rs` only parses arguments and calls into here.
 
 pub mod auth;
+pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod demo;
 pub mod domain;
+pub mod http;
 pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use base64::Engine;
+use rand::RngCore;
+use tokio::net::TcpListener;
+
+use crate::auth::{PasswordHasher, TokenKeys};
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::Config;
+use crate::http::AppState;
+use crate::store::SharedStore;
+
+/// Connects to the configured store and applies pending migrations.
+pub async fn open_store(config: &Config, clock: SharedClock) -> anyhow::Result<SharedStore> {
+    let store = store::connect(config, clock).await.context("connecting to the store")?;
+    store.migrate().await.context("applying migrations")?;
+    Ok(store)
+}
+
+/// The JWT key: the configured one, or one generated once and kept in `<data_dir>/jwt.key`.
+fn jwt_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
+    if !config.auth.jwt_secret.is_empty() {
+        return Ok(config.auth.jwt_secret.expose().as_bytes().to_vec());
+    }
+    let path = config.data_dir.join("jwt.key");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(existing.trim())
+            .with_context(|| format!("{} is not valid base64", path.display()))?;
+        anyhow::ensure!(key.len() >= 32, "{} holds a key shorter than 32 bytes", path.display());
+        return Ok(key);
+    }
+    let mut key = vec![0u8; 48];
+    rand::rngs::OsRng.fill_bytes(&mut key);
+    write_private(&path, &base64::engine::general_purpose::STANDARD.encode(&key))?;
+    tracing::info!(path = %path.display(), "generated a JWT signing key");
+    Ok(key)
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(contents.as_bytes())?;
+    Ok(())
+}
+
+/// Builds the shared application state over an open store.
+pub fn build_state(config: Config, store: SharedStore, clock: SharedClock) -> anyhow::Result<AppState> {
+    let secret = jwt_secret(&config)?;
+    let a = &config.auth;
+    let tokens = TokenKeys::new(&secret, &a.jwt_issuer, &a.jwt_audience, a.access_ttl_secs, a.leeway_secs);
+    Ok(AppState {
+        hasher: PasswordHasher::new(a.hash_concurrency)?,
+        tokens: Arc::new(tokens),
+        config: Arc::new(config),
+        store,
+        clock,
+        metrics: Arc::default(),
+    })
+}
+
+/// Runs the portal until `shutdown` resolves, then lets in-flight requests finish within the
+/// configured grace period.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let clock: SharedClock = Arc::new(SystemClock);
+    let store = open_store(&config, clock.clone()).await?;
+    if config.demo {
+        demo::seed(&store, &PasswordHasher::new(config.auth.hash_concurrency)?).await?;
+    }
+    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    let state = build_state(config, store.clone(), clock)?;
+    let (app, limiters) = http::router(state);
+
+    let maintenance = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        let mut n: u64 = 0;
+        loop {
+            tick.tick().await;
+            limiters.prune();
+            n += 1;
+            if n % 10 == 1 {
+                match store.purge_expired().await {
+                    Ok(removed) if removed > 0 => tracing::info!(removed, "purged expired token records"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "purging expired token records failed"),
+                }
+            }
+        }
+    });
+
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let notify = stopping.clone();
+    let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new connections; draining in-flight requests");
+            notify.notify_one();
+        },
+    );
+    let result = tokio::select! {
+        r = server => r.context("HTTP server failed"),
+        () = async { stopping.notified().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_secs = grace.as_secs(), "grace period over; closing remaining connections");
+            Ok(())
+        }
+    };
+    maintenance.abort();
+    result
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+}

@@ -76,6 +76,9 @@ pub struct AuditEvent {
     pub details: serde_json::Value,
     pub prev_hash: String,
     pub hash: String,
+    /// `details` exactly as stored; the chain hash covers these bytes.
+    #[serde(skip)]
+    pub details_raw: String,
 }
 
 /// Fields exactly as stored; `details` is the stored JSON text, hashed byte for byte.

@@ -197,7 +197,7 @@ impl From<AuditRow> for AuditEvent {
     fn from(r: AuditRow) -> Self {
         // A details text that is not JSON (tampering) is kept as a string so the verifier can
         // still hash the exact stored bytes.
-        let details = serde_json::from_str(&r.details).unwrap_or(serde_json::Value::String(r.details));
+        let details = serde_json::from_str(&r.details).unwrap_or_else(|_| serde_json::Value::String(r.details.clone()));
         AuditEvent {
             seq: r.seq,
             id: r.id,
@@ -211,6 +211,7 @@ impl From<AuditRow> for AuditEvent {
             details,
             prev_hash: r.prev_hash,
             hash: r.hash,
+            details_raw: r.details,
         }
     }
 }
