@@ -15,7 +15,10 @@ use crate::store::{NewUser, SharedStore};
 
 pub async fn migrate(config: &Config, clock: SharedClock) -> anyhow::Result<String> {
     crate::open_store(config, clock).await?;
-    Ok(format!("migrations applied to {}", redact_url(&config.database_url())))
+    Ok(format!(
+        "migrations applied to {}",
+        redact_url(&config.database_url())
+    ))
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
@@ -43,24 +46,50 @@ pub struct CreateUser {
 
 /// Creates a user (and their POD if it does not exist yet). Users created here are trusted
 /// operators and need not change their password. A manager given `--pod` also manages it.
-pub async fn create_user(config: &Config, store: &SharedStore, req: CreateUser) -> anyhow::Result<String> {
+pub async fn create_user(
+    config: &Config,
+    store: &SharedStore,
+    req: CreateUser,
+) -> anyhow::Result<String> {
     use secrecy::ExposeSecret;
-    let email = normalize_email(&req.email).ok_or_else(|| anyhow::anyhow!("{:?} is not a valid ASCII email address", req.email))?;
+    let email = normalize_email(&req.email)
+        .ok_or_else(|| anyhow::anyhow!("{:?} is not a valid ASCII email address", req.email))?;
     let name = req.name.trim().to_owned();
-    anyhow::ensure!(!name.is_empty() && name.chars().count() <= 200, "--name must be 1 to 200 characters");
+    anyhow::ensure!(
+        !name.is_empty() && name.chars().count() <= 200,
+        "--name must be 1 to 200 characters"
+    );
     if let Some(bad) = find_forbidden_in_line(&name) {
-        anyhow::bail!("--name contains a control or invisible character ({})", bad.describe());
+        anyhow::bail!(
+            "--name contains a control or invisible character ({})",
+            bad.describe()
+        );
     }
-    check_new_password(req.password.expose_secret(), &email, config.auth.password_min_length)
-        .map_err(|p| anyhow::anyhow!("{}", p.message()))?;
+    check_new_password(
+        req.password.expose_secret(),
+        &email,
+        config.auth.password_min_length,
+    )
+    .map_err(|p| anyhow::anyhow!("{}", p.message()))?;
     let source = json!({ "source": "cli" });
     let pod = match &req.pod {
         None => None,
         Some(name) => {
-            anyhow::ensure!(valid_pod_name(name), "POD name {name:?} is not valid (ASCII letters, digits, space, - _ .)");
+            anyhow::ensure!(
+                valid_pod_name(name),
+                "POD name {name:?} is not valid (ASCII letters, digits, space, - _ .)"
+            );
             match store.find_pod_by_name(name).await? {
                 Some(p) => Some(p),
-                None => Some(store.create_pod(name, None, NewAuditEvent::new("pod.created").details(source.clone())).await?),
+                None => Some(
+                    store
+                        .create_pod(
+                            name,
+                            None,
+                            NewAuditEvent::new("pod.created").details(source.clone()),
+                        )
+                        .await?,
+                ),
             }
         }
     };
@@ -73,25 +102,52 @@ pub async fn create_user(config: &Config, store: &SharedStore, req: CreateUser) 
         password_hash: hasher.hash(req.password).await?,
         must_change_password: false,
     };
-    let event = NewAuditEvent::new("user.created").details(json!({ "source": "cli", "role": req.role.as_str() }));
+    let event = NewAuditEvent::new("user.created")
+        .details(json!({ "source": "cli", "role": req.role.as_str() }));
     let user = store.create_user(&new, event).await.map_err(|e| match e {
         crate::store::StoreError::Conflict(m) => anyhow::anyhow!("{m}"),
         other => other.into(),
     })?;
     if let (Some(pod), Role::Manager) = (&pod, req.role) {
-        let mut managers: Vec<_> = store.pod_people(pod.id).await?.0.iter().map(|u| u.id).collect();
+        let mut managers: Vec<_> = store
+            .pod_people(pod.id)
+            .await?
+            .0
+            .iter()
+            .map(|u| u.id)
+            .collect();
         managers.push(user.id);
-        store.set_pod_managers(pod.id, &managers, NewAuditEvent::new("pod.managers_set").details(source)).await?;
+        store
+            .set_pod_managers(
+                pod.id,
+                &managers,
+                NewAuditEvent::new("pod.managers_set").details(source),
+            )
+            .await?;
     }
-    let pod_note = pod.map(|p| format!(" in POD {}", p.name)).unwrap_or_default();
-    Ok(format!("created {} {} ({}){pod_note}", user.role.as_str(), user.email, user.id))
+    let pod_note = pod
+        .map(|p| format!(" in POD {}", p.name))
+        .unwrap_or_default();
+    Ok(format!(
+        "created {} {} ({}){pod_note}",
+        user.role.as_str(),
+        user.email,
+        user.id
+    ))
 }
 
 /// Outcome of `quorum audit verify`.
 #[derive(Debug, PartialEq, Eq)]
 pub enum AuditVerdict {
-    Intact { events: i64 },
-    Broken { seq: i64, id: uuid::Uuid, reason: &'static str, verified: i64 },
+    Intact {
+        events: i64,
+    },
+    Broken {
+        seq: i64,
+        id: uuid::Uuid,
+        reason: &'static str,
+        verified: i64,
+    },
 }
 
 pub async fn verify_audit(store: &SharedStore) -> anyhow::Result<AuditVerdict> {
@@ -100,7 +156,9 @@ pub async fn verify_audit(store: &SharedStore) -> anyhow::Result<AuditVerdict> {
     loop {
         let chunk = store.audit_after(after, 1000).await?;
         if chunk.is_empty() {
-            return Ok(AuditVerdict::Intact { events: verifier.verified() });
+            return Ok(AuditVerdict::Intact {
+                events: verifier.verified(),
+            });
         }
         for e in &chunk {
             let fields = ChainFields {
@@ -115,7 +173,12 @@ pub async fn verify_audit(store: &SharedStore) -> anyhow::Result<AuditVerdict> {
                 details: &e.details_raw,
             };
             if let Err(b) = verifier.check(e.seq, &e.prev_hash, &e.hash, &fields) {
-                return Ok(AuditVerdict::Broken { seq: b.seq, id: b.id, reason: b.reason, verified: verifier.verified() });
+                return Ok(AuditVerdict::Broken {
+                    seq: b.seq,
+                    id: b.id,
+                    reason: b.reason,
+                    verified: verifier.verified(),
+                });
             }
             after = e.seq;
         }
@@ -128,8 +191,17 @@ mod tests {
 
     #[test]
     fn urls_are_redacted() {
-        assert_eq!(redact_url("postgres://q:s3cret@db:5432/quorum"), "postgres://q:***@db:5432/quorum");
-        assert_eq!(redact_url("sqlite://data/quorum.db"), "sqlite://data/quorum.db");
-        assert_eq!(redact_url("postgres://q@db/quorum"), "postgres://q@db/quorum");
+        assert_eq!(
+            redact_url("postgres://q:s3cret@db:5432/quorum"),
+            "postgres://q:***@db:5432/quorum"
+        );
+        assert_eq!(
+            redact_url("sqlite://data/quorum.db"),
+            "sqlite://data/quorum.db"
+        );
+        assert_eq!(
+            redact_url("postgres://q@db/quorum"),
+            "postgres://q@db/quorum"
+        );
     }
 }

@@ -109,7 +109,11 @@ impl Secret {
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.is_empty() { "\"\"" } else { "\"[redacted]\"" })
+        f.write_str(if self.is_empty() {
+            "\"\""
+        } else {
+            "\"[redacted]\""
+        })
     }
 }
 
@@ -160,7 +164,9 @@ impl Config {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         let a = &self.auth;
         if !(600..=900).contains(&a.access_ttl_secs) {
-            return invalid("auth.access_ttl_secs must be between 600 and 900 (10-15 minutes)".into());
+            return invalid(
+                "auth.access_ttl_secs must be between 600 and 900 (10-15 minutes)".into(),
+            );
         }
         if !(0..=60).contains(&a.leeway_secs) {
             return invalid("auth.leeway_secs must be between 0 and 60".into());
@@ -197,7 +203,8 @@ impl Config {
             }
         }
         let r = &self.rate_limit;
-        if r.auth_per_minute == 0 || r.auth_burst == 0 || r.api_per_second == 0 || r.api_burst == 0 {
+        if r.auth_per_minute == 0 || r.auth_burst == 0 || r.api_per_second == 0 || r.api_burst == 0
+        {
             return invalid("rate_limit values must all be at least 1".into());
         }
         if self.server.body_limit_bytes < 1024 {
@@ -207,10 +214,14 @@ impl Config {
             return invalid("database.max_connections must be at least 1".into());
         }
         let url = self.database.url.expose();
-        if !url.is_empty() && !url.starts_with("sqlite:") && !url.starts_with("postgres://")
+        if !url.is_empty()
+            && !url.starts_with("sqlite:")
+            && !url.starts_with("postgres://")
             && !url.starts_with("postgresql://")
         {
-            return invalid("database.url must start with sqlite:, postgres:// or postgresql://".into());
+            return invalid(
+                "database.url must start with sqlite:, postgres:// or postgresql://".into(),
+            );
         }
         Ok(())
     }
@@ -259,7 +270,9 @@ mod tests {
         let mut out = Vec::new();
         for (k, v) in t {
             match v {
-                toml::Value::Table(inner) => out.extend(keys(inner).into_iter().map(|s| format!("{k}.{s}"))),
+                toml::Value::Table(inner) => {
+                    out.extend(keys(inner).into_iter().map(|s| format!("{k}.{s}")))
+                }
                 _ => out.push(k.clone()),
             }
         }
@@ -269,14 +282,16 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_rejected() {
-        let err = Config::from_toml_over_defaults("[server]\nadress = \"127.0.0.1:1\"").unwrap_err();
+        let err = Config::from_toml_over_defaults("[server]\nadress = \"127.0.0.1:1\"")
+            .expect_err("must fail");
         assert!(err.to_string().contains("adress"), "{err}");
         assert!(Config::from_toml_over_defaults("colour = 1").is_err());
     }
 
     #[test]
     fn short_and_placeholder_keys_are_refused_outside_demo() {
-        let short = Config::from_toml_over_defaults("[auth]\njwt_secret = \"tooshort\"").unwrap_err();
+        let short = Config::from_toml_over_defaults("[auth]\njwt_secret = \"tooshort\"")
+            .expect_err("must fail");
         assert!(short.to_string().contains("32 bytes"), "{short}");
         let placeholder = "[auth]\njwt_secret = \"CHANGE-ME-to-a-random-value-of-48-bytes-please\"";
         assert!(Config::from_toml_over_defaults(placeholder).is_err());

@@ -21,15 +21,54 @@ pub struct DemoAccount {
 }
 
 pub const ACCOUNTS: &[DemoAccount] = &[
-    DemoAccount { email: "admin@example.com", name: "Ada Admin", role: Role::Admin, pod: None, manages: None },
-    DemoAccount { email: "maya@example.com", name: "Maya Manager", role: Role::Manager, pod: Some("payments"), manages: Some("payments") },
-    DemoAccount { email: "dan@example.com", name: "Dan Developer", role: Role::Developer, pod: Some("payments"), manages: None },
-    DemoAccount { email: "dee@example.com", name: "Dee Developer", role: Role::Developer, pod: Some("payments"), manages: None },
-    DemoAccount { email: "gina@example.com", name: "Gina Growth", role: Role::Manager, pod: Some("growth"), manages: Some("growth") },
-    DemoAccount { email: "gus@example.com", name: "Gus Growth", role: Role::Developer, pod: Some("growth"), manages: None },
+    DemoAccount {
+        email: "admin@example.com",
+        name: "Ada Admin",
+        role: Role::Admin,
+        pod: None,
+        manages: None,
+    },
+    DemoAccount {
+        email: "maya@example.com",
+        name: "Maya Manager",
+        role: Role::Manager,
+        pod: Some("payments"),
+        manages: Some("payments"),
+    },
+    DemoAccount {
+        email: "dan@example.com",
+        name: "Dan Developer",
+        role: Role::Developer,
+        pod: Some("payments"),
+        manages: None,
+    },
+    DemoAccount {
+        email: "dee@example.com",
+        name: "Dee Developer",
+        role: Role::Developer,
+        pod: Some("payments"),
+        manages: None,
+    },
+    DemoAccount {
+        email: "gina@example.com",
+        name: "Gina Growth",
+        role: Role::Manager,
+        pod: Some("growth"),
+        manages: Some("growth"),
+    },
+    DemoAccount {
+        email: "gus@example.com",
+        name: "Gus Growth",
+        role: Role::Developer,
+        pod: Some("growth"),
+        manages: None,
+    },
 ];
 
-pub const PODS: &[(&str, &str)] = &[("payments", "#payments-approvals"), ("growth", "#growth-approvals")];
+pub const PODS: &[(&str, &str)] = &[
+    ("payments", "#payments-approvals"),
+    ("growth", "#growth-approvals"),
+];
 
 /// Seeds the demo organisation into an empty store; returns whether it did.
 pub async fn seed(store: &SharedStore, hasher: &PasswordHasher) -> anyhow::Result<bool> {
@@ -39,7 +78,13 @@ pub async fn seed(store: &SharedStore, hasher: &PasswordHasher) -> anyhow::Resul
     let source = json!({ "source": "demo" });
     for (name, channel) in PODS {
         if store.find_pod_by_name(name).await?.is_none() {
-            store.create_pod(name, Some(channel), NewAuditEvent::new("pod.created").details(source.clone())).await?;
+            store
+                .create_pod(
+                    name,
+                    Some(channel),
+                    NewAuditEvent::new("pod.created").details(source.clone()),
+                )
+                .await?;
         }
     }
     let hash = hasher.hash(SecretString::from(DEMO_PASSWORD)).await?;
@@ -56,13 +101,30 @@ pub async fn seed(store: &SharedStore, hasher: &PasswordHasher) -> anyhow::Resul
             password_hash: hash.clone(),
             must_change_password: false,
         };
-        let user = store.create_user(&new, NewAuditEvent::new("user.created").details(source.clone())).await?;
-        if let Some(pod) = a.manages {
-            if let Some(pod) = store.find_pod_by_name(pod).await? {
-                let mut managers: Vec<_> = store.pod_people(pod.id).await?.0.iter().map(|u| u.id).collect();
-                managers.push(user.id);
-                store.set_pod_managers(pod.id, &managers, NewAuditEvent::new("pod.managers_set").details(source.clone())).await?;
-            }
+        let user = store
+            .create_user(
+                &new,
+                NewAuditEvent::new("user.created").details(source.clone()),
+            )
+            .await?;
+        if let Some(pod) = a.manages
+            && let Some(pod) = store.find_pod_by_name(pod).await?
+        {
+            let mut managers: Vec<_> = store
+                .pod_people(pod.id)
+                .await?
+                .0
+                .iter()
+                .map(|u| u.id)
+                .collect();
+            managers.push(user.id);
+            store
+                .set_pod_managers(
+                    pod.id,
+                    &managers,
+                    NewAuditEvent::new("pod.managers_set").details(source.clone()),
+                )
+                .await?;
         }
     }
     Ok(true)
@@ -70,7 +132,9 @@ pub async fn seed(store: &SharedStore, hasher: &PasswordHasher) -> anyhow::Resul
 
 /// What to tell a newcomer at start-up.
 pub fn banner(url: &str) -> String {
-    let mut s = format!("\nQuorum demo is running at {url}\nSign in with any of these accounts (password: {DEMO_PASSWORD}):\n");
+    let mut s = format!(
+        "\nQuorum demo is running at {url}\nSign in with any of these accounts (password: {DEMO_PASSWORD}):\n"
+    );
     for a in ACCOUNTS {
         let what = match (a.role, a.pod) {
             (Role::Admin, _) => "admin".to_owned(),

@@ -31,7 +31,9 @@ use crate::store::SharedStore;
 
 /// Connects to the configured store and applies pending migrations.
 pub async fn open_store(config: &Config, clock: SharedClock) -> anyhow::Result<SharedStore> {
-    let store = store::connect(config, clock).await.context("connecting to the store")?;
+    let store = store::connect(config, clock)
+        .await
+        .context("connecting to the store")?;
     store.migrate().await.context("applying migrations")?;
     Ok(store)
 }
@@ -46,12 +48,19 @@ fn jwt_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
         let key = base64::engine::general_purpose::STANDARD
             .decode(existing.trim())
             .with_context(|| format!("{} is not valid base64", path.display()))?;
-        anyhow::ensure!(key.len() >= 32, "{} holds a key shorter than 32 bytes", path.display());
+        anyhow::ensure!(
+            key.len() >= 32,
+            "{} holds a key shorter than 32 bytes",
+            path.display()
+        );
         return Ok(key);
     }
     let mut key = vec![0u8; 48];
     rand::rngs::OsRng.fill_bytes(&mut key);
-    write_private(&path, &base64::engine::general_purpose::STANDARD.encode(&key))?;
+    write_private(
+        &path,
+        &base64::engine::general_purpose::STANDARD.encode(&key),
+    )?;
     tracing::info!(path = %path.display(), "generated a JWT signing key");
     Ok(key)
 }
@@ -73,10 +82,20 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
 }
 
 /// Builds the shared application state over an open store.
-pub fn build_state(config: Config, store: SharedStore, clock: SharedClock) -> anyhow::Result<AppState> {
+pub fn build_state(
+    config: Config,
+    store: SharedStore,
+    clock: SharedClock,
+) -> anyhow::Result<AppState> {
     let secret = jwt_secret(&config)?;
     let a = &config.auth;
-    let tokens = TokenKeys::new(&secret, &a.jwt_issuer, &a.jwt_audience, a.access_ttl_secs, a.leeway_secs);
+    let tokens = TokenKeys::new(
+        &secret,
+        &a.jwt_issuer,
+        &a.jwt_audience,
+        a.access_ttl_secs,
+        a.leeway_secs,
+    );
     Ok(AppState {
         hasher: PasswordHasher::new(a.hash_concurrency)?,
         tokens: Arc::new(tokens),
@@ -112,7 +131,9 @@ pub async fn run(
             n += 1;
             if n % 10 == 1 {
                 match store.purge_expired().await {
-                    Ok(removed) if removed > 0 => tracing::info!(removed, "purged expired token records"),
+                    Ok(removed) if removed > 0 => {
+                        tracing::info!(removed, "purged expired token records")
+                    }
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "purging expired token records failed"),
                 }
@@ -122,13 +143,15 @@ pub async fn run(
 
     let stopping = Arc::new(tokio::sync::Notify::new());
     let notify = stopping.clone();
-    let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(
-        async move {
-            shutdown.await;
-            tracing::info!("shutting down: no new connections; draining in-flight requests");
-            notify.notify_one();
-        },
-    );
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new connections; draining in-flight requests");
+        notify.notify_one();
+    });
     let result = tokio::select! {
         r = server => r.context("HTTP server failed"),
         () = async { stopping.notified().await; tokio::time::sleep(grace).await } => {

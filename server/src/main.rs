@@ -13,7 +13,11 @@ use quorum_server::domain::Role;
 use secrecy::SecretString;
 
 #[derive(Debug, Parser)]
-#[command(name = "quorum", version, about = "Quorum: approve, then safely run, queries and scripts against production databases")]
+#[command(
+    name = "quorum",
+    version,
+    about = "Quorum: approve, then safely run, queries and scripts against production databases"
+)]
 struct Args {
     /// Configuration file layered over the built-in defaults (QUORUM__* variables override both).
     #[arg(long, global = true)]
@@ -75,7 +79,9 @@ fn parse_role(s: &str) -> Result<Role, String> {
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Pretty => builder.init(),
@@ -91,7 +97,9 @@ fn read_password() -> anyhow::Result<SecretString> {
     } else {
         let mut line = String::new();
         std::io::stdin().lock().read_line(&mut line)?;
-        Ok(SecretString::from(line.trim_end_matches(['\n', '\r']).to_owned()))
+        Ok(SecretString::from(
+            line.trim_end_matches(['\n', '\r']).to_owned(),
+        ))
     }
 }
 
@@ -103,13 +111,20 @@ async fn execute(args: Args) -> anyhow::Result<ExitCode> {
         Command::Serve { demo } => {
             config.demo |= demo;
             init_logging(&config);
-            let listener = tokio::net::TcpListener::bind(config.server.addr).await.map_err(|e| {
-                anyhow::anyhow!("cannot listen on {} ({e}); set server.addr or QUORUM__SERVER__ADDR", config.server.addr)
-            })?;
+            let listener = tokio::net::TcpListener::bind(config.server.addr)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot listen on {} ({e}); set server.addr or QUORUM__SERVER__ADDR",
+                        config.server.addr
+                    )
+                })?;
             tracing::info!(addr = %listener.local_addr()?, store = %cli::redact_url(&config.database_url()), "quorum listening");
             if config.demo {
                 if !config.server.addr.ip().is_loopback() {
-                    tracing::warn!("demo mode on a non-loopback address: the demo accounts have a published password");
+                    tracing::warn!(
+                        "demo mode on a non-loopback address: the demo accounts have a published password"
+                    );
                 }
                 eprintln!("{}", quorum_server::demo::banner(&config.public_url()));
             }
@@ -122,17 +137,50 @@ async fn execute(args: Args) -> anyhow::Result<ExitCode> {
         Command::CheckConfig => {
             print!("{}", config.to_redacted_toml());
         }
-        Command::User { command: UserCommand::Create { email, name, role, pod } } => {
+        Command::User {
+            command:
+                UserCommand::Create {
+                    email,
+                    name,
+                    role,
+                    pod,
+                },
+        } => {
             let password = read_password()?;
             let store = quorum_server::open_store(&config, clock).await?;
-            println!("{}", cli::create_user(&config, &store, CreateUser { email, name, role, pod, password }).await?);
+            println!(
+                "{}",
+                cli::create_user(
+                    &config,
+                    &store,
+                    CreateUser {
+                        email,
+                        name,
+                        role,
+                        pod,
+                        password
+                    }
+                )
+                .await?
+            );
         }
-        Command::Audit { command: AuditCommand::Verify } => {
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => {
             let store = quorum_server::open_store(&config, clock).await?;
             match cli::verify_audit(&store).await? {
-                AuditVerdict::Intact { events } => println!("audit chain intact: {events} events verified"),
-                AuditVerdict::Broken { seq, id, reason, verified } => {
-                    println!("audit chain BROKEN at event {seq} (id {id}): {reason}; {verified} events before it verified");
+                AuditVerdict::Intact { events } => {
+                    println!("audit chain intact: {events} events verified")
+                }
+                AuditVerdict::Broken {
+                    seq,
+                    id,
+                    reason,
+                    verified,
+                } => {
+                    println!(
+                        "audit chain BROKEN at event {seq} (id {id}): {reason}; {verified} events before it verified"
+                    );
                     return Ok(ExitCode::from(1));
                 }
             }

@@ -24,7 +24,9 @@ pub fn hash(token: &str) -> String {
 pub fn well_formed(token: &str) -> bool {
     token.len() == PREFIX.len() + 43
         && token.starts_with(PREFIX)
-        && token[PREFIX.len()..].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && token[PREFIX.len()..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 #[cfg(test)]

@@ -87,12 +87,21 @@ pub struct TokenKeys {
 
 impl std::fmt::Debug for TokenKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenKeys").field("issuer", &self.issuer).field("audience", &self.audience).finish_non_exhaustive()
+        f.debug_struct("TokenKeys")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
     }
 }
 
 impl TokenKeys {
-    pub fn new(secret: &[u8], issuer: &str, audience: &str, ttl_secs: i64, leeway_secs: i64) -> Self {
+    pub fn new(
+        secret: &[u8],
+        issuer: &str,
+        audience: &str,
+        ttl_secs: i64,
+        leeway_secs: i64,
+    ) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
@@ -115,7 +124,13 @@ impl TokenKeys {
         self.ttl.num_seconds()
     }
 
-    pub fn issue(&self, user: UserId, session: SessionId, role: Role, now: DateTime<Utc>) -> anyhow::Result<(String, AccessClaims)> {
+    pub fn issue(
+        &self,
+        user: UserId,
+        session: SessionId,
+        role: Role,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<(String, AccessClaims)> {
         let claims = AccessClaims {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
@@ -143,15 +158,24 @@ impl TokenKeys {
         }
         // Header parameters that point at other keys are never honoured; a token carrying them
         // was not made by us.
-        if header.jku.is_some() || header.jwk.is_some() || header.x5u.is_some() || header.kid.is_some() {
+        if header.jku.is_some()
+            || header.jwk.is_some()
+            || header.x5u.is_some()
+            || header.kid.is_some()
+        {
             return Err(TokenError::Malformed);
         }
-        let data = jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &self.validation).map_err(|e| match e.kind() {
-            ErrorKind::InvalidSignature => TokenError::Signature,
-            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => TokenError::Algorithm,
-            ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Utf8(_) => TokenError::Malformed,
-            _ => TokenError::Claims,
-        })?;
+        let data = jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::InvalidSignature => TokenError::Signature,
+                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                    TokenError::Algorithm
+                }
+                ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Utf8(_) => {
+                    TokenError::Malformed
+                }
+                _ => TokenError::Claims,
+            })?;
         let claims = data.claims;
         let t = now.timestamp();
         if claims.exp < t - self.leeway {
@@ -207,21 +231,26 @@ mod tests {
         let h = URL_SAFE_NO_PAD.encode(header.to_string());
         let c = URL_SAFE_NO_PAD.encode(claims.to_string());
         let signing_input = format!("{h}.{c}");
-        let sig = key.map(|k| sign(k, signing_input.as_bytes())).unwrap_or_default();
+        let sig = key
+            .map(|k| sign(k, signing_input.as_bytes()))
+            .unwrap_or_default();
         format!("{signing_input}.{sig}")
     }
 
     mod hmac_sig {
         use jsonwebtoken::{Algorithm, EncodingKey};
         pub fn sign(key: &[u8], input: &[u8]) -> String {
-            jsonwebtoken::crypto::sign(input, &EncodingKey::from_secret(key), Algorithm::HS256).expect("sign")
+            jsonwebtoken::crypto::sign(input, &EncodingKey::from_secret(key), Algorithm::HS256)
+                .expect("sign")
         }
     }
 
     #[test]
     fn issued_tokens_verify() {
         let k = keys();
-        let (t, c) = k.issue(UserId::new(), SessionId::new(), Role::Developer, now()).expect("issue");
+        let (t, c) = k
+            .issue(UserId::new(), SessionId::new(), Role::Developer, now())
+            .expect("issue");
         assert_eq!(k.verify(&t, now()), Ok(c));
     }
 
@@ -231,24 +260,140 @@ mod tests {
         let hs = json!({"alg": "HS256", "typ": "JWT"});
         let good = claims_json(json!({}));
         let cases: Vec<(&str, String, TokenError)> = vec![
-            ("alg none", forge(json!({"alg": "none"}), good.clone(), None), TokenError::Malformed),
-            ("HS512", forge(json!({"alg": "HS512"}), good.clone(), Some(SECRET)), TokenError::Algorithm),
-            ("empty signature", forge(hs.clone(), good.clone(), None), TokenError::Signature),
-            ("other key", forge(hs.clone(), good.clone(), Some(b"another-key-another-key-another-key")), TokenError::Signature),
-            ("missing exp", forge(hs.clone(), claims_json(json!({"exp": null})), Some(SECRET)), TokenError::Claims),
-            ("exp as string", forge(hs.clone(), claims_json(json!({"exp": "never"})), Some(SECRET)), TokenError::Claims),
-            ("numeric string exp", forge(hs.clone(), claims_json(json!({"exp": "99999999999"})), Some(SECRET)), TokenError::Claims),
-            ("missing nbf", forge(hs.clone(), claims_json(json!({"nbf": null})), Some(SECRET)), TokenError::Claims),
-            ("missing jti", forge(hs.clone(), claims_json(json!({"jti": null})), Some(SECRET)), TokenError::Claims),
-            ("missing iat", forge(hs.clone(), claims_json(json!({"iat": null})), Some(SECRET)), TokenError::Claims),
-            ("expired", forge(hs.clone(), claims_json(json!({"exp": now().timestamp() - 31})), Some(SECRET)), TokenError::Expired),
-            ("future nbf", forge(hs.clone(), claims_json(json!({"nbf": now().timestamp() + 31})), Some(SECRET)), TokenError::NotYetValid),
-            ("wrong aud", forge(hs.clone(), claims_json(json!({"aud": "other"})), Some(SECRET)), TokenError::Claims),
-            ("wrong iss", forge(hs.clone(), claims_json(json!({"iss": "evil"})), Some(SECRET)), TokenError::Claims),
-            ("refresh typ", forge(hs.clone(), claims_json(json!({"typ": "refresh"})), Some(SECRET)), TokenError::WrongType),
-            ("extra claim", forge(hs.clone(), claims_json(json!({"admin": true})), Some(SECRET)), TokenError::Claims),
-            ("kid traversal", forge(json!({"alg": "HS256", "kid": "../../../dev/null"}), good.clone(), Some(SECRET)), TokenError::Malformed),
-            ("jku", forge(json!({"alg": "HS256", "jku": "http://attacker"}), good.clone(), Some(SECRET)), TokenError::Malformed),
+            (
+                "alg none",
+                forge(json!({"alg": "none"}), good.clone(), None),
+                TokenError::Malformed,
+            ),
+            (
+                "HS512",
+                forge(json!({"alg": "HS512"}), good.clone(), Some(SECRET)),
+                TokenError::Algorithm,
+            ),
+            (
+                "empty signature",
+                forge(hs.clone(), good.clone(), None),
+                TokenError::Signature,
+            ),
+            (
+                "other key",
+                forge(
+                    hs.clone(),
+                    good.clone(),
+                    Some(b"another-key-another-key-another-key"),
+                ),
+                TokenError::Signature,
+            ),
+            (
+                "missing exp",
+                forge(hs.clone(), claims_json(json!({"exp": null})), Some(SECRET)),
+                TokenError::Claims,
+            ),
+            (
+                "exp as string",
+                forge(
+                    hs.clone(),
+                    claims_json(json!({"exp": "never"})),
+                    Some(SECRET),
+                ),
+                TokenError::Claims,
+            ),
+            (
+                "numeric string exp",
+                forge(
+                    hs.clone(),
+                    claims_json(json!({"exp": "99999999999"})),
+                    Some(SECRET),
+                ),
+                TokenError::Claims,
+            ),
+            (
+                "missing nbf",
+                forge(hs.clone(), claims_json(json!({"nbf": null})), Some(SECRET)),
+                TokenError::Claims,
+            ),
+            (
+                "missing jti",
+                forge(hs.clone(), claims_json(json!({"jti": null})), Some(SECRET)),
+                TokenError::Claims,
+            ),
+            (
+                "missing iat",
+                forge(hs.clone(), claims_json(json!({"iat": null})), Some(SECRET)),
+                TokenError::Claims,
+            ),
+            (
+                "expired",
+                forge(
+                    hs.clone(),
+                    claims_json(json!({"exp": now().timestamp() - 31})),
+                    Some(SECRET),
+                ),
+                TokenError::Expired,
+            ),
+            (
+                "future nbf",
+                forge(
+                    hs.clone(),
+                    claims_json(json!({"nbf": now().timestamp() + 31})),
+                    Some(SECRET),
+                ),
+                TokenError::NotYetValid,
+            ),
+            (
+                "wrong aud",
+                forge(
+                    hs.clone(),
+                    claims_json(json!({"aud": "other"})),
+                    Some(SECRET),
+                ),
+                TokenError::Claims,
+            ),
+            (
+                "wrong iss",
+                forge(
+                    hs.clone(),
+                    claims_json(json!({"iss": "evil"})),
+                    Some(SECRET),
+                ),
+                TokenError::Claims,
+            ),
+            (
+                "refresh typ",
+                forge(
+                    hs.clone(),
+                    claims_json(json!({"typ": "refresh"})),
+                    Some(SECRET),
+                ),
+                TokenError::WrongType,
+            ),
+            (
+                "extra claim",
+                forge(
+                    hs.clone(),
+                    claims_json(json!({"admin": true})),
+                    Some(SECRET),
+                ),
+                TokenError::Claims,
+            ),
+            (
+                "kid traversal",
+                forge(
+                    json!({"alg": "HS256", "kid": "../../../dev/null"}),
+                    good.clone(),
+                    Some(SECRET),
+                ),
+                TokenError::Malformed,
+            ),
+            (
+                "jku",
+                forge(
+                    json!({"alg": "HS256", "jku": "http://attacker"}),
+                    good.clone(),
+                    Some(SECRET),
+                ),
+                TokenError::Malformed,
+            ),
             ("garbage", "not.a.jwt".to_owned(), TokenError::Malformed),
             ("two parts", "abc.def".to_owned(), TokenError::Malformed),
         ];
@@ -260,12 +405,19 @@ mod tests {
     #[test]
     fn tampered_payload_fails_signature() {
         let k = keys();
-        let (t, _) = k.issue(UserId::new(), SessionId::new(), Role::Developer, now()).expect("issue");
+        let (t, _) = k
+            .issue(UserId::new(), SessionId::new(), Role::Developer, now())
+            .expect("issue");
         let parts: Vec<&str> = t.split('.').collect();
         let mut claims: serde_json::Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).expect("b64")).expect("json");
         claims["role"] = json!("admin");
-        let tampered = format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode(claims.to_string()), parts[2]);
+        let tampered = format!(
+            "{}.{}.{}",
+            parts[0],
+            URL_SAFE_NO_PAD.encode(claims.to_string()),
+            parts[2]
+        );
         assert_eq!(k.verify(&tampered, now()), Err(TokenError::Signature));
     }
 
@@ -273,9 +425,17 @@ mod tests {
     fn leeway_boundaries() {
         let k = keys();
         let hs = json!({"alg": "HS256", "typ": "JWT"});
-        let at_edge = forge(hs.clone(), claims_json(json!({"exp": now().timestamp() - 30})), Some(SECRET));
+        let at_edge = forge(
+            hs.clone(),
+            claims_json(json!({"exp": now().timestamp() - 30})),
+            Some(SECRET),
+        );
         assert!(k.verify(&at_edge, now()).is_ok());
-        let nbf_edge = forge(hs, claims_json(json!({"nbf": now().timestamp() + 30})), Some(SECRET));
+        let nbf_edge = forge(
+            hs,
+            claims_json(json!({"nbf": now().timestamp() + 30})),
+            Some(SECRET),
+        );
         assert!(k.verify(&nbf_edge, now()).is_ok());
     }
 }

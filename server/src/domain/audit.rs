@@ -130,13 +130,28 @@ pub struct ChainVerifier {
 
 impl Default for ChainVerifier {
     fn default() -> Self {
-        Self { expected_prev: GENESIS_HASH.to_owned(), expected_seq: 1 }
+        Self {
+            expected_prev: GENESIS_HASH.to_owned(),
+            expected_seq: 1,
+        }
     }
 }
 
 impl ChainVerifier {
-    pub fn check(&mut self, seq: i64, stored_prev: &str, stored_hash: &str, f: &ChainFields<'_>) -> Result<(), BrokenLink> {
-        let broken = |reason| Err(BrokenLink { seq, id: f.id, reason });
+    pub fn check(
+        &mut self,
+        seq: i64,
+        stored_prev: &str,
+        stored_hash: &str,
+        f: &ChainFields<'_>,
+    ) -> Result<(), BrokenLink> {
+        let broken = |reason| {
+            Err(BrokenLink {
+                seq,
+                id: f.id,
+                reason,
+            })
+        };
         if seq != self.expected_seq {
             return broken("an event is missing before this one");
         }
@@ -184,10 +199,15 @@ mod tests {
         assert_eq!(v.verified(), 2);
 
         let mut v = ChainVerifier::default();
-        assert!(v.check(1, GENESIS_HASH, &h1, &fields("{\"edited\":1}")).is_err());
+        assert!(
+            v.check(1, GENESIS_HASH, &h1, &fields("{\"edited\":1}"))
+                .is_err()
+        );
 
         let mut v = ChainVerifier::default();
-        let err = v.check(2, &h1, &h2, &fields("{\"n\":2}")).unwrap_err();
+        let err = v
+            .check(2, &h1, &h2, &fields("{\"n\":2}"))
+            .expect_err("must fail");
         assert_eq!(err.seq, 2);
     }
 
@@ -196,6 +216,9 @@ mod tests {
         let mut a = fields("{}");
         a.target_type = Some("us");
         a.target_id = Some("erx");
-        assert_ne!(chain_hash(GENESIS_HASH, &a), chain_hash(GENESIS_HASH, &fields("{}")));
+        assert_ne!(
+            chain_hash(GENESIS_HASH, &a),
+            chain_hash(GENESIS_HASH, &fields("{}"))
+        );
     }
 }

@@ -51,7 +51,9 @@ impl LockoutPolicy {
         match delayed_until {
             Some(until) if until > now => {
                 let millis = (until - now).num_milliseconds();
-                Gate::Wait { retry_after_secs: (millis + 999) / 1000 }
+                Gate::Wait {
+                    retry_after_secs: (millis + 999) / 1000,
+                }
             }
             _ => Gate::Open,
         }
@@ -63,7 +65,11 @@ mod tests {
     use super::*;
 
     fn policy() -> LockoutPolicy {
-        LockoutPolicy { delay_after: 5, lock_after: 20, max_delay: Duration::seconds(900) }
+        LockoutPolicy {
+            delay_after: 5,
+            lock_after: 20,
+            max_delay: Duration::seconds(900),
+        }
     }
 
     #[test]
@@ -73,10 +79,22 @@ mod tests {
         for n in 1..5 {
             assert_eq!(p.after_failure(n, now), AfterFailure::Counted, "{n}");
         }
-        assert_eq!(p.after_failure(5, now), AfterFailure::DelayedUntil(now + Duration::seconds(1)));
-        assert_eq!(p.after_failure(6, now), AfterFailure::DelayedUntil(now + Duration::seconds(2)));
-        assert_eq!(p.after_failure(8, now), AfterFailure::DelayedUntil(now + Duration::seconds(8)));
-        assert_eq!(p.after_failure(19, now), AfterFailure::DelayedUntil(now + Duration::seconds(900)));
+        assert_eq!(
+            p.after_failure(5, now),
+            AfterFailure::DelayedUntil(now + Duration::seconds(1))
+        );
+        assert_eq!(
+            p.after_failure(6, now),
+            AfterFailure::DelayedUntil(now + Duration::seconds(2))
+        );
+        assert_eq!(
+            p.after_failure(8, now),
+            AfterFailure::DelayedUntil(now + Duration::seconds(8))
+        );
+        assert_eq!(
+            p.after_failure(19, now),
+            AfterFailure::DelayedUntil(now + Duration::seconds(900))
+        );
         assert_eq!(p.after_failure(20, now), AfterFailure::Locked);
         assert_eq!(p.after_failure(500, now), AfterFailure::Locked);
     }
@@ -85,10 +103,15 @@ mod tests {
     fn gate_rounds_waits_up() {
         let now = Utc::now();
         assert_eq!(LockoutPolicy::gate(false, None, now), Gate::Open);
-        assert_eq!(LockoutPolicy::gate(false, Some(now - Duration::seconds(1)), now), Gate::Open);
+        assert_eq!(
+            LockoutPolicy::gate(false, Some(now - Duration::seconds(1)), now),
+            Gate::Open
+        );
         assert_eq!(
             LockoutPolicy::gate(false, Some(now + Duration::milliseconds(1500)), now),
-            Gate::Wait { retry_after_secs: 2 }
+            Gate::Wait {
+                retry_after_secs: 2
+            }
         );
         assert_eq!(LockoutPolicy::gate(true, None, now), Gate::Locked);
     }

@@ -109,7 +109,12 @@ mod tests {
     use super::*;
 
     fn actor(role: Role, home: Option<PodId>, managed: Vec<PodId>) -> Actor {
-        Actor { id: UserId::new(), role, home_pod: home, managed_pods: managed }
+        Actor {
+            id: UserId::new(),
+            role,
+            home_pod: home,
+            managed_pods: managed,
+        }
     }
 
     #[test]
@@ -145,13 +150,25 @@ mod tests {
             check_user_change(me, me, Role::Admin, Some(Role::Developer), false, 3),
             Err(UserChangeRefusal::SelfLockout)
         );
-        assert_eq!(check_user_change(me, me, Role::Admin, None, true, 3), Err(UserChangeRefusal::SelfLockout));
+        assert_eq!(
+            check_user_change(me, me, Role::Admin, None, true, 3),
+            Err(UserChangeRefusal::SelfLockout)
+        );
         assert_eq!(
             check_user_change(me, other, Role::Admin, None, true, 1),
             Err(UserChangeRefusal::LastAdmin)
         );
-        assert_eq!(check_user_change(me, other, Role::Admin, None, true, 2), Ok(()));
-        assert_eq!(check_user_change(me, other, Role::Developer, None, true, 1), Ok(()));
-        assert_eq!(check_user_change(me, me, Role::Admin, Some(Role::Admin), false, 1), Ok(()));
+        assert_eq!(
+            check_user_change(me, other, Role::Admin, None, true, 2),
+            Ok(())
+        );
+        assert_eq!(
+            check_user_change(me, other, Role::Developer, None, true, 1),
+            Ok(())
+        );
+        assert_eq!(
+            check_user_change(me, me, Role::Admin, Some(Role::Admin), false, 1),
+            Ok(())
+        );
     }
 }

@@ -28,7 +28,10 @@ pub fn find_forbidden_in_line(s: &str) -> Option<ForbiddenChar> {
     s.chars()
         .enumerate()
         .find(|(_, c)| c.is_control() || is_invisible_or_bidi(*c))
-        .map(|(i, ch)| ForbiddenChar { ch, position: i + 1 })
+        .map(|(i, ch)| ForbiddenChar {
+            ch,
+            position: i + 1,
+        })
 }
 
 /// Canonical form of an email for storage and lookup: trimmed, NFKC, lowercase. Only ASCII
@@ -38,7 +41,9 @@ pub fn normalize_email(raw: &str) -> Option<String> {
     let (local, domain) = e.split_once('@')?;
     let ok_local = !local.is_empty()
         && local.len() <= 64
-        && local.chars().all(|c| c.is_ascii_alphanumeric() || "._%+-'".contains(c))
+        && local
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._%+-'".contains(c))
         && !local.starts_with('.')
         && !local.ends_with('.')
         && !local.contains("..");
@@ -73,10 +78,24 @@ mod tests {
 
     #[test]
     fn emails() {
-        assert_eq!(normalize_email("  Dana.Dev@Example.COM "), Some("dana.dev@example.com".into()));
-        assert_eq!(normalize_email("ａdmin@example.com"), Some("admin@example.com".into()));
+        assert_eq!(
+            normalize_email("  Dana.Dev@Example.COM "),
+            Some("dana.dev@example.com".into())
+        );
+        assert_eq!(
+            normalize_email("ａdmin@example.com"),
+            Some("admin@example.com".into())
+        );
         assert_eq!(normalize_email("\u{0430}dmin@example.com"), None);
-        for bad in ["", "no-at", "@example.com", "a@b", "a@-b.com", "a..b@example.com", "a b@example.com"] {
+        for bad in [
+            "",
+            "no-at",
+            "@example.com",
+            "a@b",
+            "a@-b.com",
+            "a..b@example.com",
+            "a b@example.com",
+        ] {
             assert_eq!(normalize_email(bad), None, "{bad}");
         }
     }

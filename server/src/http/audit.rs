@@ -60,5 +60,10 @@ pub async fn list_audit(
         offset,
     };
     let result = state.store.list_audit(&query).await?;
-    Ok(axum::Json(AuditPage { items: result.items, total: result.total, page, per_page }))
+    Ok(axum::Json(AuditPage {
+        items: result.items,
+        total: result.total,
+        page,
+        per_page,
+    }))
 }

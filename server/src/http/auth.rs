@@ -16,15 +16,17 @@ use super::error::{ApiError, ApiResult, ErrorEnvelope};
 use super::extract::{ClientMeta, JsonBody, PathId, SignedIn};
 use super::views::{SessionView, UserView};
 use crate::auth::refresh;
+use crate::domain::SessionId;
 use crate::domain::audit::NewAuditEvent;
 use crate::domain::lockout::{Gate, LockoutPolicy};
 use crate::domain::text::normalize_email;
-use crate::domain::SessionId;
 use crate::store::{RevokeReason, Session, User};
 
 /// Routes that get the stricter per-IP sign-in limit.
 pub fn limited_router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(login)).routes(routes!(refresh_token))
+    OpenApiRouter::new()
+        .routes(routes!(login))
+        .routes(routes!(refresh_token))
 }
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -55,11 +57,19 @@ pub struct TokenResponse {
 }
 
 fn invalid_credentials() -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "the email or password is incorrect")
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+        "the email or password is incorrect",
+    )
 }
 
 fn refresh_cookie(state: &AppState, token: &str) -> HeaderValue {
-    let secure = if state.config.auth.cookie_secure { "; Secure" } else { "" };
+    let secure = if state.config.auth.cookie_secure {
+        "; Secure"
+    } else {
+        ""
+    };
     let value = format!(
         "{}={token}; Path={}; Max-Age={}; HttpOnly; SameSite=Strict{secure}",
         refresh::COOKIE_NAME,
@@ -70,8 +80,16 @@ fn refresh_cookie(state: &AppState, token: &str) -> HeaderValue {
 }
 
 fn clear_cookie(state: &AppState) -> HeaderValue {
-    let secure = if state.config.auth.cookie_secure { "; Secure" } else { "" };
-    let value = format!("{}=; Path={}; Max-Age=0; HttpOnly; SameSite=Strict{secure}", refresh::COOKIE_NAME, refresh::COOKIE_PATH);
+    let secure = if state.config.auth.cookie_secure {
+        "; Secure"
+    } else {
+        ""
+    };
+    let value = format!(
+        "{}=; Path={}; Max-Age=0; HttpOnly; SameSite=Strict{secure}",
+        refresh::COOKIE_NAME,
+        refresh::COOKIE_PATH
+    );
     HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
@@ -86,8 +104,15 @@ fn presented_refresh_token(headers: &HeaderMap) -> Option<String> {
         .map(|(_, value)| value.to_owned())
 }
 
-fn token_response(state: &AppState, user: &User, session: SessionId, cookie: HeaderValue) -> ApiResult<Response> {
-    let (access_token, _) = state.tokens.issue(user.id, session, user.role, state.clock.now())?;
+fn token_response(
+    state: &AppState,
+    user: &User,
+    session: SessionId,
+    cookie: HeaderValue,
+) -> ApiResult<Response> {
+    let (access_token, _) = state
+        .tokens
+        .issue(user.id, session, user.role, state.clock.now())?;
     let body = TokenResponse {
         access_token,
         token_type: "Bearer",
@@ -111,21 +136,29 @@ fn token_response(state: &AppState, user: &User, session: SessionId, cookie: Hea
         (status = 423, description = "Account locked", body = ErrorEnvelope),
         (status = 429, description = "Too many attempts", body = ErrorEnvelope),
     ))]
-pub async fn login(State(state): State<AppState>, meta: ClientMeta, JsonBody(body): JsonBody<LoginRequest>) -> ApiResult<Response> {
+pub async fn login(
+    State(state): State<AppState>,
+    meta: ClientMeta,
+    JsonBody(body): JsonBody<LoginRequest>,
+) -> ApiResult<Response> {
     let password = SecretString::from(body.password);
     let email = normalize_email(&body.email);
     let creds = match &email {
         Some(e) => state.store.get_credentials(e).await?,
         None => None,
     };
-    let audit = |action| NewAuditEvent::new(action).origin(meta.ip.clone(), meta.user_agent.clone());
+    let audit =
+        |action| NewAuditEvent::new(action).origin(meta.ip.clone(), meta.user_agent.clone());
     let Some((user, hash)) = creds else {
         state.hasher.verify(password, None).await?;
         state.metrics.auth_failure("unknown_user");
         let attempted: String = body.email.chars().take(320).collect();
         state
             .store
-            .append_audit(audit("auth.login_failed").details(json!({ "email": attempted, "reason": "unknown_user" })))
+            .append_audit(
+                audit("auth.login_failed")
+                    .details(json!({ "email": attempted, "reason": "unknown_user" })),
+            )
             .await?;
         return Err(invalid_credentials());
     };
@@ -134,7 +167,14 @@ pub async fn login(State(state): State<AppState>, meta: ClientMeta, JsonBody(bod
         Gate::Open => {}
         Gate::Locked => {
             state.metrics.auth_failure("locked");
-            state.store.append_audit(audit("auth.login_refused").target("user", user.id).details(json!({ "reason": "locked" }))).await?;
+            state
+                .store
+                .append_audit(
+                    audit("auth.login_refused")
+                        .target("user", user.id)
+                        .details(json!({ "reason": "locked" })),
+                )
+                .await?;
             return Err(ApiError::new(
                 StatusCode::LOCKED,
                 "account_locked",
@@ -154,13 +194,25 @@ pub async fn login(State(state): State<AppState>, meta: ClientMeta, JsonBody(bod
     let ok = state.hasher.verify(password, Some(hash)).await?;
     if !ok {
         state.metrics.auth_failure("password");
-        let event = audit("auth.login_failed").actor(user.id).details(json!({ "reason": "password" }));
-        state.store.record_login_failure(user.id, &state.lockout_policy(), event).await?;
+        let event = audit("auth.login_failed")
+            .actor(user.id)
+            .details(json!({ "reason": "password" }));
+        state
+            .store
+            .record_login_failure(user.id, &state.lockout_policy(), event)
+            .await?;
         return Err(invalid_credentials());
     }
     if user.disabled {
         state.metrics.auth_failure("disabled");
-        state.store.append_audit(audit("auth.login_refused").target("user", user.id).details(json!({ "reason": "disabled" }))).await?;
+        state
+            .store
+            .append_audit(
+                audit("auth.login_refused")
+                    .target("user", user.id)
+                    .details(json!({ "reason": "disabled" })),
+            )
+            .await?;
         return Err(invalid_credentials());
     }
     let session = Session {
@@ -177,7 +229,12 @@ pub async fn login(State(state): State<AppState>, meta: ClientMeta, JsonBody(bod
     let token = refresh::generate();
     state
         .store
-        .start_session(&session, &refresh::hash(&token), state.config.auth.max_sessions_per_user, audit("auth.login").actor(user.id))
+        .start_session(
+            &session,
+            &refresh::hash(&token),
+            state.config.auth.max_sessions_per_user,
+            audit("auth.login").actor(user.id),
+        )
         .await?;
     token_response(&state, &user, session.id, refresh_cookie(&state, &token))
 }
@@ -191,19 +248,36 @@ pub async fn login(State(state): State<AppState>, meta: ClientMeta, JsonBody(bod
         (status = 200, description = "New access token; the refresh cookie is rotated", body = TokenResponse),
         (status = 401, description = "Missing, unknown, reused or expired refresh token", body = ErrorEnvelope),
     ))]
-pub async fn refresh_token(State(state): State<AppState>, meta: ClientMeta, headers: HeaderMap) -> ApiResult<Response> {
+pub async fn refresh_token(
+    State(state): State<AppState>,
+    meta: ClientMeta,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let refuse = |code: &'static str, message: &str, reason: &'static str| {
         state.metrics.auth_failure(reason);
-        ApiError::new(StatusCode::UNAUTHORIZED, code, message).header(header::SET_COOKIE, clear_cookie(&state))
+        ApiError::new(StatusCode::UNAUTHORIZED, code, message)
+            .header(header::SET_COOKIE, clear_cookie(&state))
     };
     let Some(token) = presented_refresh_token(&headers) else {
-        return Err(refuse("refresh_missing", "no refresh cookie was sent; sign in again", "refresh_missing"));
+        return Err(refuse(
+            "refresh_missing",
+            "no refresh cookie was sent; sign in again",
+            "refresh_missing",
+        ));
     };
     if !refresh::well_formed(&token) {
-        return Err(refuse("refresh_invalid", "the refresh token is not valid; sign in again", "refresh_invalid"));
+        return Err(refuse(
+            "refresh_invalid",
+            "the refresh token is not valid; sign in again",
+            "refresh_invalid",
+        ));
     }
     let Some(record) = state.store.find_refresh(&refresh::hash(&token)).await? else {
-        return Err(refuse("refresh_invalid", "the refresh token is not valid; sign in again", "refresh_invalid"));
+        return Err(refuse(
+            "refresh_invalid",
+            "the refresh token is not valid; sign in again",
+            "refresh_invalid",
+        ));
     };
     let session = &record.session;
     let reuse = |state: &AppState| {
@@ -213,7 +287,11 @@ pub async fn refresh_token(State(state): State<AppState>, meta: ClientMeta, head
             .details(json!({ "token_id": record.token_id }));
         let store = state.store.clone();
         let session_id = session.id;
-        async move { store.revoke_session(session_id, RevokeReason::RefreshReuse, None, event).await }
+        async move {
+            store
+                .revoke_session(session_id, RevokeReason::RefreshReuse, None, event)
+                .await
+        }
     };
     if record.rotated_at.is_some() {
         reuse(&state).await?;
@@ -225,16 +303,38 @@ pub async fn refresh_token(State(state): State<AppState>, meta: ClientMeta, head
     }
     let now = state.clock.now();
     let idle_limit = chrono::Duration::seconds(state.config.auth.refresh_idle_secs);
-    if session.revoked_at.is_some() || session.expires_at <= now || now - session.last_seen_at > idle_limit {
-        return Err(refuse("session_expired", "your session has ended; sign in again", "session"));
+    if session.revoked_at.is_some()
+        || session.expires_at <= now
+        || now - session.last_seen_at > idle_limit
+    {
+        return Err(refuse(
+            "session_expired",
+            "your session has ended; sign in again",
+            "session",
+        ));
     }
-    let Some(user) = state.store.get_user(session.user_id).await?.filter(|u| !u.disabled) else {
-        return Err(refuse("session_expired", "your session has ended; sign in again", "disabled"));
+    let Some(user) = state
+        .store
+        .get_user(session.user_id)
+        .await?
+        .filter(|u| !u.disabled)
+    else {
+        return Err(refuse(
+            "session_expired",
+            "your session has ended; sign in again",
+            "disabled",
+        ));
     };
     let next = refresh::generate();
     let rotated = state
         .store
-        .rotate_refresh(record.token_id, session.id, &refresh::hash(&next), meta.ip.as_deref(), meta.user_agent.as_deref())
+        .rotate_refresh(
+            record.token_id,
+            session.id,
+            &refresh::hash(&next),
+            meta.ip.as_deref(),
+            meta.user_agent.as_deref(),
+        )
         .await?;
     if !rotated {
         // Another request exchanged the same token between our read and our write.
@@ -251,29 +351,63 @@ pub async fn refresh_token(State(state): State<AppState>, meta: ClientMeta, head
 /// Sign out this device: ends the session and revokes the presented access token at once.
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", security(("bearer" = [])),
     responses((status = 204, description = "Signed out"), (status = 401, body = ErrorEnvelope)))]
-pub async fn logout(State(state): State<AppState>, meta: ClientMeta, SignedIn(auth): SignedIn) -> ApiResult<Response> {
-    let event = NewAuditEvent::new("auth.logout").actor(auth.user.id).origin(meta.ip, meta.user_agent);
+pub async fn logout(
+    State(state): State<AppState>,
+    meta: ClientMeta,
+    SignedIn(auth): SignedIn,
+) -> ApiResult<Response> {
+    let event = NewAuditEvent::new("auth.logout")
+        .actor(auth.user.id)
+        .origin(meta.ip, meta.user_agent);
     let jti = Some((auth.claims.jti, auth.claims.expires_at()));
-    state.store.revoke_session(auth.session.id, RevokeReason::Logout, jti, event).await?;
-    Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, clear_cookie(&state))]).into_response())
+    state
+        .store
+        .revoke_session(auth.session.id, RevokeReason::Logout, jti, event)
+        .await?;
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(header::SET_COOKIE, clear_cookie(&state))],
+    )
+        .into_response())
 }
 
 /// Sign out everywhere: ends every session of the caller.
 #[utoipa::path(post, path = "/api/v1/auth/logout-all", tag = "auth", security(("bearer" = [])),
     responses((status = 204, description = "Every session ended"), (status = 401, body = ErrorEnvelope)))]
-pub async fn logout_all(State(state): State<AppState>, meta: ClientMeta, SignedIn(auth): SignedIn) -> ApiResult<Response> {
-    let event = NewAuditEvent::new("auth.logout_all").actor(auth.user.id).origin(meta.ip, meta.user_agent);
+pub async fn logout_all(
+    State(state): State<AppState>,
+    meta: ClientMeta,
+    SignedIn(auth): SignedIn,
+) -> ApiResult<Response> {
+    let event = NewAuditEvent::new("auth.logout_all")
+        .actor(auth.user.id)
+        .origin(meta.ip, meta.user_agent);
     let jti = Some((auth.claims.jti, auth.claims.expires_at()));
-    state.store.revoke_user_sessions(auth.user.id, None, RevokeReason::LogoutAll, jti, event).await?;
-    Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, clear_cookie(&state))]).into_response())
+    state
+        .store
+        .revoke_user_sessions(auth.user.id, None, RevokeReason::LogoutAll, jti, event)
+        .await?;
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(header::SET_COOKIE, clear_cookie(&state))],
+    )
+        .into_response())
 }
 
 /// The caller's signed-in devices.
 #[utoipa::path(get, path = "/api/v1/auth/sessions", tag = "auth", security(("bearer" = [])),
     responses((status = 200, body = Vec<SessionView>), (status = 401, body = ErrorEnvelope)))]
-pub async fn list_sessions(State(state): State<AppState>, SignedIn(auth): SignedIn) -> ApiResult<axum::Json<Vec<SessionView>>> {
+pub async fn list_sessions(
+    State(state): State<AppState>,
+    SignedIn(auth): SignedIn,
+) -> ApiResult<axum::Json<Vec<SessionView>>> {
     let sessions = state.store.list_sessions(auth.user.id).await?;
-    Ok(axum::Json(sessions.iter().map(|s| SessionView::new(s, s.id == auth.session.id)).collect()))
+    Ok(axum::Json(
+        sessions
+            .iter()
+            .map(|s| SessionView::new(s, s.id == auth.session.id))
+            .collect(),
+    ))
 }
 
 /// End one of the caller's sessions (sign a device out).
@@ -286,17 +420,28 @@ pub async fn revoke_session(
     SignedIn(auth): SignedIn,
     PathId(id): PathId<SessionId>,
 ) -> ApiResult<Response> {
-    let session = state.store.get_session(id).await?.filter(|s| s.user_id == auth.user.id && s.revoked_at.is_none());
+    let session = state
+        .store
+        .get_session(id)
+        .await?
+        .filter(|s| s.user_id == auth.user.id && s.revoked_at.is_none());
     let Some(session) = session else {
         return Err(ApiError::not_found("session"));
     };
     let current = session.id == auth.session.id;
     let jti = current.then(|| (auth.claims.jti, auth.claims.expires_at()));
-    let event = NewAuditEvent::new("auth.session_revoked").actor(auth.user.id).origin(meta.ip, meta.user_agent);
-    state.store.revoke_session(session.id, RevokeReason::SessionRevoked, jti, event).await?;
+    let event = NewAuditEvent::new("auth.session_revoked")
+        .actor(auth.user.id)
+        .origin(meta.ip, meta.user_agent);
+    state
+        .store
+        .revoke_session(session.id, RevokeReason::SessionRevoked, jti, event)
+        .await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     if current {
-        response.headers_mut().insert(header::SET_COOKIE, clear_cookie(&state));
+        response
+            .headers_mut()
+            .insert(header::SET_COOKIE, clear_cookie(&state));
     }
     Ok(response)
 }

@@ -53,7 +53,14 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), details: None, headers: Vec::new(), source: None }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            details: None,
+            headers: Vec::new(),
+            source: None,
+        }
     }
 
     pub fn with_details(mut self, details: serde_json::Value) -> Self {
@@ -63,7 +70,8 @@ impl ApiError {
 
     pub fn with_retry_after(mut self, secs: i64) -> Self {
         let secs = secs.max(1);
-        self.headers.push((header::RETRY_AFTER, HeaderValue::from(secs)));
+        self.headers
+            .push((header::RETRY_AFTER, HeaderValue::from(secs)));
         let mut details = self.details.take().unwrap_or_else(|| serde_json::json!({}));
         if let Some(obj) = details.as_object_mut() {
             obj.insert("retry_after_seconds".into(), secs.into());
@@ -79,14 +87,22 @@ impl ApiError {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
     }
     pub fn unauthorized() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", "sign in to continue: the access token is missing, invalid or expired")
-            .header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "sign in to continue: the access token is missing, invalid or expired",
+        )
+        .header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
     }
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
     pub fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
     }
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, code, message)
@@ -115,7 +131,8 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound => ApiError::not_found("resource"),
             StoreError::Conflict(m) => ApiError::conflict("conflict", m),
             StoreError::Database(sqlx::Error::PoolTimedOut) => {
-                ApiError::unavailable("the store is busy or unreachable; try again shortly").with_retry_after(2)
+                ApiError::unavailable("the store is busy or unreachable; try again shortly")
+                    .with_retry_after(2)
             }
             other => ApiError::internal(other.into()),
         }
@@ -133,12 +150,21 @@ impl IntoResponse for ApiError {
         let request_id = current_request_id();
         if self.status.is_server_error() {
             match &self.source {
-                Some(src) => tracing::error!(request_id = ?request_id, code = self.code, error = ?src, "request failed"),
-                None => tracing::warn!(request_id = ?request_id, code = self.code, message = %self.message, "request failed"),
+                Some(src) => {
+                    tracing::error!(request_id = ?request_id, code = self.code, error = ?src, "request failed")
+                }
+                None => {
+                    tracing::warn!(request_id = ?request_id, code = self.code, message = %self.message, "request failed")
+                }
             }
         }
         let body = ErrorEnvelope {
-            error: ErrorBody { code: self.code.to_owned(), message: self.message, details: self.details, request_id },
+            error: ErrorBody {
+                code: self.code.to_owned(),
+                message: self.message,
+                details: self.details,
+                request_id,
+            },
         };
         let mut response = (self.status, axum::Json(body)).into_response();
         for (name, value) in self.headers {

@@ -37,19 +37,37 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-        let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        if mime != "application/json" && !(mime.starts_with("application/") && mime.ends_with("+json")) {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let mime = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if mime != "application/json"
+            && !(mime.starts_with("application/") && mime.ends_with("+json"))
+        {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 "send the body as JSON with `Content-Type: application/json`",
             ));
         }
-        if let Some(charset) = content_type.to_ascii_lowercase().split("charset=").nth(1) {
-            if !charset.trim().trim_matches('"').eq_ignore_ascii_case("utf-8") {
-                return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "JSON bodies must be UTF-8"));
-            }
+        if let Some(charset) = content_type.to_ascii_lowercase().split("charset=").nth(1)
+            && !charset
+                .trim()
+                .trim_matches('"')
+                .eq_ignore_ascii_case("utf-8")
+        {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "JSON bodies must be UTF-8",
+            ));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -63,20 +81,33 @@ where
 }
 
 pub fn payload_too_large() -> ApiError {
-    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is larger than the server accepts")
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        "the request body is larger than the server accepts",
+    )
 }
 
 /// Parses and validates a JSON body (separate from the extractor so it is unit-testable).
 pub fn parse_json<T: DeserializeOwned + Validate>(bytes: &[u8]) -> Result<T, ApiError> {
-    if bytes.starts_with(&[0xEF, 0xBB, 0xBF]) || bytes.starts_with(&[0xFE, 0xFF]) || bytes.starts_with(&[0xFF, 0xFE]) {
-        return Err(ApiError::bad_request("malformed_json", "the body starts with a byte-order mark; send plain UTF-8 JSON"));
+    if bytes.starts_with(&[0xEF, 0xBB, 0xBF])
+        || bytes.starts_with(&[0xFE, 0xFF])
+        || bytes.starts_with(&[0xFF, 0xFE])
+    {
+        return Err(ApiError::bad_request(
+            "malformed_json",
+            "the body starts with a byte-order mark; send plain UTF-8 JSON",
+        ));
     }
     let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
         ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
     })?;
     if let Some(path) = find_nul(&value, &mut String::from("$")) {
-        return Err(ApiError::unprocessable("invalid_character", format!("{path} contains a NUL character (U+0000), which is not allowed"))
-            .with_details(serde_json::json!({ "field": path })));
+        return Err(ApiError::unprocessable(
+            "invalid_character",
+            format!("{path} contains a NUL character (U+0000), which is not allowed"),
+        )
+        .with_details(serde_json::json!({ "field": path })));
     }
     let parsed: T = serde_json::from_slice(bytes).map_err(|e| {
         let text = e.to_string();
@@ -111,7 +142,11 @@ fn find_nul(value: &serde_json::Value, path: &mut String) -> Option<String> {
             let len = path.len();
             path.push('.');
             path.push_str(k);
-            let found = if k.contains('\0') { Some(path.clone()) } else { find_nul(v, path) };
+            let found = if k.contains('\0') {
+                Some(path.clone())
+            } else {
+                find_nul(v, path)
+            };
             path.truncate(len);
             found
         }),
@@ -128,15 +163,23 @@ pub fn validation_error(errors: ValidationErrors) -> ApiError {
     for (name, errs) in names {
         let messages: Vec<String> = errs
             .iter()
-            .map(|e| e.message.as_ref().map(ToString::to_string).unwrap_or_else(|| format!("is invalid ({})", e.code)))
+            .map(|e| {
+                e.message
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_else(|| format!("is invalid ({})", e.code))
+            })
             .collect();
         if first.is_none() {
             first = messages.first().map(|m| format!("{name}: {m}"));
         }
         fields.insert(name.to_string(), messages.into());
     }
-    ApiError::unprocessable("validation_failed", first.unwrap_or_else(|| "the request is invalid".into()))
-        .with_details(serde_json::json!({ "fields": fields }))
+    ApiError::unprocessable(
+        "validation_failed",
+        first.unwrap_or_else(|| "the request is invalid".into()),
+    )
+    .with_details(serde_json::json!({ "fields": fields }))
 }
 
 /// Typed query parameters.
@@ -152,8 +195,9 @@ where
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or("");
-        let value: T = serde_urlencoded::from_str(query)
-            .map_err(|e| ApiError::bad_request("invalid_query", format!("invalid query parameters: {e}")))?;
+        let value: T = serde_urlencoded::from_str(query).map_err(|e| {
+            ApiError::bad_request("invalid_query", format!("invalid query parameters: {e}"))
+        })?;
         value.validate().map_err(|e| {
             let mut err = validation_error(e);
             err.status = StatusCode::BAD_REQUEST;
@@ -176,18 +220,29 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let axum::extract::Path(raw) = axum::extract::Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|_| ApiError::bad_request("invalid_id", "the id in the path is not a valid UUID"))?;
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| {
+                    ApiError::bad_request("invalid_id", "the id in the path is not a valid UUID")
+                })?;
         parse_uuid(&raw).map(|u| PathId(T::from(u)))
     }
 }
 
 pub fn parse_uuid(raw: &str) -> Result<Uuid, ApiError> {
     if raw.len() != 36 {
-        return Err(ApiError::bad_request("invalid_id", "ids are UUIDs like 0190f5a4-7d3c-7b1e-9f00-2b6c1d8e4a10"));
+        return Err(ApiError::bad_request(
+            "invalid_id",
+            "ids are UUIDs like 0190f5a4-7d3c-7b1e-9f00-2b6c1d8e4a10",
+        ));
     }
-    Uuid::try_parse(raw).map_err(|_| ApiError::bad_request("invalid_id", "ids are UUIDs like 0190f5a4-7d3c-7b1e-9f00-2b6c1d8e4a10"))
+    Uuid::try_parse(raw).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_id",
+            "ids are UUIDs like 0190f5a4-7d3c-7b1e-9f00-2b6c1d8e4a10",
+        )
+    })
 }
 
 /// The client's address as resolved by the client-IP middleware (trusted proxies honoured).
@@ -210,7 +265,12 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientMeta {
             .headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
-            .map(|s| s.chars().filter(|c| !c.is_control()).take(512).collect::<String>())
+            .map(|s| {
+                s.chars()
+                    .filter(|c| !c.is_control())
+                    .take(512)
+                    .collect::<String>()
+            })
             .filter(|s| !s.is_empty());
         Ok(ClientMeta { ip, user_agent })
     }
@@ -261,8 +321,10 @@ impl FromRequestParts<AppState> for AuthUser {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let SignedIn(auth) = SignedIn::from_request_parts(parts, state).await?;
         if auth.user.must_change_password {
-            return Err(ApiError::forbidden("change your password before continuing (POST /api/v1/me/password)")
-                .with_code("password_change_required"));
+            return Err(ApiError::forbidden(
+                "change your password before continuing (POST /api/v1/me/password)",
+            )
+            .with_code("password_change_required"));
         }
         Ok(auth)
     }
@@ -286,11 +348,17 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<AuthUser, ApiEr
     let token = value
         .to_str()
         .ok()
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim)
         .ok_or_else(|| fail("malformed"))?;
     let now = state.clock.now();
-    let claims = state.tokens.verify(token, now).map_err(|e| fail(e.reason()))?;
+    let claims = state
+        .tokens
+        .verify(token, now)
+        .map_err(|e| fail(e.reason()))?;
     let ctx = state
         .store
         .auth_context(claims.session_id(), claims.user_id(), claims.jti)
@@ -315,7 +383,11 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<AuthUser, ApiEr
             }
         });
     }
-    Ok(AuthUser { user: ctx.user, session: ctx.session, claims })
+    Ok(AuthUser {
+        user: ctx.user,
+        session: ctx.session,
+        claims,
+    })
 }
 
 /// Marker types naming a coarse permission, for `Require<P>`.
@@ -377,24 +449,62 @@ mod tests {
     #[test]
     fn bad_bodies_get_specific_codes() {
         assert_eq!(code("{"), (StatusCode::BAD_REQUEST, "malformed_json"));
-        assert_eq!(code("\u{FEFF}{}"), (StatusCode::BAD_REQUEST, "malformed_json"));
-        assert_eq!(code(&"[".repeat(100_000)), (StatusCode::BAD_REQUEST, "malformed_json"));
-        assert_eq!(code(r#"{"name": 1e999999}"#), (StatusCode::BAD_REQUEST, "malformed_json"));
-        assert_eq!(code(r#"{"name": "a\u0000b"}"#), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_character"));
-        assert_eq!(code(r#"{"name": "ab", "tags": ["x\u0000"]}"#), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_character"));
-        assert_eq!(code(r#"{"name": "ab", "status": "approved"}"#), (StatusCode::UNPROCESSABLE_ENTITY, "unknown_field"));
-        assert_eq!(code(r#"{"tags": []}"#), (StatusCode::UNPROCESSABLE_ENTITY, "missing_field"));
-        assert_eq!(code(r#"{"name": "a", "name": "b"}"#), (StatusCode::UNPROCESSABLE_ENTITY, "duplicate_field"));
-        assert_eq!(code(r#"{"name": 5}"#), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"));
-        assert_eq!(code(r#"{"name": "toolong"}"#), (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"));
-        assert!(parse_json::<Sample>(br#"{"name": "ok"}"#).is_ok());
+        assert_eq!(
+            code("\u{FEFF}{}"),
+            (StatusCode::BAD_REQUEST, "malformed_json")
+        );
+        assert_eq!(
+            code(&"[".repeat(100_000)),
+            (StatusCode::BAD_REQUEST, "malformed_json")
+        );
+        assert_eq!(
+            code(r#"{"name": 1e999999}"#),
+            (StatusCode::BAD_REQUEST, "malformed_json")
+        );
+        assert_eq!(
+            code(r#"{"name": "a\u0000b"}"#),
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_character")
+        );
+        assert_eq!(
+            code(r#"{"name": "ab", "tags": ["x\u0000"]}"#),
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_character")
+        );
+        assert_eq!(
+            code(r#"{"name": "ab", "status": "approved"}"#),
+            (StatusCode::UNPROCESSABLE_ENTITY, "unknown_field")
+        );
+        assert_eq!(
+            code(r#"{"tags": []}"#),
+            (StatusCode::UNPROCESSABLE_ENTITY, "missing_field")
+        );
+        assert_eq!(
+            code(r#"{"name": "a", "name": "b"}"#),
+            (StatusCode::UNPROCESSABLE_ENTITY, "duplicate_field")
+        );
+        assert_eq!(
+            code(r#"{"name": 5}"#),
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body")
+        );
+        assert_eq!(
+            code(r#"{"name": "toolong"}"#),
+            (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
+        );
+        let ok = parse_json::<Sample>(br#"{"name": "ok", "tags": ["a"]}"#).expect("valid");
+        assert_eq!((ok.name.as_str(), ok.tags), ("ok", vec![String::from("a")]));
     }
 
     #[test]
     fn uuids_must_be_canonical() {
         assert!(parse_uuid("0190f5a4-7d3c-7b1e-9f00-2b6c1d8e4a10").is_ok());
         assert!(parse_uuid("0190F5A4-7D3C-7B1E-9F00-2B6C1D8E4A10").is_ok());
-        for bad in ["", "not-a-uuid", "0190f5a47d3c7b1e9f002b6c1d8e4a10", "%00", "../../etc/passwd", &"a".repeat(10_000)] {
+        for bad in [
+            "",
+            "not-a-uuid",
+            "0190f5a47d3c7b1e9f002b6c1d8e4a10",
+            "%00",
+            "../../etc/passwd",
+            &"a".repeat(10_000),
+        ] {
             assert_eq!(parse_uuid(bad).expect_err(bad).code, "invalid_id");
         }
     }

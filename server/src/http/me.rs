@@ -18,7 +18,9 @@ use crate::domain::audit::NewAuditEvent;
 use crate::domain::password::{PasswordProblem, check_new_password};
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(get_me)).routes(routes!(change_password))
+    OpenApiRouter::new()
+        .routes(routes!(get_me))
+        .routes(routes!(change_password))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -32,7 +34,10 @@ pub struct MeView {
 /// Who am I: the caller's account, home POD and managed PODs.
 #[utoipa::path(get, path = "/api/v1/me", tag = "me", security(("bearer" = [])),
     responses((status = 200, body = MeView), (status = 401, body = ErrorEnvelope)))]
-pub async fn get_me(State(state): State<AppState>, SignedIn(auth): SignedIn) -> ApiResult<axum::Json<MeView>> {
+pub async fn get_me(
+    State(state): State<AppState>,
+    SignedIn(auth): SignedIn,
+) -> ApiResult<axum::Json<MeView>> {
     let home_pod = match auth.user.home_pod_id {
         Some(id) => state.store.get_pod(id).await?.as_ref().map(PodRef::from),
         None => None,
@@ -44,7 +49,11 @@ pub async fn get_me(State(state): State<AppState>, SignedIn(auth): SignedIn) -> 
         }
     }
     managed_pods.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(axum::Json(MeView { user: UserView::from(&auth.user), home_pod, managed_pods }))
+    Ok(axum::Json(MeView {
+        user: UserView::from(&auth.user),
+        home_pod,
+        managed_pods,
+    }))
 }
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
@@ -76,22 +85,47 @@ pub async fn change_password(
     let Some((_, hash)) = state.store.get_credentials(&user.email).await? else {
         return Err(ApiError::unauthorized());
     };
-    let ok = state.hasher.verify(SecretString::from(body.current_password.clone()), Some(hash)).await?;
+    let ok = state
+        .hasher
+        .verify(
+            SecretString::from(body.current_password.clone()),
+            Some(hash),
+        )
+        .await?;
     if !ok {
         let event = NewAuditEvent::new("auth.password_change_failed")
             .actor(user.id)
             .origin(meta.ip, meta.user_agent)
             .details(json!({ "reason": "password" }));
-        state.store.record_login_failure(user.id, &state.lockout_policy(), event).await?;
-        return Err(ApiError::forbidden("the current password is incorrect").with_code("invalid_current_password"));
+        state
+            .store
+            .record_login_failure(user.id, &state.lockout_policy(), event)
+            .await?;
+        return Err(ApiError::forbidden("the current password is incorrect")
+            .with_code("invalid_current_password"));
     }
     if body.new_password == body.current_password {
-        return Err(ApiError::unprocessable("weak_password", PasswordProblem::SameAsCurrent.message()));
+        return Err(ApiError::unprocessable(
+            "weak_password",
+            PasswordProblem::SameAsCurrent.message(),
+        ));
     }
-    check_new_password(&body.new_password, &user.email, state.config.auth.password_min_length)
-        .map_err(|p| ApiError::unprocessable("weak_password", p.message()))?;
-    let new_hash = state.hasher.hash(SecretString::from(body.new_password)).await?;
-    let event = NewAuditEvent::new("auth.password_changed").actor(user.id).origin(meta.ip, meta.user_agent);
-    state.store.change_password(user.id, &new_hash, auth.session.id, event).await?;
+    check_new_password(
+        &body.new_password,
+        &user.email,
+        state.config.auth.password_min_length,
+    )
+    .map_err(|p| ApiError::unprocessable("weak_password", p.message()))?;
+    let new_hash = state
+        .hasher
+        .hash(SecretString::from(body.new_password))
+        .await?;
+    let event = NewAuditEvent::new("auth.password_changed")
+        .actor(user.id)
+        .origin(meta.ip, meta.user_agent);
+    state
+        .store
+        .change_password(user.id, &new_hash, auth.session.id, event)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -6,7 +6,9 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::Duration;
 
-const BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 #[derive(Debug, Default)]
 struct Series {
@@ -23,14 +25,19 @@ pub struct Metrics {
 }
 
 fn escape(label: &str) -> String {
-    label.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    label
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 impl Metrics {
     pub fn observe_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
         let secs = elapsed.as_secs_f64();
         let mut map = self.http.lock().unwrap_or_else(|p| p.into_inner());
-        let s = map.entry((method.to_owned(), route.to_owned(), status)).or_default();
+        let s = map
+            .entry((method.to_owned(), route.to_owned(), status))
+            .or_default();
         s.count += 1;
         s.sum += secs;
         for (i, le) in BUCKETS.iter().enumerate() {
@@ -41,32 +48,67 @@ impl Metrics {
     }
 
     pub fn auth_failure(&self, reason: &'static str) {
-        *self.auth_failures.lock().unwrap_or_else(|p| p.into_inner()).entry(reason).or_default() += 1;
+        *self
+            .auth_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(reason)
+            .or_default() += 1;
     }
 
     pub fn render(&self) -> String {
         let mut out = String::new();
         let http = self.http.lock().unwrap_or_else(|p| p.into_inner());
-        out.push_str("# HELP quorum_http_requests_total HTTP requests by method, route and status.\n");
+        out.push_str(
+            "# HELP quorum_http_requests_total HTTP requests by method, route and status.\n",
+        );
         out.push_str("# TYPE quorum_http_requests_total counter\n");
         for ((m, r, st), s) in http.iter() {
-            let _ = writeln!(out, "quorum_http_requests_total{{method=\"{m}\",route=\"{}\",status=\"{st}\"}} {}", escape(r), s.count);
+            let _ = writeln!(
+                out,
+                "quorum_http_requests_total{{method=\"{m}\",route=\"{}\",status=\"{st}\"}} {}",
+                escape(r),
+                s.count
+            );
         }
         out.push_str("# HELP quorum_http_request_duration_seconds HTTP request latency.\n");
         out.push_str("# TYPE quorum_http_request_duration_seconds histogram\n");
         for ((m, r, st), s) in http.iter() {
             let labels = format!("method=\"{m}\",route=\"{}\",status=\"{st}\"", escape(r));
             for (i, le) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(out, "quorum_http_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {}", s.buckets[i]);
+                let _ = writeln!(
+                    out,
+                    "quorum_http_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {}",
+                    s.buckets[i]
+                );
             }
-            let _ = writeln!(out, "quorum_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}", s.count);
-            let _ = writeln!(out, "quorum_http_request_duration_seconds_sum{{{labels}}} {}", s.sum);
-            let _ = writeln!(out, "quorum_http_request_duration_seconds_count{{{labels}}} {}", s.count);
+            let _ = writeln!(
+                out,
+                "quorum_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                s.count
+            );
+            let _ = writeln!(
+                out,
+                "quorum_http_request_duration_seconds_sum{{{labels}}} {}",
+                s.sum
+            );
+            let _ = writeln!(
+                out,
+                "quorum_http_request_duration_seconds_count{{{labels}}} {}",
+                s.count
+            );
         }
         drop(http);
-        out.push_str("# HELP quorum_auth_failures_total Refused sign-ins and access tokens, by reason.\n");
+        out.push_str(
+            "# HELP quorum_auth_failures_total Refused sign-ins and access tokens, by reason.\n",
+        );
         out.push_str("# TYPE quorum_auth_failures_total counter\n");
-        for (reason, n) in self.auth_failures.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        for (reason, n) in self
+            .auth_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
             let _ = writeln!(out, "quorum_auth_failures_total{{reason=\"{reason}\"}} {n}");
         }
         out
@@ -84,9 +126,17 @@ mod tests {
         m.observe_request("GET", "/api/v1/me", 200, Duration::from_millis(30));
         m.auth_failure("alg");
         let text = m.render();
-        assert!(text.contains("quorum_http_requests_total{method=\"GET\",route=\"/api/v1/me\",status=\"200\"} 2"), "{text}");
+        assert!(
+            text.contains(
+                "quorum_http_requests_total{method=\"GET\",route=\"/api/v1/me\",status=\"200\"} 2"
+            ),
+            "{text}"
+        );
         assert!(text.contains("le=\"0.005\"} 1"), "{text}");
         assert!(text.contains("le=\"0.05\"} 2"), "{text}");
-        assert!(text.contains("quorum_auth_failures_total{reason=\"alg\"} 1"), "{text}");
+        assert!(
+            text.contains("quorum_auth_failures_total{reason=\"alg\"} 1"),
+            "{text}"
+        );
     }
 }

@@ -17,7 +17,10 @@ use super::extract::{ClientIp, payload_too_large};
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 fn acceptable_request_id(v: &str) -> bool {
-    !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    !v.is_empty()
+        && v.len() <= 64
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 /// Gives every request an id (a sane inbound `x-request-id` is kept), echoes it on the response,
@@ -34,7 +37,12 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
         req.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
-    let mut response = REQUEST_ID.scope(id.clone(), tracing::Instrument::instrument(next.run(req), span)).await;
+    let mut response = REQUEST_ID
+        .scope(
+            id.clone(),
+            tracing::Instrument::instrument(next.run(req), span),
+        )
+        .await;
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
@@ -48,7 +56,9 @@ pub fn resolve_client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[I
     if !is_trusted(&peer) {
         return peer;
     }
-    let Some(header) = forwarded_for else { return peer };
+    let Some(header) = forwarded_for else {
+        return peer;
+    };
     let mut candidate = peer;
     for part in header.rsplit(',') {
         match part.trim().parse::<IpAddr>() {
@@ -70,7 +80,10 @@ pub async fn client_ip(State(state): State<AppState>, mut req: Request, next: Ne
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
-    let forwarded = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let forwarded = req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
     let ip = resolve_client_ip(peer, forwarded, &state.config.server.trusted_proxies);
     req.extensions_mut().insert(ClientIp(ip));
     next.run(req).await
@@ -86,7 +99,9 @@ pub async fn body_limit(State(state): State<AppState>, req: Request, next: Next)
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > state.config.server.body_limit_bytes as u64) {
         let mut response = payload_too_large().into_response();
-        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return response;
     }
     next.run(req).await
@@ -108,13 +123,25 @@ pub async fn security_headers(State(state): State<AppState>, req: Request, next:
     set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     set(h, header::X_FRAME_OPTIONS, "DENY");
     set(h, header::REFERRER_POLICY, "no-referrer");
-    set(h, header::HeaderName::from_static("permissions-policy"), "camera=(), microphone=(), geolocation=()");
-    set(h, header::HeaderName::from_static("cross-origin-opener-policy"), "same-origin");
+    set(
+        h,
+        header::HeaderName::from_static("permissions-policy"),
+        "camera=(), microphone=(), geolocation=()",
+    );
+    set(
+        h,
+        header::HeaderName::from_static("cross-origin-opener-policy"),
+        "same-origin",
+    );
     if is_api {
         set(h, header::CACHE_CONTROL, "no-store");
     }
     if state.config.server.hsts {
-        set(h, header::STRICT_TRANSPORT_SECURITY, "max-age=63072000; includeSubDomains");
+        set(
+            h,
+            header::STRICT_TRANSPORT_SECURITY,
+            "max-age=63072000; includeSubDomains",
+        );
     }
     response
 }
@@ -128,7 +155,12 @@ pub async fn metrics(State(state): State<AppState>, req: Request, next: Next) ->
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     let response = next.run(req).await;
-    state.metrics.observe_request(&method, &route, response.status().as_u16(), started.elapsed());
+    state.metrics.observe_request(
+        &method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
     response
 }
 
@@ -139,7 +171,10 @@ pub struct ClientIpKey;
 impl tower_governor::key_extractor::KeyExtractor for ClientIpKey {
     type Key = IpAddr;
 
-    fn extract<T>(&self, req: &axum::http::Request<T>) -> Result<IpAddr, tower_governor::GovernorError> {
+    fn extract<T>(
+        &self,
+        req: &axum::http::Request<T>,
+    ) -> Result<IpAddr, tower_governor::GovernorError> {
         let ip = req
             .extensions()
             .get::<ClientIp>()
@@ -174,18 +209,40 @@ mod tests {
     fn forwarded_for_is_trusted_only_from_proxies() {
         let proxies: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("net")];
         // Untrusted peer: header ignored.
-        assert_eq!(resolve_client_ip(ip("203.0.113.9"), Some("1.2.3.4"), &proxies), ip("203.0.113.9"));
+        assert_eq!(
+            resolve_client_ip(ip("203.0.113.9"), Some("1.2.3.4"), &proxies),
+            ip("203.0.113.9")
+        );
         // Trusted peer: right-most untrusted hop wins, spoofed left entries ignored.
-        assert_eq!(resolve_client_ip(ip("10.0.0.2"), Some("6.6.6.6, 198.51.100.7, 10.0.0.5"), &proxies), ip("198.51.100.7"));
+        assert_eq!(
+            resolve_client_ip(
+                ip("10.0.0.2"),
+                Some("6.6.6.6, 198.51.100.7, 10.0.0.5"),
+                &proxies
+            ),
+            ip("198.51.100.7")
+        );
         // Garbage stops the walk at the last good address.
-        assert_eq!(resolve_client_ip(ip("10.0.0.2"), Some("junk, 10.0.0.5"), &proxies), ip("10.0.0.5"));
-        assert_eq!(resolve_client_ip(ip("10.0.0.2"), None, &proxies), ip("10.0.0.2"));
+        assert_eq!(
+            resolve_client_ip(ip("10.0.0.2"), Some("junk, 10.0.0.5"), &proxies),
+            ip("10.0.0.5")
+        );
+        assert_eq!(
+            resolve_client_ip(ip("10.0.0.2"), None, &proxies),
+            ip("10.0.0.2")
+        );
     }
 
     #[test]
     fn ipv6_keys_group_by_64() {
-        assert_eq!(rate_limit_key(ip("2001:db8:1:2:aaaa::1")), rate_limit_key(ip("2001:db8:1:2:bbbb::9")));
-        assert_ne!(rate_limit_key(ip("2001:db8:1:2::1")), rate_limit_key(ip("2001:db8:1:3::1")));
+        assert_eq!(
+            rate_limit_key(ip("2001:db8:1:2:aaaa::1")),
+            rate_limit_key(ip("2001:db8:1:2:bbbb::9"))
+        );
+        assert_ne!(
+            rate_limit_key(ip("2001:db8:1:2::1")),
+            rate_limit_key(ip("2001:db8:1:3::1"))
+        );
         assert_eq!(rate_limit_key(ip("::ffff:192.0.2.1")), ip("192.0.2.1"));
     }
 }

@@ -78,7 +78,12 @@ impl Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
         );
     }
 }
@@ -95,12 +100,19 @@ fn rate_limiter(period: Duration, burst: u32) -> Arc<IpGovernor> {
                 tower_governor::GovernorError::TooManyRequests { wait_time, .. } => wait_time,
                 _ => 1,
             };
-            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests from your address; slow down")
-                .with_retry_after(i64::try_from(wait).unwrap_or(60))
-                .into_response()
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests from your address; slow down",
+            )
+            .with_retry_after(i64::try_from(wait).unwrap_or(60))
+            .into_response()
         })
         .finish();
-    #[expect(clippy::expect_used, reason = "period and burst are validated non-zero by Config")]
+    #[expect(
+        clippy::expect_used,
+        reason = "period and burst are validated non-zero by Config"
+    )]
     Arc::new(config.expect("rate limit config is validated"))
 }
 
@@ -138,40 +150,75 @@ impl Limiters {
 pub fn router(state: AppState) -> (Router, Limiters) {
     let rl = &state.config.rate_limit;
     let limiters = Limiters {
-        auth: rate_limiter(Duration::from_millis(60_000 / u64::from(rl.auth_per_minute)), rl.auth_burst),
-        api: rate_limiter(Duration::from_micros(1_000_000 / u64::from(rl.api_per_second)), rl.api_burst),
+        auth: rate_limiter(
+            Duration::from_millis(60_000 / u64::from(rl.auth_per_minute)),
+            rl.auth_burst,
+        ),
+        api: rate_limiter(
+            Duration::from_micros(1_000_000 / u64::from(rl.api_per_second)),
+            rl.api_burst,
+        ),
     };
-    let limited = auth::limited_router().layer(GovernorLayer { config: limiters.auth.clone() });
+    let limited = auth::limited_router().layer(GovernorLayer {
+        config: limiters.auth.clone(),
+    });
     let (api, openapi) = api_routes(limited)
-        .layer(GovernorLayer { config: limiters.api.clone() })
+        .layer(GovernorLayer {
+            config: limiters.api.clone(),
+        })
         .split_for_parts();
     let openapi = Arc::new(openapi);
     let limit = state.config.server.body_limit_bytes;
     let app = Router::new()
         .merge(api)
-        .route("/api/v1/openapi.json", get(move || async move { axum::Json(openapi.as_ref().clone()) }))
+        .route(
+            "/api/v1/openapi.json",
+            get(move || async move { axum::Json(openapi.as_ref().clone()) }),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::body_limit))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::metrics))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::client_ip))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::security_headers))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::body_limit,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::metrics,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::client_ip,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::security_headers,
+        ))
         .layer(axum::middleware::from_fn(middleware::request_id))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
         .with_state(state);
     (app, limiters)
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "there is no such endpoint; see /api/v1/openapi.json")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "route_not_found",
+        "there is no such endpoint; see /api/v1/openapi.json",
+    )
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not support that HTTP method")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not support that HTTP method",
+    )
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {

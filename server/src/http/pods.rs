@@ -58,15 +58,28 @@ pub async fn list_pods(
             Some(ids)
         }
     };
-    let result = state.store.list_pods(visible.as_deref(), limit, offset).await?;
-    Ok(axum::Json(PodPage { items: result.items.iter().map(PodView::from).collect(), total: result.total, page, per_page }))
+    let result = state
+        .store
+        .list_pods(visible.as_deref(), limit, offset)
+        .await?;
+    Ok(axum::Json(PodPage {
+        items: result.items.iter().map(PodView::from).collect(),
+        total: result.total,
+        page,
+        per_page,
+    }))
 }
 
 fn check_slack_channel(channel: &str) -> ApiResult<()> {
     let body = channel.strip_prefix('#').unwrap_or(channel);
     let ok = !body.is_empty()
         && body.len() <= 80
-        && body.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_".contains(&b) || b.is_ascii_uppercase());
+        && body.bytes().all(|b| {
+            b.is_ascii_lowercase()
+                || b.is_ascii_digit()
+                || b"-_".contains(&b)
+                || b.is_ascii_uppercase()
+        });
     if ok {
         Ok(())
     } else {
@@ -134,8 +147,15 @@ pub async fn create_pod(
         .actor(admin.user.id)
         .origin(meta.ip, meta.user_agent)
         .details(json!({ "name": name, "slack_channel": body.slack_channel }));
-    let pod = state.store.create_pod(name, body.slack_channel.as_deref(), event).await.map_err(name_conflict)?;
-    Ok((StatusCode::CREATED, axum::Json(pod_detail(&state, pod).await?)))
+    let pod = state
+        .store
+        .create_pod(name, body.slack_channel.as_deref(), event)
+        .await
+        .map_err(name_conflict)?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(pod_detail(&state, pod).await?),
+    ))
 }
 
 async fn visible_pod(state: &AppState, auth: &AuthUser, id: PodId) -> ApiResult<Pod> {
@@ -143,13 +163,21 @@ async fn visible_pod(state: &AppState, auth: &AuthUser, id: PodId) -> ApiResult<
     if !actor.can_view_pod(id) {
         return Err(ApiError::not_found("POD"));
     }
-    state.store.get_pod(id).await?.ok_or_else(|| ApiError::not_found("POD"))
+    state
+        .store
+        .get_pod(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("POD"))
 }
 
 /// One POD with its managers and members.
 #[utoipa::path(get, path = "/api/v1/pods/{id}", tag = "pods", security(("bearer" = [])), params(("id" = Uuid, Path)),
     responses((status = 200, body = PodDetail), (status = 404, body = ErrorEnvelope)))]
-pub async fn get_pod(State(state): State<AppState>, auth: AuthUser, PathId(id): PathId<PodId>) -> ApiResult<axum::Json<PodDetail>> {
+pub async fn get_pod(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    PathId(id): PathId<PodId>,
+) -> ApiResult<axum::Json<PodDetail>> {
     let pod = visible_pod(&state, &auth, id).await?;
     Ok(axum::Json(pod_detail(&state, pod).await?))
 }
@@ -182,15 +210,22 @@ pub async fn update_pod(
     if let Some(Some(c)) = &body.slack_channel {
         check_slack_channel(c)?;
     }
-    let change = PodChange { name, slack_channel: body.slack_channel };
+    let change = PodChange {
+        name,
+        slack_channel: body.slack_channel,
+    };
     let event = NewAuditEvent::new("pod.updated")
         .actor(admin.user.id)
         .origin(meta.ip, meta.user_agent)
         .details(json!({ "name": change.name, "slack_channel": change.slack_channel }));
-    let pod = state.store.update_pod(id, &change, event).await.map_err(|e| match e {
-        StoreError::NotFound => ApiError::not_found("POD"),
-        other => name_conflict(other),
-    })?;
+    let pod = state
+        .store
+        .update_pod(id, &change, event)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::not_found("POD"),
+            other => name_conflict(other),
+        })?;
     Ok(axum::Json(pod_detail(&state, pod).await?))
 }
 
@@ -203,16 +238,24 @@ pub async fn delete_pod(
     Require(admin, _): Require<AdministerOrg>,
     PathId(id): PathId<PodId>,
 ) -> ApiResult<StatusCode> {
-    let pod = state.store.get_pod(id).await?.ok_or_else(|| ApiError::not_found("POD"))?;
+    let pod = state
+        .store
+        .get_pod(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("POD"))?;
     let event = NewAuditEvent::new("pod.deleted")
         .actor(admin.user.id)
         .origin(meta.ip, meta.user_agent)
         .details(json!({ "name": pod.name }));
-    state.store.delete_pod(id, event).await.map_err(|e| match e {
-        StoreError::Conflict(m) => ApiError::conflict("pod_in_use", m),
-        StoreError::NotFound => ApiError::not_found("POD"),
-        other => other.into(),
-    })?;
+    state
+        .store
+        .delete_pod(id, event)
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(m) => ApiError::conflict("pod_in_use", m),
+            StoreError::NotFound => ApiError::not_found("POD"),
+            other => other.into(),
+        })?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -235,7 +278,11 @@ pub async fn set_pod_managers(
     PathId(id): PathId<PodId>,
     JsonBody(body): JsonBody<SetManagersRequest>,
 ) -> ApiResult<axum::Json<PodDetail>> {
-    let pod = state.store.get_pod(id).await?.ok_or_else(|| ApiError::not_found("POD"))?;
+    let pod = state
+        .store
+        .get_pod(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("POD"))?;
     let mut ids: Vec<UserId> = body.user_ids.into_iter().map(UserId).collect();
     ids.sort();
     ids.dedup();

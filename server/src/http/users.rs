@@ -81,7 +81,12 @@ pub async fn list_users(
         offset,
     };
     let result = state.store.list_users(&query).await?;
-    Ok(axum::Json(UserPage { items: result.items.iter().map(UserView::from).collect(), total: result.total, page, per_page }))
+    Ok(axum::Json(UserPage {
+        items: result.items.iter().map(UserView::from).collect(),
+        total: result.total,
+        page,
+        per_page,
+    }))
 }
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
@@ -111,10 +116,19 @@ pub struct UserDetail {
 fn check_name(name: &str) -> ApiResult<String> {
     let name = name.trim();
     if name.is_empty() {
-        return Err(ApiError::unprocessable("validation_failed", "name: must not be blank"));
+        return Err(ApiError::unprocessable(
+            "validation_failed",
+            "name: must not be blank",
+        ));
     }
     if let Some(bad) = find_forbidden_in_line(name) {
-        return Err(ApiError::unprocessable("invalid_character", format!("name contains a control or invisible character ({})", bad.describe())));
+        return Err(ApiError::unprocessable(
+            "invalid_character",
+            format!(
+                "name contains a control or invisible character ({})",
+                bad.describe()
+            ),
+        ));
     }
     Ok(name.to_owned())
 }
@@ -124,12 +138,19 @@ async fn existing_pod(state: &AppState, id: Option<Uuid>) -> ApiResult<Option<Po
         None => Ok(None),
         Some(id) => match state.store.get_pod(PodId(id)).await? {
             Some(p) => Ok(Some(p.id)),
-            None => Err(ApiError::unprocessable("unknown_pod", format!("there is no POD with id {id}"))),
+            None => Err(ApiError::unprocessable(
+                "unknown_pod",
+                format!("there is no POD with id {id}"),
+            )),
         },
     }
 }
 
-async fn detail(state: &AppState, user: &User, initial_password: Option<String>) -> ApiResult<UserDetail> {
+async fn detail(
+    state: &AppState,
+    user: &User,
+    initial_password: Option<String>,
+) -> ApiResult<UserDetail> {
     let home_pod = match user.home_pod_id {
         Some(id) => state.store.get_pod(id).await?.as_ref().map(PodRef::from),
         None => None,
@@ -141,7 +162,12 @@ async fn detail(state: &AppState, user: &User, initial_password: Option<String>)
         }
     }
     managed_pods.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(UserDetail { user: UserView::from(user), home_pod, managed_pods, initial_password })
+    Ok(UserDetail {
+        user: UserView::from(user),
+        home_pod,
+        managed_pods,
+        initial_password,
+    })
 }
 
 /// Create a user with an initial password they must change at first sign-in.
@@ -157,8 +183,12 @@ pub async fn create_user(
     Require(admin, _): Require<AdministerOrg>,
     JsonBody(body): JsonBody<CreateUserRequest>,
 ) -> ApiResult<(StatusCode, axum::Json<UserDetail>)> {
-    let email = normalize_email(&body.email)
-        .ok_or_else(|| ApiError::unprocessable("invalid_email", "email must be a plain ASCII address like name@example.com"))?;
+    let email = normalize_email(&body.email).ok_or_else(|| {
+        ApiError::unprocessable(
+            "invalid_email",
+            "email must be a plain ASCII address like name@example.com",
+        )
+    })?;
     let name = check_name(&body.name)?;
     let home_pod_id = existing_pod(&state, body.home_pod_id).await?;
     let (password, generated) = match body.password {
@@ -173,16 +203,30 @@ pub async fn create_user(
         }
     };
     let password_hash = state.hasher.hash(SecretString::from(password)).await?;
-    let new = NewUser { email, name, role: body.role, home_pod_id, password_hash, must_change_password: true };
+    let new = NewUser {
+        email,
+        name,
+        role: body.role,
+        home_pod_id,
+        password_hash,
+        must_change_password: true,
+    };
     let event = NewAuditEvent::new("user.created")
         .actor(admin.user.id)
         .origin(meta.ip, meta.user_agent)
         .details(json!({ "email": new.email, "role": new.role.as_str(), "home_pod_id": new.home_pod_id }));
-    let user = state.store.create_user(&new, event).await.map_err(|e| match e {
-        StoreError::Conflict(m) => ApiError::conflict("email_taken", m),
-        other => other.into(),
-    })?;
-    Ok((StatusCode::CREATED, axum::Json(detail(&state, &user, generated).await?)))
+    let user = state
+        .store
+        .create_user(&new, event)
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(m) => ApiError::conflict("email_taken", m),
+            other => other.into(),
+        })?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(detail(&state, &user, generated).await?),
+    ))
 }
 
 /// One user, with their home and managed PODs.
@@ -193,7 +237,11 @@ pub async fn get_user(
     _admin: Require<AdministerOrg>,
     PathId(id): PathId<UserId>,
 ) -> ApiResult<axum::Json<UserDetail>> {
-    let user = state.store.get_user(id).await?.ok_or_else(|| ApiError::not_found("user"))?;
+    let user = state
+        .store
+        .get_user(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
     Ok(axum::Json(detail(&state, &user, None).await?))
 }
 
@@ -231,7 +279,11 @@ pub async fn update_user(
     PathId(id): PathId<UserId>,
     JsonBody(body): JsonBody<UpdateUserRequest>,
 ) -> ApiResult<axum::Json<UserDetail>> {
-    let target = state.store.get_user(id).await?.ok_or_else(|| ApiError::not_found("user"))?;
+    let target = state
+        .store
+        .get_user(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
     let name = body.name.as_deref().map(check_name).transpose()?;
     let home_pod_id = match body.home_pod_id {
         Some(inner) => Some(existing_pod(&state, inner).await?),
@@ -239,13 +291,24 @@ pub async fn update_user(
     };
     let disable = body.disabled == Some(true) && !target.disabled;
     let active_admins = state.store.count_active_admins().await?;
-    check_user_change(admin.user.id, target.id, target.role, body.role, disable, u64::try_from(active_admins).unwrap_or(0))
-        .map_err(|r| match r {
-            UserChangeRefusal::LastAdmin => ApiError::conflict("last_admin", "this would leave no active admin; promote someone else first"),
-            UserChangeRefusal::SelfLockout => {
-                ApiError::conflict("cannot_modify_self", "admins cannot disable or demote themselves; ask another admin")
-            }
-        })?;
+    check_user_change(
+        admin.user.id,
+        target.id,
+        target.role,
+        body.role,
+        disable,
+        u64::try_from(active_admins).unwrap_or(0),
+    )
+    .map_err(|r| match r {
+        UserChangeRefusal::LastAdmin => ApiError::conflict(
+            "last_admin",
+            "this would leave no active admin; promote someone else first",
+        ),
+        UserChangeRefusal::SelfLockout => ApiError::conflict(
+            "cannot_modify_self",
+            "admins cannot disable or demote themselves; ask another admin",
+        ),
+    })?;
     let role_changed = body.role.is_some_and(|r| r != target.role);
     let (generated, reset_hash) = if body.reset_password {
         let p = password::generate();
@@ -263,15 +326,24 @@ pub async fn update_user(
     } else {
         None
     };
-    let change = UserChange { name, role: body.role, home_pod_id, disabled: body.disabled, reset_password_hash: reset_hash };
-    let event = NewAuditEvent::new("user.updated").actor(admin.user.id).origin(meta.ip, meta.user_agent).details(json!({
-        "name": change.name,
-        "role": change.role.map(Role::as_str),
-        "home_pod_id": change.home_pod_id,
-        "disabled": change.disabled,
-        "password_reset": body.reset_password,
-        "sessions_revoked": revoke.map(RevokeReason::as_str),
-    }));
+    let change = UserChange {
+        name,
+        role: body.role,
+        home_pod_id,
+        disabled: body.disabled,
+        reset_password_hash: reset_hash,
+    };
+    let event = NewAuditEvent::new("user.updated")
+        .actor(admin.user.id)
+        .origin(meta.ip, meta.user_agent)
+        .details(json!({
+            "name": change.name,
+            "role": change.role.map(Role::as_str),
+            "home_pod_id": change.home_pod_id,
+            "disabled": change.disabled,
+            "password_reset": body.reset_password,
+            "sessions_revoked": revoke.map(RevokeReason::as_str),
+        }));
     let user = state.store.update_user(id, &change, revoke, event).await?;
     Ok(axum::Json(detail(&state, &user, generated).await?))
 }
@@ -285,10 +357,16 @@ pub async fn unlock_user(
     Require(admin, _): Require<AdministerOrg>,
     PathId(id): PathId<UserId>,
 ) -> ApiResult<axum::Json<UserDetail>> {
-    let event = NewAuditEvent::new("user.unlocked").actor(admin.user.id).origin(meta.ip, meta.user_agent);
+    let event = NewAuditEvent::new("user.unlocked")
+        .actor(admin.user.id)
+        .origin(meta.ip, meta.user_agent);
     if !state.store.unlock_user(id, event).await? {
         return Err(ApiError::not_found("user"));
     }
-    let user = state.store.get_user(id).await?.ok_or_else(|| ApiError::not_found("user"))?;
+    let user = state
+        .store
+        .get_user(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
     Ok(axum::Json(detail(&state, &user, None).await?))
 }

@@ -63,7 +63,13 @@ pub struct PersonView {
 
 impl From<&User> for PersonView {
     fn from(u: &User) -> Self {
-        Self { id: u.id.0, email: u.email.clone(), name: u.name.clone(), role: u.role, disabled: u.disabled }
+        Self {
+            id: u.id.0,
+            email: u.email.clone(),
+            name: u.name.clone(),
+            role: u.role,
+            disabled: u.disabled,
+        }
     }
 }
 
@@ -75,7 +81,10 @@ pub struct PodRef {
 
 impl From<&Pod> for PodRef {
     fn from(p: &Pod) -> Self {
-        Self { id: p.id.0, name: p.name.clone() }
+        Self {
+            id: p.id.0,
+            name: p.name.clone(),
+        }
     }
 }
 
@@ -163,7 +172,12 @@ page_type!(AuditPage, AuditEvent);
 pub fn paging(page: Option<u32>, per_page: Option<u32>) -> (u32, u32, i64, i64) {
     let page = page.unwrap_or(1).max(1);
     let per_page = per_page.unwrap_or(50).clamp(1, 100);
-    (page, per_page, i64::from(per_page), i64::from(page - 1) * i64::from(per_page))
+    (
+        page,
+        per_page,
+        i64::from(per_page),
+        i64::from(page - 1) * i64::from(per_page),
+    )
 }
 
 /// For PATCH fields where `null` means "clear" and absence means "leave alone".

@@ -274,21 +274,46 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> StoreResult<u64>;
     async fn list_sessions(&self, user: UserId) -> StoreResult<Vec<Session>>;
     async fn get_session(&self, id: SessionId) -> StoreResult<Option<Session>>;
-    async fn auth_context(&self, session: SessionId, user: UserId, jti: Uuid) -> StoreResult<Option<AuthContext>>;
+    async fn auth_context(
+        &self,
+        session: SessionId,
+        user: UserId,
+        jti: Uuid,
+    ) -> StoreResult<Option<AuthContext>>;
     async fn touch_session(&self, session: SessionId) -> StoreResult<()>;
     /// Deletes denylisted token ids past their expiry and refresh tokens of long-ended sessions.
     async fn purge_expired(&self) -> StoreResult<u64>;
 
     // PODs.
-    async fn create_pod(&self, name: &str, slack_channel: Option<&str>, audit: NewAuditEvent) -> StoreResult<Pod>;
+    async fn create_pod(
+        &self,
+        name: &str,
+        slack_channel: Option<&str>,
+        audit: NewAuditEvent,
+    ) -> StoreResult<Pod>;
     async fn get_pod(&self, id: PodId) -> StoreResult<Option<Pod>>;
     async fn find_pod_by_name(&self, name: &str) -> StoreResult<Option<Pod>>;
     /// All PODs, or only those in `only`.
-    async fn list_pods(&self, only: Option<&[PodId]>, limit: i64, offset: i64) -> StoreResult<Page<PodSummary>>;
-    async fn update_pod(&self, id: PodId, change: &PodChange, audit: NewAuditEvent) -> StoreResult<Pod>;
+    async fn list_pods(
+        &self,
+        only: Option<&[PodId]>,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<Page<PodSummary>>;
+    async fn update_pod(
+        &self,
+        id: PodId,
+        change: &PodChange,
+        audit: NewAuditEvent,
+    ) -> StoreResult<Pod>;
     /// Refused with `Conflict` while users have the POD as home.
     async fn delete_pod(&self, id: PodId, audit: NewAuditEvent) -> StoreResult<()>;
-    async fn set_pod_managers(&self, id: PodId, managers: &[UserId], audit: NewAuditEvent) -> StoreResult<()>;
+    async fn set_pod_managers(
+        &self,
+        id: PodId,
+        managers: &[UserId],
+        audit: NewAuditEvent,
+    ) -> StoreResult<()>;
     /// (managers, members) of a POD.
     async fn pod_people(&self, id: PodId) -> StoreResult<(Vec<User>, Vec<User>)>;
 

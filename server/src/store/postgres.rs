@@ -34,7 +34,11 @@ impl PgStore {
     /// links to the one committed before it. The key is arbitrary but fixed ("QRM-AUDT").
     const AUDIT_LOCK_SQL: &'static str = "SELECT pg_advisory_xact_lock(5855053514573104212)";
 
-    pub async fn connect(url: &str, config: &DatabaseConfig, clock: SharedClock) -> StoreResult<Self> {
+    pub async fn connect(
+        url: &str,
+        config: &DatabaseConfig,
+        clock: SharedClock,
+    ) -> StoreResult<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(Duration::from_secs(config.acquire_timeout_secs))
@@ -44,7 +48,9 @@ impl PgStore {
     }
 
     async fn write_tx(&self) -> StoreResult<WriteTx> {
-        Ok(WriteTx { tx: self.pool.begin().await? })
+        Ok(WriteTx {
+            tx: self.pool.begin().await?,
+        })
     }
 }
 

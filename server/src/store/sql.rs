@@ -18,11 +18,9 @@ pub(super) const USER_COLUMNS: &str = "u.id, u.email, u.name, u.role, u.home_pod
     u.must_change_password, u.failed_logins, u.delayed_until, u.locked_at, u.slack_user_id, \
     u.password_changed_at, u.created_at, u.updated_at";
 
-pub(super) const SESSION_COLUMNS: &str =
-    "s.id, s.user_id, s.user_agent, s.ip, s.created_at, s.last_seen_at, s.expires_at, s.revoked_at, s.revoked_reason";
+pub(super) const SESSION_COLUMNS: &str = "s.id, s.user_id, s.user_agent, s.ip, s.created_at, s.last_seen_at, s.expires_at, s.revoked_at, s.revoked_reason";
 
-pub(super) const AUDIT_COLUMNS: &str =
-    "seq, id, at, actor_id, action, target_type, target_id, ip, user_agent, details, prev_hash, hash";
+pub(super) const AUDIT_COLUMNS: &str = "seq, id, at, actor_id, action, target_type, target_id, ip, user_agent, details, prev_hash, hash";
 
 #[derive(sqlx::FromRow)]
 pub(super) struct UserRow {
@@ -47,7 +45,8 @@ impl TryFrom<UserRow> for User {
     fn try_from(r: UserRow) -> Result<Self, StoreError> {
         Ok(User {
             id: UserId(r.id),
-            role: Role::parse(&r.role).ok_or_else(|| StoreError::Corrupt(format!("role {:?}", r.role)))?,
+            role: Role::parse(&r.role)
+                .ok_or_else(|| StoreError::Corrupt(format!("role {:?}", r.role)))?,
             email: r.email,
             name: r.name,
             home_pod_id: r.home_pod_id.map(PodId),
@@ -144,7 +143,11 @@ pub(super) struct RefreshRow {
 
 impl From<RefreshRow> for super::RefreshRecord {
     fn from(r: RefreshRow) -> Self {
-        super::RefreshRecord { token_id: r.token_id, rotated_at: r.rotated_at, session: r.session.into() }
+        super::RefreshRecord {
+            token_id: r.token_id,
+            rotated_at: r.rotated_at,
+            session: r.session.into(),
+        }
     }
 }
 
@@ -159,7 +162,13 @@ pub(super) struct PodRow {
 
 impl From<PodRow> for Pod {
     fn from(r: PodRow) -> Self {
-        Pod { id: PodId(r.id), name: r.name, slack_channel: r.slack_channel, created_at: r.created_at, updated_at: r.updated_at }
+        Pod {
+            id: PodId(r.id),
+            name: r.name,
+            slack_channel: r.slack_channel,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
     }
 }
 
@@ -173,7 +182,11 @@ pub(super) struct PodSummaryRow {
 
 impl From<PodSummaryRow> for PodSummary {
     fn from(r: PodSummaryRow) -> Self {
-        PodSummary { pod: r.pod.into(), manager_count: r.manager_count, member_count: r.member_count }
+        PodSummary {
+            pod: r.pod.into(),
+            manager_count: r.manager_count,
+            member_count: r.member_count,
+        }
     }
 }
 
@@ -197,7 +210,8 @@ impl From<AuditRow> for AuditEvent {
     fn from(r: AuditRow) -> Self {
         // A details text that is not JSON (tampering) is kept as a string so the verifier can
         // still hash the exact stored bytes.
-        let details = serde_json::from_str(&r.details).unwrap_or_else(|_| serde_json::Value::String(r.details.clone()));
+        let details = serde_json::from_str(&r.details)
+            .unwrap_or_else(|_| serde_json::Value::String(r.details.clone()));
         AuditEvent {
             seq: r.seq,
             id: r.id,
@@ -217,13 +231,18 @@ impl From<AuditRow> for AuditEvent {
 }
 
 pub(super) fn page<T, R: Into<T>>(rows: Vec<R>, total: i64) -> Page<T> {
-    Page { items: rows.into_iter().map(Into::into).collect(), total }
+    Page {
+        items: rows.into_iter().map(Into::into).collect(),
+        total,
+    }
 }
 
 /// Maps a unique-constraint violation to `Conflict` with a readable message.
 pub(super) fn conflict_on_unique(err: sqlx::Error, what: &str) -> StoreError {
     match &err {
-        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what.to_owned()),
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::Conflict(what.to_owned())
+        }
         _ => StoreError::Database(err),
     }
 }

@@ -4,7 +4,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{Sqlite, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
@@ -41,24 +43,32 @@ impl SqliteStore {
     /// Appends are already serialised by the writer lock.
     const AUDIT_LOCK_SQL: &'static str = "SELECT 1";
 
-    pub async fn connect(url: &str, config: &DatabaseConfig, clock: SharedClock) -> StoreResult<Self> {
+    pub async fn connect(
+        url: &str,
+        config: &DatabaseConfig,
+        clock: SharedClock,
+    ) -> StoreResult<Self> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
-        if let Some(parent) = options.get_filename().parent() {
-            if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent).map_err(|e| sqlx::Error::Configuration(Box::new(e)))?;
-            }
+        if let Some(parent) = options.get_filename().parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(|e| sqlx::Error::Configuration(Box::new(e)))?;
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(Duration::from_secs(config.acquire_timeout_secs))
             .connect_with(options)
             .await?;
-        Ok(Self { pool, clock, writer: Arc::new(Mutex::new(())) })
+        Ok(Self {
+            pool,
+            clock,
+            writer: Arc::new(Mutex::new(())),
+        })
     }
 
     async fn write_tx(&self) -> StoreResult<WriteTx> {

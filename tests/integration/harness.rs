@@ -1,0 +1,397 @@
+//! `TestApp`: the real server (`quorum_server::run`) on 127.0.0.1:0 over a fresh store, seeded
+//! with the demo organisation, and an HTTP client that speaks to it.
+//!
+//! PostgreSQL comes from `QUORUM_TEST_PG_URL`, the throwaway cluster `cargo xtask test` starts;
+//! each test gets its own database in it. Without that variable the PostgreSQL half of every test
+//! fails (it is never skipped): run the suite through `cargo xtask test`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use quorum_server::config::Config;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+pub const PASSWORD: &str = quorum_server::demo::DEMO_PASSWORD;
+pub const JWT_SECRET: &str = "test-only-signing-key-0123456789-abcdefghijklmnop";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Sqlite,
+    Postgres,
+}
+
+/// The demo accounts the tests act as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Actor {
+    Anonymous,
+    /// dan@example.com, developer in `payments`.
+    Developer,
+    /// maya@example.com, manager of `payments`.
+    Manager,
+    /// gina@example.com, manager of `growth`.
+    OtherPodManager,
+    /// admin@example.com.
+    Admin,
+}
+
+impl Actor {
+    pub const ALL: [Actor; 5] = [
+        Actor::Anonymous,
+        Actor::Developer,
+        Actor::Manager,
+        Actor::OtherPodManager,
+        Actor::Admin,
+    ];
+
+    pub fn email(self) -> Option<&'static str> {
+        match self {
+            Actor::Anonymous => None,
+            Actor::Developer => Some("dan@example.com"),
+            Actor::Manager => Some("maya@example.com"),
+            Actor::OtherPodManager => Some("gina@example.com"),
+            Actor::Admin => Some("admin@example.com"),
+        }
+    }
+}
+
+pub fn pg_admin_url() -> String {
+    std::env::var("QUORUM_TEST_PG_URL").unwrap_or_else(|_| {
+        panic!("QUORUM_TEST_PG_URL is not set: run the suite with `cargo xtask test`, which starts a throwaway PostgreSQL cluster")
+    })
+}
+
+/// Creates an empty database in the test cluster and returns its URL.
+pub async fn fresh_pg_database() -> String {
+    use sqlx::Connection;
+    let admin = pg_admin_url();
+    let name = format!("qt_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("connect to the test cluster");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
+    let base = admin
+        .rsplit_once('/')
+        .map(|(b, _)| b)
+        .expect("url has a database");
+    format!("{base}/{name}")
+}
+
+/// Path of the `quorum` binary next to this test binary (built by `cargo xtask test`).
+pub fn quorum_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir")
+        .join("quorum");
+    assert!(
+        bin.exists(),
+        "{} is missing: `cargo xtask test` builds it (cargo build -p quorum-server)",
+        bin.display()
+    );
+    bin
+}
+
+pub struct TestApp {
+    pub kind: StoreKind,
+    pub base: String,
+    pub client: reqwest::Client,
+    pub config: Config,
+    pub data_dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    pub async fn spawn(kind: StoreKind) -> TestApp {
+        Self::spawn_with(kind, "").await
+    }
+
+    /// Starts the server with `extra_toml` layered over the test configuration.
+    pub async fn spawn_with(kind: StoreKind, extra_toml: &str) -> TestApp {
+        let data_dir = tempfile::tempdir().expect("tempdir");
+        let url = match kind {
+            StoreKind::Sqlite => {
+                format!("sqlite://{}", data_dir.path().join("quorum.db").display())
+            }
+            StoreKind::Postgres => fresh_pg_database().await,
+        };
+        Self::spawn_on(kind, data_dir, &url, extra_toml).await
+    }
+
+    /// Starts a server over an existing store URL (a second replica).
+    pub async fn spawn_on(
+        kind: StoreKind,
+        data_dir: tempfile::TempDir,
+        url: &str,
+        extra_toml: &str,
+    ) -> TestApp {
+        let toml = format!(
+            r#"
+demo = true
+data_dir = "{dir}"
+[database]
+url = "{url}"
+max_connections = 5
+[auth]
+jwt_secret = "{JWT_SECRET}"
+hash_concurrency = 2
+[rate_limit]
+auth_per_minute = 60000
+auth_burst = 10000
+api_per_second = 10000
+api_burst = 10000
+[log]
+filter = "warn"
+"#,
+            dir = data_dir.path().display()
+        );
+        let base_cfg: toml::Table = toml.parse().expect("toml");
+        let extra: toml::Table = extra_toml.parse().expect("extra toml");
+        let merged = merge(base_cfg, extra);
+        let config =
+            Config::from_toml_over_defaults(&merged.to_string()).expect("test config is valid");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(quorum_server::run(config.clone(), listener, async move {
+            let _ = stopped.await;
+        }));
+        let app = TestApp {
+            kind,
+            base: format!("http://{addr}"),
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
+            config,
+            data_dir,
+            stop: Some(stop),
+            server: Some(server),
+        };
+        app.wait_ready().await;
+        app
+    }
+
+    async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if let Ok(r) = self.client.get(self.url("/readyz")).send().await
+                && r.status() == StatusCode::OK
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("server at {} did not become ready", self.base);
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn database_url(&self) -> String {
+        self.config.database_url()
+    }
+
+    /// Signs in as a demo actor.
+    pub async fn login(&self, actor: Actor) -> Session {
+        let email = actor.email().expect("anonymous cannot sign in");
+        self.login_as(email, PASSWORD).await
+    }
+
+    pub async fn login_as(&self, email: &str, password: &str) -> Session {
+        let r = self.raw_login(email, password, "quorum-tests").await;
+        assert_eq!(r.status(), StatusCode::OK, "login as {email}");
+        Session::from_login(r).await
+    }
+
+    pub async fn raw_login(
+        &self,
+        email: &str,
+        password: &str,
+        user_agent: &str,
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url("/api/v1/auth/login"))
+            .header("user-agent", user_agent)
+            .json(&json!({ "email": email, "password": password }))
+            .send()
+            .await
+            .expect("login request")
+    }
+
+    /// A request with an optional bearer token; returns status and JSON body (Null if none).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.expect("request");
+        let status = r.status();
+        let text = r.text().await.expect("body");
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PATCH, path, Some(token), Some(body))
+            .await
+    }
+
+    /// Id of a demo POD by name.
+    pub async fn pod_id(&self, name: &str) -> String {
+        let admin = self.login(Actor::Admin).await;
+        let (_, pods) = self.get("/api/v1/pods", &admin.token).await;
+        pods["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .find(|p| p["name"] == name)
+            .expect("pod")["id"]
+            .as_str()
+            .expect("id")
+            .to_owned()
+    }
+
+    /// Id of a user by email.
+    pub async fn user_id(&self, email: &str) -> String {
+        let admin = self.login(Actor::Admin).await;
+        let (_, users) = self
+            .get(&format!("/api/v1/users?q={email}"), &admin.token)
+            .await;
+        users["items"][0]["id"]
+            .as_str()
+            .expect("user id")
+            .to_owned()
+    }
+
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        self.shutdown().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::mem::replace(&mut self.data_dir, dir)
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            match tokio::time::timeout(Duration::from_secs(30), server).await {
+                Ok(Ok(Ok(()))) => {}
+                other => panic!("server did not shut down cleanly: {other:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn merge(mut base: toml::Table, extra: toml::Table) -> toml::Table {
+    for (k, v) in extra {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(e)) => {
+                let merged = merge(std::mem::take(b), e);
+                *b = merged;
+            }
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+    base
+}
+
+/// A signed-in client: access token plus the refresh cookie.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub token: String,
+    pub refresh: Option<String>,
+    pub body: Value,
+}
+
+impl Session {
+    pub async fn from_login(r: reqwest::Response) -> Session {
+        let refresh = refresh_cookie(&r);
+        let body: Value = r.json().await.expect("json");
+        Session {
+            token: body["access_token"]
+                .as_str()
+                .expect("access_token")
+                .to_owned(),
+            refresh,
+            body,
+        }
+    }
+
+    pub fn user_id(&self) -> &str {
+        self.body["user"]["id"].as_str().expect("user id")
+    }
+}
+
+/// The refresh token value from a response's `Set-Cookie`, if any (empty when cleared).
+pub fn refresh_cookie(r: &reqwest::Response) -> Option<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix("quorum_refresh="))
+        .map(|v| v.split(';').next().unwrap_or("").to_owned())
+}
+
+/// Runs each test body once on SQLite and once on PostgreSQL.
+#[macro_export]
+macro_rules! store_tests {
+    ($(async fn $name:ident($kind:ident) $body:block)*) => {
+        $(
+            mod $name {
+                use super::*;
+
+                async fn body($kind: $crate::harness::StoreKind) $body
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    body($crate::harness::StoreKind::Sqlite).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    body($crate::harness::StoreKind::Postgres).await
+                }
+            }
+        )*
+    };
+}

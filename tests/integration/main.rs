@@ -1,0 +1,12 @@
+//! Quorum's integration tests: one binary, the real server on port 0, every store-touching test
+//! on both SQLite and PostgreSQL (see `harness.rs`).
+
+mod harness;
+
+mod admin;
+mod audit;
+mod auth;
+mod http_basics;
+mod openapi;
+mod rbac;
+mod replicas;
