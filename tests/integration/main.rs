@@ -6,6 +6,7 @@ mod harness;
 mod admin;
 mod audit;
 mod auth;
+mod cli;
 mod http_basics;
 mod openapi;
 mod rbac;

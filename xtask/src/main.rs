@@ -5,14 +5,19 @@
 //! - `cargo xtask test [-- FILTER…]`: format check, clippy with warnings denied, and every test,
 //!   with a throwaway PostgreSQL cluster started for the run and removed afterwards.
 //!
+//! - `cargo xtask bench`: start a release build with demo data and print sign-in and
+//!   authenticated-request latency percentiles.
+//!
 //! Only the standard library is used, so this builds in seconds on a fresh machine.
 
 use std::env;
 use std::ffi::OsString;
+use std::io::{Read, Write};
 use std::net::TcpListener;
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
-use std::time::Instant;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
 
 type Result<T> = std::result::Result<T, String>;
 
@@ -29,6 +34,7 @@ fn main() -> ExitCode {
     let result = match command.as_str() {
         "run" => run(&args),
         "test" | "ci" => test(&args),
+        "bench" => bench(&args),
         _ => {
             eprintln!(
                 "usage: cargo xtask run [-- quorum serve args]\n       cargo xtask test [-- test filters]"
@@ -350,4 +356,156 @@ fn find_postgres() -> Option<PathBuf> {
     candidates
         .into_iter()
         .find(|d| d.join("initdb").is_file() && d.join("pg_ctl").is_file())
+}
+
+/// A portal process that is killed when dropped.
+struct Portal(Child);
+
+impl Drop for Portal {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection; returns (status, body).
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    let status = out
+        .get(9..12)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("bad response: {out}"))?;
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+#[expect(clippy::print_stdout, reason = "the figures are the command's output")]
+fn percentiles(name: &str, mut samples: Vec<Duration>) {
+    samples.sort();
+    let at = |q: f64| {
+        samples[((samples.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1000.0
+    };
+    println!(
+        "{name:<28} n={:<4} p50={:>7.2} ms  p95={:>7.2} ms  p99={:>7.2} ms  max={:>7.2} ms",
+        samples.len(),
+        at(0.5),
+        at(0.95),
+        at(0.99),
+        at(1.0)
+    );
+}
+
+fn bench(args: &[String]) -> Result<()> {
+    let iterations: usize = args
+        .first()
+        .map(|a| a.parse().map_err(|_| format!("{a:?} is not a number")))
+        .transpose()?
+        .unwrap_or(100);
+    step("building quorum (release)");
+    let mut build = cargo();
+    build.args([
+        "build",
+        "--release",
+        "--package",
+        "quorum-server",
+        "--bin",
+        "quorum",
+    ]);
+    status(build, "cargo build --release")?;
+    let data = env::temp_dir().join(format!("quorum-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    step(&format!(
+        "starting the portal on 127.0.0.1:{port} (SQLite, demo data)"
+    ));
+    let child = Command::new(target_dir().join("release").join("quorum"))
+        .args(["serve", "--demo"])
+        .env("QUORUM__SERVER__ADDR", format!("127.0.0.1:{port}"))
+        .env("QUORUM__DATA_DIR", &data)
+        .env("QUORUM__RATE_LIMIT__AUTH_PER_MINUTE", "1000000")
+        .env("QUORUM__RATE_LIMIT__AUTH_BURST", "1000000")
+        .env("QUORUM__LOG__FILTER", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start quorum: {e}"))?;
+    let portal = Portal(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http(port, "GET", "/readyz", &[], "").map(|r| r.0) != Ok(200) {
+        if Instant::now() > deadline {
+            return Err(String::from("the portal did not become ready"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let login = r#"{"email":"dan@example.com","password":"quorum-demo-password"}"#;
+    let json = [("Content-Type", "application/json")];
+    let token_of = |body: &str| -> Result<String> {
+        body.split("\"access_token\":\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .map(str::to_owned)
+            .ok_or_else(|| format!("no access token in {body}"))
+    };
+    http(port, "POST", "/api/v1/auth/login", &json, login)?;
+    step(&format!(
+        "{iterations} sequential requests each (one connection per request, loopback)"
+    ));
+    let mut logins = Vec::with_capacity(iterations);
+    let mut failed = Vec::with_capacity(iterations);
+    let mut me = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        let t = Instant::now();
+        let (code, body) = http(port, "POST", "/api/v1/auth/login", &json, login)?;
+        logins.push(t.elapsed());
+        if code != 200 {
+            return Err(format!("login answered {code}: {body}"));
+        }
+        // Each sign-in may end the oldest of the user's sessions; use the newest token.
+        let bearer = format!("Bearer {}", token_of(&body)?);
+        let t = Instant::now();
+        let bad = r#"{"email":"nobody@example.com","password":"wrong-password"}"#;
+        let (code, _) = http(port, "POST", "/api/v1/auth/login", &json, bad)?;
+        failed.push(t.elapsed());
+        if code != 401 {
+            return Err(format!("failed login answered {code}"));
+        }
+        let t = Instant::now();
+        let (code, _) = http(port, "GET", "/api/v1/me", &[("Authorization", &bearer)], "")?;
+        me.push(t.elapsed());
+        if code != 200 {
+            return Err(format!("/me answered {code}"));
+        }
+    }
+    percentiles("POST /auth/login (ok)", logins);
+    percentiles("POST /auth/login (unknown)", failed);
+    percentiles("GET /me (authenticated)", me);
+    drop(portal);
+    let _ = std::fs::remove_dir_all(&data);
+    Ok(())
 }

@@ -150,12 +150,13 @@ impl Limiters {
 pub fn router(state: AppState) -> (Router, Limiters) {
     let rl = &state.config.rate_limit;
     let limiters = Limiters {
+        // Nanosecond periods: never zero for any u32 rate, so `finish()` cannot refuse them.
         auth: rate_limiter(
-            Duration::from_millis(60_000 / u64::from(rl.auth_per_minute)),
+            Duration::from_nanos(60_000_000_000 / u64::from(rl.auth_per_minute)),
             rl.auth_burst,
         ),
         api: rate_limiter(
-            Duration::from_micros(1_000_000 / u64::from(rl.api_per_second)),
+            Duration::from_nanos(1_000_000_000 / u64::from(rl.api_per_second)),
             rl.api_burst,
         ),
     };

@@ -1,0 +1,199 @@
+//! The `quorum` binary's subcommands, run as a user would run them.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use reqwest::StatusCode;
+
+use crate::harness::{StoreKind, TestApp, quorum_bin};
+use crate::store_tests;
+
+fn quorum(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(quorum_bin());
+    cmd.args(args)
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn quorum");
+    let mut input = child.stdin.take().expect("stdin");
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).expect("write stdin");
+    }
+    drop(input);
+    child.wait_with_output().expect("wait")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn check_config_prints_the_effective_config_redacted() {
+    let secret = "k8Jd9xk2LrT0vN4mW7bZp1sY6cF3hA5eU8iO2gK9";
+    let o = quorum(
+        &["check-config"],
+        &[
+            ("QUORUM__AUTH__JWT_SECRET", secret),
+            ("QUORUM__SERVER__ADDR", "127.0.0.1:9000"),
+            ("QUORUM__DATA_DIR", "/tmp/q"),
+        ],
+        None,
+    );
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("addr = \"127.0.0.1:9000\""), "{out}");
+    assert!(out.contains("data_dir = \"/tmp/q\""), "{out}");
+    assert!(out.contains("jwt_secret = \"[redacted]\""), "{out}");
+    assert!(!out.contains(secret), "{out}");
+}
+
+#[test]
+fn bad_configuration_is_refused_with_the_reason() {
+    let cases: [(&[(&str, &str)], &str); 3] = [
+        (&[("QUORUM__SERVER__ADRESS", "127.0.0.1:1")], "adress"),
+        (
+            &[("QUORUM__AUTH__JWT_SECRET", "short")],
+            "at least 32 bytes",
+        ),
+        (
+            &[(
+                "QUORUM__AUTH__JWT_SECRET",
+                "CHANGE-ME-to-a-long-random-value-please-000",
+            )],
+            "placeholder",
+        ),
+    ];
+    for (env, expected) in cases {
+        let o = quorum(&["check-config"], env, None);
+        assert_eq!(o.status.code(), Some(2), "{env:?}");
+        assert!(text(&o).contains(expected), "{env:?}: {}", text(&o));
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("quorum.toml");
+    std::fs::write(
+        &file,
+        "[server]\naddr = \"127.0.0.1:9100\"\ncolour = \"blue\"\n",
+    )
+    .expect("write");
+    let o = quorum(
+        &["--config", &file.to_string_lossy(), "check-config"],
+        &[],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("colour"), "{}", text(&o));
+    let o = quorum(
+        &["--config", "/nonexistent/quorum.toml", "check-config"],
+        &[],
+        None,
+    );
+    assert!(text(&o).contains("does not exist"), "{}", text(&o));
+}
+
+#[test]
+fn migrate_creates_the_sqlite_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let o = quorum(
+        &["migrate"],
+        &[("QUORUM__DATA_DIR", &data.to_string_lossy())],
+        None,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("migrations applied"));
+    assert!(data.join("quorum.db").exists());
+    // Idempotent.
+    assert!(
+        quorum(
+            &["migrate"],
+            &[("QUORUM__DATA_DIR", &data.to_string_lossy())],
+            None
+        )
+        .status
+        .success()
+    );
+}
+
+store_tests! {
+    async fn user_create_reads_the_password_from_stdin_and_creates_the_pod(kind) {
+        let app = TestApp::spawn(kind).await;
+        let data = app.data_dir.path().to_string_lossy().into_owned();
+        let url = app.database_url();
+        let env = [("QUORUM__DATA_DIR", data.as_str()), ("QUORUM__DATABASE__URL", url.as_str())];
+        let args = ["user", "create", "--email", "ops@example.com", "--name", "Olga Ops", "--role", "manager", "--pod", "platform"];
+        let o = quorum(&args, &env, Some("too short\n"));
+        assert_eq!(o.status.code(), Some(2));
+        assert!(text(&o).contains("at least 12 characters"), "{}", text(&o));
+
+        let o = quorum(&args, &env, Some("olga's operator passphrase\n"));
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(text(&o).contains("created manager ops@example.com"), "{}", text(&o));
+
+        let o = quorum(&args, &env, Some("olga's operator passphrase\n"));
+        assert_eq!(o.status.code(), Some(2), "duplicate email");
+        assert!(text(&o).contains("already exists"), "{}", text(&o));
+
+        let s = app.login_as("ops@example.com", "olga's operator passphrase").await;
+        assert_eq!(s.body["user"]["must_change_password"], false, "CLI users are trusted operators");
+        let (status, me) = app.get("/api/v1/me", &s.token).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(me["home_pod"]["name"], "platform");
+        assert_eq!(me["managed_pods"][0]["name"], "platform");
+    }
+}
+
+#[tokio::test]
+async fn serve_honours_addr_and_data_dir_from_the_environment() {
+    let app = TestApp::spawn(StoreKind::Sqlite).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(quorum_bin())
+        .arg("serve")
+        .env_clear()
+        .env("QUORUM__SERVER__ADDR", format!("127.0.0.1:{port}"))
+        .env("QUORUM__DATA_DIR", dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut ready = false;
+    for _ in 0..100 {
+        if let Ok(r) = app
+            .client
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
+        {
+            ready = r.status() == StatusCode::OK;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // SIGTERM: a graceful exit with status 0.
+    let pid = child.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = child.wait().expect("wait");
+    assert!(ready, "server did not answer on the configured address");
+    assert!(status.success(), "exit after SIGTERM: {status}");
+    assert!(dir.path().join("quorum.db").exists());
+    assert!(
+        dir.path().join("jwt.key").exists(),
+        "a signing key is generated when none is configured"
+    );
+}
