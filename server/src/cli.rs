@@ -109,18 +109,10 @@ pub async fn create_user(
         other => other.into(),
     })?;
     if let (Some(pod), Role::Manager) = (&pod, req.role) {
-        let mut managers: Vec<_> = store
-            .pod_people(pod.id)
-            .await?
-            .0
-            .iter()
-            .map(|u| u.id)
-            .collect();
-        managers.push(user.id);
         store
-            .set_pod_managers(
+            .add_pod_manager(
                 pod.id,
-                &managers,
+                user.id,
                 NewAuditEvent::new("pod.managers_set").details(source),
             )
             .await?;
@@ -134,6 +126,73 @@ pub async fn create_user(
         user.email,
         user.id
     ))
+}
+
+/// Re-encrypts every instance secret under a new master key, in one transaction.
+///
+/// With a generated key (`secrets.master_key` empty) the new key replaces `<data_dir>/master.key`;
+/// it is first written beside it as `master.key.new`, so a crash after the store commits never
+/// loses it. With a configured key the new one must come from `new_key_file`, and the operator
+/// then sets it on every replica.
+pub async fn rotate_keys(
+    config: &Config,
+    store: &SharedStore,
+    new_key_file: Option<&std::path::Path>,
+) -> anyhow::Result<String> {
+    use crate::secrets::SecretBox;
+    let current = crate::secret_box(config)?;
+    let generated = config.secrets.master_key.is_empty();
+    let new_key = match new_key_file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?,
+        None if generated => SecretBox::generate_key(),
+        None => {
+            anyhow::bail!("secrets.master_key is configured: pass the new key with --new-key-file")
+        }
+    };
+    let next = SecretBox::from_base64(&new_key).map_err(|e| anyhow::anyhow!("new key: {e}"))?;
+    anyhow::ensure!(
+        next.key_id() != current.key_id(),
+        "the new key is the current key"
+    );
+    let mut resealed = Vec::new();
+    for instance in store.list_instances(None, i64::MAX, 0).await?.items {
+        if let Some(sealed) = &instance.secret {
+            let secret = current.open(instance.id.0, sealed).map_err(|e| {
+                anyhow::anyhow!(
+                    "instance {} ({}): {e}; fix or clear its secret first",
+                    instance.name,
+                    instance.id
+                )
+            })?;
+            resealed.push((instance.id, next.seal(instance.id.0, &secret)));
+        }
+    }
+    let staged = config
+        .data_dir
+        .join(format!("{}.new", crate::MASTER_KEY_FILE));
+    if generated {
+        std::fs::write(&staged, &new_key)?;
+    }
+    let event = NewAuditEvent::new("keys.rotated").details(json!({
+        "secrets": resealed.len(), "old_key_id": current.key_id(), "new_key_id": next.key_id()
+    }));
+    store.reseal_secrets(&resealed, event).await?;
+    if generated {
+        std::fs::rename(&staged, config.data_dir.join(crate::MASTER_KEY_FILE))?;
+        Ok(format!(
+            "re-encrypted {} secret(s) under key {}; {} replaced",
+            resealed.len(),
+            next.key_id(),
+            crate::MASTER_KEY_FILE
+        ))
+    } else {
+        Ok(format!(
+            "re-encrypted {} secret(s) under key {}; now set secrets.master_key to the new key on every replica",
+            resealed.len(),
+            next.key_id()
+        ))
+    }
 }
 
 /// Outcome of `quorum audit verify`.

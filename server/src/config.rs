@@ -25,8 +25,62 @@ pub struct Config {
     pub server: ServerConfig,
     pub database: DatabaseConfig,
     pub auth: AuthConfig,
+    pub secrets: SecretsConfig,
+    pub limits: LimitsConfig,
     pub rate_limit: RateLimitConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsConfig {
+    pub master_key: Secret,
+}
+
+/// Execution limits; the same shape, all optional, is an instance's override.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub wall_secs: u32,
+    pub statement_timeout_secs: u32,
+    pub max_rows: u32,
+    pub max_result_bytes: u64,
+}
+
+impl LimitsConfig {
+    /// Inclusive bounds each limit must stay within, for defaults and overrides alike.
+    pub const WALL_SECS: (u32, u32) = (1, 300);
+    pub const STATEMENT_TIMEOUT_SECS: (u32, u32) = (1, 300);
+    pub const MAX_ROWS: (u32, u32) = (1, 1_000_000);
+    pub const MAX_RESULT_BYTES: (u64, u64) = (1024, 256 * 1024 * 1024);
+
+    /// The first limit outside its bounds, as "name must be between a and b".
+    pub fn out_of_bounds(&self) -> Option<String> {
+        let check = |name: &str, v: u64, (lo, hi): (u64, u64)| {
+            (!(lo..=hi).contains(&v)).then(|| format!("{name} must be between {lo} and {hi}"))
+        };
+        let w = |(a, b): (u32, u32)| (u64::from(a), u64::from(b));
+        check("wall_secs", self.wall_secs.into(), w(Self::WALL_SECS))
+            .or_else(|| {
+                check(
+                    "statement_timeout_secs",
+                    self.statement_timeout_secs.into(),
+                    w(Self::STATEMENT_TIMEOUT_SECS),
+                )
+            })
+            .or_else(|| check("max_rows", self.max_rows.into(), w(Self::MAX_ROWS)))
+            .or_else(|| {
+                check(
+                    "max_result_bytes",
+                    self.max_result_bytes,
+                    Self::MAX_RESULT_BYTES,
+                )
+            })
+            .or_else(|| {
+                (self.statement_timeout_secs > self.wall_secs)
+                    .then(|| "statement_timeout_secs must not exceed wall_secs".to_owned())
+            })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -201,6 +255,14 @@ impl Config {
                         .into(),
                 );
             }
+        }
+        if let Some(problem) = self.limits.out_of_bounds() {
+            return invalid(format!("limits.{problem}"));
+        }
+        if !self.secrets.master_key.is_empty()
+            && crate::secrets::SecretBox::from_base64(self.secrets.master_key.expose()).is_err()
+        {
+            return invalid("secrets.master_key must be 32 random bytes, base64-encoded (`openssl rand -base64 32`)".into());
         }
         let r = &self.rate_limit;
         if r.auth_per_minute == 0 || r.auth_burst == 0 || r.api_per_second == 0 || r.api_burst == 0

@@ -10,7 +10,9 @@ pub mod config;
 pub mod demo;
 pub mod domain;
 pub mod http;
+pub mod secrets;
 pub mod store;
+pub mod targets;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -38,31 +40,50 @@ pub async fn open_store(config: &Config, clock: SharedClock) -> anyhow::Result<S
     Ok(store)
 }
 
-/// The JWT key: the configured one, or one generated once and kept in `<data_dir>/jwt.key`.
-fn jwt_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
-    if !config.auth.jwt_secret.is_empty() {
-        return Ok(config.auth.jwt_secret.expose().as_bytes().to_vec());
-    }
-    let path = config.data_dir.join("jwt.key");
+/// A key kept in `<data_dir>/<file>` (base64), generated with `len` random bytes on first use.
+/// Used when the configuration names no key: fine for one replica; replicas share explicit keys.
+fn persisted_key(data_dir: &Path, file: &str, len: usize) -> anyhow::Result<Vec<u8>> {
+    let path = data_dir.join(file);
     if let Ok(existing) = std::fs::read_to_string(&path) {
         let key = base64::engine::general_purpose::STANDARD
             .decode(existing.trim())
             .with_context(|| format!("{} is not valid base64", path.display()))?;
         anyhow::ensure!(
-            key.len() >= 32,
-            "{} holds a key shorter than 32 bytes",
+            key.len() >= len,
+            "{} holds a key shorter than {len} bytes",
             path.display()
         );
         return Ok(key);
     }
-    let mut key = vec![0u8; 48];
+    let mut key = vec![0u8; len];
     rand::rngs::OsRng.fill_bytes(&mut key);
     write_private(
         &path,
         &base64::engine::general_purpose::STANDARD.encode(&key),
     )?;
-    tracing::info!(path = %path.display(), "generated a JWT signing key");
+    tracing::info!(path = %path.display(), "generated a key");
     Ok(key)
+}
+
+/// The JWT signing key: configured, or persisted in the data directory.
+fn jwt_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
+    if !config.auth.jwt_secret.is_empty() {
+        return Ok(config.auth.jwt_secret.expose().as_bytes().to_vec());
+    }
+    persisted_key(&config.data_dir, "jwt.key", 48)
+}
+
+/// Where the generated master key lives when the configuration names none.
+pub const MASTER_KEY_FILE: &str = "master.key";
+
+/// The master key sealing instance credentials: configured, or persisted in the data directory.
+pub fn secret_box(config: &Config) -> anyhow::Result<secrets::SecretBox> {
+    let sealed = if config.secrets.master_key.is_empty() {
+        secrets::SecretBox::from_bytes(&persisted_key(&config.data_dir, MASTER_KEY_FILE, 32)?)
+    } else {
+        secrets::SecretBox::from_base64(config.secrets.master_key.expose())
+    };
+    sealed.map_err(|e| anyhow::anyhow!("master key: {e}"))
 }
 
 fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
@@ -97,6 +118,7 @@ pub fn build_state(
         a.leeway_secs,
     );
     Ok(AppState {
+        secrets: Arc::new(secret_box(&config)?),
         hasher: PasswordHasher::new(a.hash_concurrency)?,
         tokens: Arc::new(tokens),
         config: Arc::new(config),
@@ -116,30 +138,18 @@ pub async fn run(
     let clock: SharedClock = Arc::new(SystemClock);
     let store = open_store(&config, clock.clone()).await?;
     if config.demo {
-        demo::seed(&store, &PasswordHasher::new(config.auth.hash_concurrency)?).await?;
+        demo::seed(
+            &store,
+            &PasswordHasher::new(config.auth.hash_concurrency)?,
+            &config.data_dir,
+            &clock,
+        )
+        .await?;
     }
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let state = build_state(config, store.clone(), clock)?;
-    let (app, limiters) = http::router(state);
-
-    let maintenance = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
-        let mut n: u64 = 0;
-        loop {
-            tick.tick().await;
-            limiters.prune();
-            n += 1;
-            if n % 10 == 1 {
-                match store.purge_expired().await {
-                    Ok(removed) if removed > 0 => {
-                        tracing::info!(removed, "purged expired token records")
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "purging expired token records failed"),
-                }
-            }
-        }
-    });
+    let (app, limiters) = http::router(state.clone());
+    let maintenance = tokio::spawn(maintain(state, limiters));
 
     let stopping = Arc::new(tokio::sync::Notify::new());
     let notify = stopping.clone();
@@ -161,6 +171,45 @@ pub async fn run(
     };
     maintenance.abort();
     result
+}
+
+/// Background upkeep, once a minute: prune rate-limit buckets; every 10 minutes purge expired
+/// token records; every 30 minutes (and at start) refresh every instance's database list.
+async fn maintain(state: AppState, limiters: http::Limiters) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    for n in 0_u64.. {
+        tick.tick().await;
+        limiters.prune();
+        if n % 10 == 0 {
+            match state.store.purge_expired().await {
+                Ok(removed) if removed > 0 => {
+                    tracing::info!(removed, "purged expired token records")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "purging expired token records failed"),
+            }
+        }
+        if n % 30 == 0 {
+            sync_all_instances(&state).await;
+        }
+    }
+}
+
+async fn sync_all_instances(state: &AppState) {
+    let instances = match state.store.list_instances(None, 1000, 0).await {
+        Ok(page) => page.items,
+        Err(e) => {
+            return tracing::warn!(error = %e, "listing instances for the database sync failed");
+        }
+    };
+    for i in instances
+        .iter()
+        .filter(|i| i.engine != domain::instance::Engine::Mongodb)
+    {
+        if let Err(e) = http::instances::sync(state, i, None).await {
+            tracing::warn!(instance = %i.name, code = e.code, error = %e.message, "database sync failed");
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

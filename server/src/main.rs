@@ -43,6 +43,11 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Manage the master key that seals instance credentials.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Inspect the audit log.
     Audit {
         #[command(subcommand)]
@@ -63,6 +68,17 @@ enum UserCommand {
         /// Home POD, created if it does not exist; a manager also manages it.
         #[arg(long)]
         pod: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Re-encrypt every instance secret under a new master key.
+    Rotate {
+        /// File holding the new key (32 bytes, base64). Without it a key is generated, which is
+        /// only possible when the current key is the generated one in the data directory.
+        #[arg(long)]
+        new_key_file: Option<PathBuf>,
     },
 }
 
@@ -162,6 +178,15 @@ async fn execute(args: Args) -> anyhow::Result<ExitCode> {
                     }
                 )
                 .await?
+            );
+        }
+        Command::Keys {
+            command: KeysCommand::Rotate { new_key_file },
+        } => {
+            let store = quorum_server::open_store(&config, clock).await?;
+            println!(
+                "{}",
+                cli::rotate_keys(&config, &store, new_key_file.as_deref()).await?
             );
         }
         Command::Audit {

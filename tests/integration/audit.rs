@@ -2,29 +2,11 @@
 //! `quorum audit verify` checks, including after a row is edited or deleted behind the portal's
 //! back.
 
-use std::process::Command;
-
 use reqwest::StatusCode;
 use sqlx::Connection;
 
-use crate::harness::{Actor, StoreKind, TestApp, quorum_bin};
+use crate::harness::{Actor, StoreKind, TestApp, audit_verify};
 use crate::store_tests;
-
-fn verify(app: &TestApp) -> (i32, String) {
-    let out = Command::new(quorum_bin())
-        .args(["audit", "verify"])
-        .env_clear()
-        .env("QUORUM__DATA_DIR", app.data_dir.path())
-        .env("QUORUM__DATABASE__URL", app.database_url())
-        .output()
-        .expect("run quorum audit verify");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
-}
 
 /// Runs SQL as the database owner with the append-only trigger out of the way, as an attacker
 /// with direct database access would.
@@ -88,13 +70,13 @@ store_tests! {
         app.login(Actor::Developer).await;
         app.raw_login("dan@example.com", "wrong-password-x", "t").await;
         app.login(Actor::Admin).await;
-        let (code, out) = verify(&app);
+        let (code, out) = audit_verify(&app);
         assert_eq!(code, 0, "{out}");
         assert!(out.contains("audit chain intact"), "{out}");
 
         direct_update_is_refused(&app).await;
         tamper(&app, "UPDATE audit_events SET details = '{\"source\":\"nobody\"}' WHERE seq = 7").await;
-        let (code, out) = verify(&app);
+        let (code, out) = audit_verify(&app);
         assert_eq!(code, 1, "{out}");
         assert!(out.contains("BROKEN at event 7 "), "{out}");
         assert!(out.contains("6 events before it verified"), "{out}");
@@ -106,7 +88,7 @@ store_tests! {
         app.login(Actor::Manager).await;
         app.login(Actor::Admin).await;
         tamper(&app, "DELETE FROM audit_events WHERE seq = 12").await;
-        let (code, out) = verify(&app);
+        let (code, out) = audit_verify(&app);
         assert_eq!(code, 1, "{out}");
         assert!(out.contains("BROKEN at event 13 "), "{out}");
         assert!(out.contains("missing"), "{out}");

@@ -81,6 +81,64 @@ pub async fn fresh_pg_database() -> String {
     format!("{base}/{name}")
 }
 
+/// A target database for instances: its own database in the test cluster and a least-privilege
+/// login role that may only read its one table.
+#[derive(Debug, Clone)]
+pub struct PgTarget {
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub user: String,
+    pub password: String,
+}
+
+pub async fn pg_target() -> PgTarget {
+    use sqlx::Connection;
+    let admin = pg_admin_url();
+    let authority = admin
+        .split('@')
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .expect("host:port in the admin url");
+    let (host, port) = authority.rsplit_once(':').expect("port");
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..12];
+    let target = PgTarget {
+        host: host.to_owned(),
+        port: port.parse().expect("port"),
+        database: format!("qt_shop_{suffix}"),
+        user: format!("qt_reader_{suffix}"),
+        password: format!("canary-{suffix}-pw"),
+    };
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("connect admin");
+    sqlx::query(&format!(
+        "CREATE ROLE {} LOGIN PASSWORD '{}'",
+        target.user, target.password
+    ))
+    .execute(&mut conn)
+    .await
+    .expect("role");
+    sqlx::query(&format!("CREATE DATABASE {}", target.database))
+        .execute(&mut conn)
+        .await
+        .expect("database");
+    let base = admin.rsplit_once('/').map(|(b, _)| b).expect("base");
+    let mut db = sqlx::PgConnection::connect(&format!("{base}/{}", target.database))
+        .await
+        .expect("connect target");
+    for sql in [
+        "CREATE TABLE items (id integer PRIMARY KEY, name text NOT NULL, price numeric(10, 2) NOT NULL)",
+        "INSERT INTO items VALUES (1, 'kettle', 25.00), (2, 'grinder', 99.90), (3, 'filter', 4.50)",
+        "REVOKE ALL ON SCHEMA public FROM PUBLIC",
+        &format!("GRANT USAGE ON SCHEMA public TO {}", target.user),
+        &format!("GRANT SELECT ON items TO {}", target.user),
+    ] {
+        sqlx::query(sql).execute(&mut db).await.expect(sql);
+    }
+    target
+}
+
 /// Path of the `quorum` binary next to this test binary (built by `cargo xtask test`).
 pub fn quorum_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
@@ -95,6 +153,23 @@ pub fn quorum_bin() -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// Runs `quorum audit verify` against the app's store; returns (exit code, output).
+pub fn audit_verify(app: &TestApp) -> (i32, String) {
+    let out = std::process::Command::new(quorum_bin())
+        .args(["audit", "verify"])
+        .env_clear()
+        .env("QUORUM__DATA_DIR", app.data_dir.path())
+        .env("QUORUM__DATABASE__URL", app.database_url())
+        .output()
+        .expect("run quorum audit verify");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
 }
 
 pub struct TestApp {

@@ -8,6 +8,7 @@ mod audit;
 mod auth;
 mod cli;
 mod http_basics;
+mod instances;
 mod openapi;
 mod rbac;
 mod replicas;

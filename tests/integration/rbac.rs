@@ -132,12 +132,58 @@ fn rows() -> Vec<Row> {
             Some(|| json!({"user_ids": []})),
             [401, 403, 403, 403, 200],
         ),
+        row(M::GET, "/api/v1/instances", None, [401, 200, 200, 200, 200]),
+        row(
+            M::POST,
+            "/api/v1/instances",
+            Some(
+                || json!({"name": format!("i-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]), "engine": "sqlite", "path": "demo-shop.db", "environment": "demo"}),
+            ),
+            [401, 403, 403, 403, 201],
+        ),
+        row(
+            M::GET,
+            "/api/v1/instances/{payments_instance}",
+            None,
+            [401, 200, 200, 404, 200],
+        ),
+        row(
+            M::PATCH,
+            "/api/v1/instances/{payments_instance}",
+            Some(|| json!({"required_approvals": 1})),
+            [401, 403, 403, 403, 200],
+        ),
+        row(
+            M::DELETE,
+            "/api/v1/instances/{scratch_instance}",
+            None,
+            [401, 403, 403, 403, 204],
+        ),
+        row(
+            M::POST,
+            "/api/v1/instances/{payments_instance}/test",
+            None,
+            [401, 403, 403, 403, 200],
+        ),
+        row(
+            M::GET,
+            "/api/v1/instances/{payments_instance}/databases",
+            None,
+            [401, 200, 200, 404, 200],
+        ),
+        row(
+            M::POST,
+            "/api/v1/instances/{payments_instance}/databases/sync",
+            None,
+            [401, 403, 403, 403, 200],
+        ),
         row(M::GET, "/api/v1/audit", None, [401, 403, 403, 403, 200]),
     ]
 }
 
 struct Ids {
     payments: String,
+    payments_instance: String,
     growth: String,
     dee: String,
 }
@@ -151,7 +197,18 @@ async fn resolve(
     let mut p = path
         .replace("{payments}", &ids.payments)
         .replace("{growth}", &ids.growth)
-        .replace("{dee}", &ids.dee);
+        .replace("{dee}", &ids.dee)
+        .replace("{payments_instance}", &ids.payments_instance);
+    if p.contains("{scratch_instance}") {
+        let admin = app.login(Actor::Admin).await;
+        let name = format!(
+            "scratch-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let body = json!({ "name": name, "engine": "sqlite", "path": "demo-shop.db", "environment": "demo" });
+        let (_, i) = app.post("/api/v1/instances", &admin.token, body).await;
+        p = p.replace("{scratch_instance}", i["id"].as_str().expect("instance id"));
+    }
     if p.contains("{scratch_pod}") {
         let name = format!(
             "scratch-{}",
@@ -191,6 +248,13 @@ store_tests! {
             payments: app.pod_id("payments").await,
             growth: app.pod_id("growth").await,
             dee: app.user_id("dee@example.com").await,
+            payments_instance: {
+                let admin = app.login(Actor::Admin).await;
+                let payments = app.pod_id("payments").await;
+                let body = json!({"name": "payments-only", "engine": "sqlite", "path": "demo-shop.db", "environment": "staging", "allowed_pod_ids": [payments]});
+                let (_, i) = app.post("/api/v1/instances", &admin.token, body).await;
+                i["id"].as_str().expect("instance id").to_owned()
+            },
         };
         let mut failures = Vec::new();
         for row in rows() {
@@ -245,6 +309,8 @@ fn every_api_route_is_in_the_matrix() {
             .replace("{dee}", "{id}")
             .replace("{scratch_pod}", "{id}")
             .replace("{own_session}", "{id}")
+            .replace("{payments_instance}", "{id}")
+            .replace("{scratch_instance}", "{id}")
     };
     let mut covered: BTreeSet<(String, String)> = rows()
         .iter()

@@ -172,7 +172,11 @@ fn test(args: &[String]) -> Result<()> {
     result
 }
 
-/// A PostgreSQL cluster in a temporary directory, on a free port, with trust authentication.
+/// The superuser password of the throwaway cluster (it listens on loopback only).
+const PG_PASSWORD: &str = "quorum-test";
+
+/// A PostgreSQL cluster in a temporary directory, on a free port: trust on its socket, SCRAM
+/// passwords over TCP.
 /// Stopped and removed when dropped.
 struct PgCluster {
     dir: PathBuf,
@@ -213,16 +217,28 @@ impl PgCluster {
             run_as,
         };
         let data = cluster.dir.join("data");
+        // Trust on the socket, passwords over TCP: the tests connect over TCP, so a wrong
+        // instance password really fails.
+        let pwfile = cluster.dir.join("pwfile");
+        std::fs::write(&pwfile, PG_PASSWORD).map_err(|e| e.to_string())?;
+        if let Some(user) = &cluster.run_as {
+            status(
+                cmd_in("chown", &[user, &pwfile.to_string_lossy()]),
+                "chown pwfile",
+            )?;
+        }
         let mut initdb = cluster.pg("initdb");
         initdb
             .args([
-                "--auth=trust",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
                 "--username=postgres",
                 "--no-sync",
                 "--encoding=UTF8",
                 "--locale=C",
-                "-D",
             ])
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .arg("-D")
             .arg(&data);
         initdb.stdout(Stdio::null());
         status(initdb, "initdb")?;
@@ -256,7 +272,10 @@ impl PgCluster {
     }
 
     fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+        format!(
+            "postgres://postgres:{PG_PASSWORD}@127.0.0.1:{}/postgres",
+            self.port
+        )
     }
 }
 

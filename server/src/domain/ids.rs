@@ -52,3 +52,4 @@ macro_rules! id_type {
 id_type!(UserId);
 id_type!(PodId);
 id_type!(SessionId);
+id_type!(InstanceId);

@@ -3,10 +3,11 @@
 
 pub mod audit;
 pub mod ids;
+pub mod instance;
 pub mod lockout;
 pub mod org;
 pub mod password;
 pub mod text;
 
-pub use ids::{PodId, SessionId, UserId};
+pub use ids::{InstanceId, PodId, SessionId, UserId};
 pub use org::{Actor, Permission, Role};

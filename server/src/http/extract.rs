@@ -400,7 +400,7 @@ pub trait PermissionMarker: Send + Sync + 'static {
 pub struct AdministerOrg;
 impl PermissionMarker for AdministerOrg {
     const PERMISSION: Permission = Permission::AdministerOrg;
-    const DESCRIPTION: &'static str = "managing users and PODs needs the admin role";
+    const DESCRIPTION: &'static str = "managing users, PODs and instances needs the admin role";
 }
 
 #[derive(Debug)]

@@ -13,7 +13,7 @@ use validator::Validate;
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorEnvelope};
 use super::extract::{ClientMeta, JsonBody, SignedIn};
-use super::views::{PodRef, UserView};
+use super::views::{PodRef, UserView, pod_refs};
 use crate::domain::audit::NewAuditEvent;
 use crate::domain::password::{PasswordProblem, check_new_password};
 
@@ -38,17 +38,7 @@ pub async fn get_me(
     State(state): State<AppState>,
     SignedIn(auth): SignedIn,
 ) -> ApiResult<axum::Json<MeView>> {
-    let home_pod = match auth.user.home_pod_id {
-        Some(id) => state.store.get_pod(id).await?.as_ref().map(PodRef::from),
-        None => None,
-    };
-    let mut managed_pods = Vec::new();
-    for id in state.store.managed_pods(auth.user.id).await? {
-        if let Some(p) = state.store.get_pod(id).await? {
-            managed_pods.push(PodRef::from(&p));
-        }
-    }
-    managed_pods.sort_by(|a, b| a.name.cmp(&b.name));
+    let (home_pod, managed_pods) = pod_refs(&state, &auth.user).await?;
     Ok(axum::Json(MeView {
         user: UserView::from(&auth.user),
         home_pod,

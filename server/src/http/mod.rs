@@ -5,6 +5,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod instances;
 pub mod me;
 pub mod metrics;
 pub mod middleware;
@@ -43,6 +44,7 @@ pub struct AppState {
     pub tokens: Arc<TokenKeys>,
     pub hasher: PasswordHasher,
     pub metrics: Arc<Metrics>,
+    pub secrets: Arc<crate::secrets::SecretBox>,
 }
 
 impl AppState {
@@ -66,6 +68,7 @@ impl AppState {
         (name = "me", description = "The caller's account"),
         (name = "users", description = "User administration (admins)"),
         (name = "pods", description = "PODs and their managers"),
+        (name = "instances", description = "Database instances (admins register; PODs use)"),
         (name = "audit", description = "The hash-chained audit log (admins)"),
     )
 )]
@@ -129,6 +132,7 @@ fn api_routes(sign_in: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
         .merge(me::router())
         .merge(users::router())
         .merge(pods::router())
+        .merge(instances::router())
         .merge(audit::router())
 }
 

@@ -14,7 +14,7 @@ use validator::Validate;
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorEnvelope};
 use super::extract::{AdministerOrg, ClientMeta, JsonBody, PathId, QueryParams, Require};
-use super::views::{PodRef, UserPage, UserView, double_option, paging};
+use super::views::{PodRef, UserPage, UserView, double_option, paging, pod_refs};
 use crate::domain::audit::NewAuditEvent;
 use crate::domain::org::{UserChangeRefusal, check_user_change};
 use crate::domain::password::{self, check_new_password};
@@ -151,17 +151,7 @@ async fn detail(
     user: &User,
     initial_password: Option<String>,
 ) -> ApiResult<UserDetail> {
-    let home_pod = match user.home_pod_id {
-        Some(id) => state.store.get_pod(id).await?.as_ref().map(PodRef::from),
-        None => None,
-    };
-    let mut managed_pods = Vec::new();
-    for id in state.store.managed_pods(user.id).await? {
-        if let Some(p) = state.store.get_pod(id).await? {
-            managed_pods.push(PodRef::from(&p));
-        }
-    }
-    managed_pods.sort_by(|a, b| a.name.cmp(&b.name));
+    let (home_pod, managed_pods) = pod_refs(state, user).await?;
     Ok(UserDetail {
         user: UserView::from(user),
         home_pod,

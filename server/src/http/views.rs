@@ -168,6 +168,25 @@ page_type!(UserPage, UserView);
 page_type!(PodPage, PodView);
 page_type!(AuditPage, AuditEvent);
 
+/// A user's home POD and the PODs they manage (sorted by name).
+pub async fn pod_refs(
+    state: &super::AppState,
+    user: &User,
+) -> Result<(Option<PodRef>, Vec<PodRef>), super::error::ApiError> {
+    let home = match user.home_pod_id {
+        Some(id) => state.store.get_pod(id).await?.as_ref().map(PodRef::from),
+        None => None,
+    };
+    let mut managed = Vec::new();
+    for id in state.store.managed_pods(user.id).await? {
+        if let Some(p) = state.store.get_pod(id).await? {
+            managed.push(PodRef::from(&p));
+        }
+    }
+    managed.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok((home, managed))
+}
+
 /// Page number and size from a query, with defaults (1, 50) and bounds validated by the query.
 pub fn paging(page: Option<u32>, per_page: Option<u32>) -> (u32, u32, i64, i64) {
     let page = page.unwrap_or(1).max(1);

@@ -19,8 +19,10 @@ use uuid::Uuid;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::domain::audit::{AuditEvent, NewAuditEvent};
+use crate::domain::instance::{Engine, LimitOverrides, RunMode, TlsMode};
 use crate::domain::lockout::{AfterFailure, LockoutPolicy};
-use crate::domain::{PodId, Role, SessionId, UserId};
+use crate::domain::{InstanceId, PodId, Role, SessionId, UserId};
+use crate::secrets::Sealed;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -177,6 +179,32 @@ pub struct AuthContext {
     pub jti_revoked: bool,
 }
 
+/// A database instance as stored; the credential stays sealed here and is opened only by the code
+/// that connects.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    pub id: InstanceId,
+    pub name: String,
+    pub engine: Engine,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub username: Option<String>,
+    pub tls_mode: TlsMode,
+    pub uri: Option<String>,
+    /// SQLite: a path relative to the data directory.
+    pub path: Option<String>,
+    pub environment: String,
+    pub required_approvals: u8,
+    pub run_mode: RunMode,
+    pub slack_approval: bool,
+    pub limits: LimitOverrides,
+    pub secret: Option<Sealed>,
+    pub allowed_pods: Vec<PodId>,
+    pub databases_synced_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct AuditQuery {
     pub actor_id: Option<Uuid>,
@@ -314,8 +342,43 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         managers: &[UserId],
         audit: NewAuditEvent,
     ) -> StoreResult<()>;
+    /// Adds one manager to a POD (no-op if already one).
+    async fn add_pod_manager(
+        &self,
+        id: PodId,
+        manager: UserId,
+        audit: NewAuditEvent,
+    ) -> StoreResult<()>;
     /// (managers, members) of a POD.
     async fn pod_people(&self, id: PodId) -> StoreResult<(Vec<User>, Vec<User>)>;
+
+    // Instances.
+    async fn create_instance(&self, instance: &Instance, audit: NewAuditEvent) -> StoreResult<()>;
+    /// Replaces every setting, the allowed PODs and the sealed secret.
+    async fn update_instance(&self, instance: &Instance, audit: NewAuditEvent) -> StoreResult<()>;
+    async fn delete_instance(&self, id: InstanceId, audit: NewAuditEvent) -> StoreResult<()>;
+    async fn get_instance(&self, id: InstanceId) -> StoreResult<Option<Instance>>;
+    /// All instances, or those allowed for at least one of `pods`.
+    async fn list_instances(
+        &self,
+        pods: Option<&[PodId]>,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<Page<Instance>>;
+    /// Replaces the synced database list of an instance.
+    async fn set_instance_databases(
+        &self,
+        id: InstanceId,
+        names: &[String],
+        audit: NewAuditEvent,
+    ) -> StoreResult<()>;
+    async fn instance_databases(&self, id: InstanceId) -> StoreResult<Vec<String>>;
+    /// Re-seals every instance secret in one transaction (`quorum keys rotate`).
+    async fn reseal_secrets(
+        &self,
+        sealed: &[(InstanceId, Sealed)],
+        audit: NewAuditEvent,
+    ) -> StoreResult<()>;
 
     // Audit.
     async fn append_audit(&self, event: NewAuditEvent) -> StoreResult<()>;

@@ -230,6 +230,79 @@ impl From<AuditRow> for AuditEvent {
     }
 }
 
+pub(super) const INSTANCE_COLUMNS: &str = "i.id, i.name, i.engine, i.host, i.port, i.username, i.tls_mode, i.uri, i.path, \
+    i.environment, i.required_approvals, i.run_mode, i.slack_approval, i.limits, i.secret_ciphertext, i.secret_key_id, \
+    i.databases_synced_at, i.created_at, i.updated_at";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct InstanceRow {
+    id: Uuid,
+    name: String,
+    engine: String,
+    host: Option<String>,
+    port: Option<i32>,
+    username: Option<String>,
+    tls_mode: String,
+    uri: Option<String>,
+    path: Option<String>,
+    environment: String,
+    required_approvals: i32,
+    run_mode: String,
+    slack_approval: bool,
+    limits: String,
+    secret_ciphertext: Option<Vec<u8>>,
+    secret_key_id: Option<String>,
+    databases_synced_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl InstanceRow {
+    pub(super) fn id(&self) -> Uuid {
+        self.id
+    }
+
+    pub(super) fn into_instance(
+        self,
+        allowed_pods: Vec<PodId>,
+    ) -> Result<super::Instance, StoreError> {
+        use crate::domain::instance::{Engine, RunMode, TlsMode};
+        let corrupt = |what: &str, v: &str| {
+            StoreError::Corrupt(format!("instance {}: {what} {v:?}", self.id))
+        };
+        Ok(super::Instance {
+            id: crate::domain::InstanceId(self.id),
+            engine: Engine::parse(&self.engine).ok_or_else(|| corrupt("engine", &self.engine))?,
+            tls_mode: TlsMode::parse(&self.tls_mode)
+                .ok_or_else(|| corrupt("tls_mode", &self.tls_mode))?,
+            run_mode: RunMode::parse(&self.run_mode)
+                .ok_or_else(|| corrupt("run_mode", &self.run_mode))?,
+            limits: serde_json::from_str(&self.limits)
+                .map_err(|_| corrupt("limits", &self.limits))?,
+            port: self
+                .port
+                .map(|p| u16::try_from(p).map_err(|_| corrupt("port", &p.to_string())))
+                .transpose()?,
+            required_approvals: u8::try_from(self.required_approvals).unwrap_or(1),
+            secret: match (self.secret_ciphertext, self.secret_key_id) {
+                (Some(bytes), Some(key_id)) => Some(crate::secrets::Sealed { bytes, key_id }),
+                _ => None,
+            },
+            name: self.name,
+            host: self.host,
+            username: self.username,
+            uri: self.uri,
+            path: self.path,
+            environment: self.environment,
+            slack_approval: self.slack_approval,
+            allowed_pods,
+            databases_synced_at: self.databases_synced_at,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
 pub(super) fn page<T, R: Into<T>>(rows: Vec<R>, total: i64) -> Page<T> {
     Page {
         items: rows.into_iter().map(Into::into).collect(),
@@ -325,6 +398,71 @@ macro_rules! impl_store {
                     sqlx::query("INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING")
                         .bind(jti)
                         .bind(expires_at)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                Ok(())
+            }
+
+            async fn load_instance(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                row: $crate::store::sql::InstanceRow,
+                id: uuid::Uuid,
+            ) -> $crate::store::StoreResult<$crate::store::Instance> {
+                let pods: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT pod_id FROM instance_pods WHERE instance_id = $1")
+                    .bind(id)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                row.into_instance(pods.into_iter().map($crate::domain::PodId).collect())
+            }
+
+            async fn write_instance(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                i: &$crate::store::Instance,
+                insert: bool,
+            ) -> $crate::store::StoreResult<()> {
+                let sql = if insert {
+                    "INSERT INTO instances (name, name_key, engine, host, port, username, tls_mode, uri, path, environment, \
+                     required_approvals, run_mode, slack_approval, limits, secret_ciphertext, secret_key_id, created_at, updated_at, id) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+                } else {
+                    "UPDATE instances SET name = $1, name_key = $2, engine = $3, host = $4, port = $5, username = $6, \
+                     tls_mode = $7, uri = $8, path = $9, environment = $10, required_approvals = $11, run_mode = $12, \
+                     slack_approval = $13, limits = $14, secret_ciphertext = $15, secret_key_id = $16, created_at = $17, \
+                     updated_at = $18 WHERE id = $19"
+                };
+                let limits = serde_json::to_string(&i.limits).map_err(|e| $crate::store::StoreError::Corrupt(e.to_string()))?;
+                let done = sqlx::query(sql)
+                    .bind(&i.name)
+                    .bind($crate::domain::text::pod_name_key(&i.name))
+                    .bind(i.engine.as_str())
+                    .bind(i.host.as_deref())
+                    .bind(i.port.map(i32::from))
+                    .bind(i.username.as_deref())
+                    .bind(i.tls_mode.as_str())
+                    .bind(i.uri.as_deref())
+                    .bind(i.path.as_deref())
+                    .bind(&i.environment)
+                    .bind(i32::from(i.required_approvals))
+                    .bind(i.run_mode.as_str())
+                    .bind(i.slack_approval)
+                    .bind(limits)
+                    .bind(i.secret.as_ref().map(|s| s.bytes.clone()))
+                    .bind(i.secret.as_ref().map(|s| s.key_id.clone()))
+                    .bind(i.created_at)
+                    .bind(i.updated_at)
+                    .bind(i.id)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| $crate::store::sql::conflict_on_unique(e, "an instance with this name already exists"))?;
+                if done.rows_affected() == 0 {
+                    return Err($crate::store::StoreError::NotFound);
+                }
+                sqlx::query("DELETE FROM instance_pods WHERE instance_id = $1").bind(i.id).execute(&mut *conn).await?;
+                for pod in &i.allowed_pods {
+                    sqlx::query("INSERT INTO instance_pods (instance_id, pod_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                        .bind(i.id)
+                        .bind(pod)
                         .execute(&mut *conn)
                         .await?;
                 }
@@ -985,6 +1123,28 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn add_pod_manager(
+                &self,
+                id: $crate::domain::PodId,
+                manager: $crate::domain::UserId,
+                audit: $crate::domain::audit::NewAuditEvent,
+            ) -> $crate::store::StoreResult<()> {
+                let now = self.clock.now();
+                let mut tx = self.write_tx().await?;
+                sqlx::query("INSERT INTO pod_managers (pod_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                    .bind(id)
+                    .bind(manager)
+                    .execute(&mut *tx.tx)
+                    .await?;
+                let mut details = audit.details.clone();
+                if let Some(obj) = details.as_object_mut() {
+                    obj.insert("added_manager".into(), manager.to_string().into());
+                }
+                Self::insert_audit(&mut tx.tx, audit.target("pod", id).details(details), now).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
             async fn pod_people(
                 &self,
                 id: $crate::domain::PodId,
@@ -1002,6 +1162,161 @@ macro_rules! impl_store {
                         .fetch_all(&self.pool)
                         .await?;
                 Ok(($crate::store::sql::users(managers)?, $crate::store::sql::users(members)?))
+            }
+
+            async fn create_instance(
+                &self,
+                instance: &$crate::store::Instance,
+                audit: $crate::domain::audit::NewAuditEvent,
+            ) -> $crate::store::StoreResult<()> {
+                let now = self.clock.now();
+                let mut tx = self.write_tx().await?;
+                Self::write_instance(&mut tx.tx, instance, true).await?;
+                Self::insert_audit(&mut tx.tx, audit.target("instance", instance.id), now).await?;
+                tx.commit().await
+            }
+
+            async fn update_instance(
+                &self,
+                instance: &$crate::store::Instance,
+                audit: $crate::domain::audit::NewAuditEvent,
+            ) -> $crate::store::StoreResult<()> {
+                let now = self.clock.now();
+                let mut tx = self.write_tx().await?;
+                Self::write_instance(&mut tx.tx, instance, false).await?;
+                Self::insert_audit(&mut tx.tx, audit.target("instance", instance.id), now).await?;
+                tx.commit().await
+            }
+
+            async fn delete_instance(
+                &self,
+                id: $crate::domain::InstanceId,
+                audit: $crate::domain::audit::NewAuditEvent,
+            ) -> $crate::store::StoreResult<()> {
+                let now = self.clock.now();
+                let mut tx = self.write_tx().await?;
+                sqlx::query("DELETE FROM instance_databases WHERE instance_id = $1").bind(id).execute(&mut *tx.tx).await?;
+                sqlx::query("DELETE FROM instance_pods WHERE instance_id = $1").bind(id).execute(&mut *tx.tx).await?;
+                let done = sqlx::query("DELETE FROM instances WHERE id = $1").bind(id).execute(&mut *tx.tx).await?;
+                if done.rows_affected() == 0 {
+                    return Err($crate::store::StoreError::NotFound);
+                }
+                Self::insert_audit(&mut tx.tx, audit.target("instance", id), now).await?;
+                tx.commit().await
+            }
+
+            async fn get_instance(
+                &self,
+                id: $crate::domain::InstanceId,
+            ) -> $crate::store::StoreResult<Option<$crate::store::Instance>> {
+                let mut conn = self.pool.acquire().await?;
+                let sql = format!("SELECT {} FROM instances i WHERE i.id = $1", $crate::store::sql::INSTANCE_COLUMNS);
+                let row: Option<$crate::store::sql::InstanceRow> = sqlx::query_as(&sql).bind(id).fetch_optional(&mut *conn).await?;
+                match row {
+                    Some(r) => Ok(Some(Self::load_instance(&mut conn, r, id.0).await?)),
+                    None => Ok(None),
+                }
+            }
+
+            async fn list_instances(
+                &self,
+                pods: Option<&[$crate::domain::PodId]>,
+                limit: i64,
+                offset: i64,
+            ) -> $crate::store::StoreResult<$crate::store::Page<$crate::store::Instance>> {
+                fn filter<'a>(b: &mut sqlx::QueryBuilder<'a, $db>, pods: Option<&'a [$crate::domain::PodId]>) {
+                    if let Some(ids) = pods {
+                        if ids.is_empty() {
+                            b.push(" WHERE 1 = 0");
+                            return;
+                        }
+                        b.push(" WHERE i.id IN (SELECT instance_id FROM instance_pods WHERE pod_id IN (");
+                        let mut sep = b.separated(", ");
+                        for id in ids {
+                            sep.push_bind(*id);
+                        }
+                        b.push("))");
+                    }
+                }
+                let mut conn = self.pool.acquire().await?;
+                let mut count = sqlx::QueryBuilder::<$db>::new("SELECT COUNT(*) FROM instances i");
+                filter(&mut count, pods);
+                let total: i64 = count.build_query_scalar().fetch_one(&mut *conn).await?;
+                let mut b = sqlx::QueryBuilder::<$db>::new(format!("SELECT {} FROM instances i", $crate::store::sql::INSTANCE_COLUMNS));
+                filter(&mut b, pods);
+                b.push(" ORDER BY i.name_key LIMIT ").push_bind(limit).push(" OFFSET ").push_bind(offset);
+                let rows: Vec<$crate::store::sql::InstanceRow> = b.build_query_as().fetch_all(&mut *conn).await?;
+                let mut items = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let id = row.id();
+                    items.push(Self::load_instance(&mut conn, row, id).await?);
+                }
+                Ok($crate::store::Page { items, total })
+            }
+
+            async fn set_instance_databases(
+                &self,
+                id: $crate::domain::InstanceId,
+                names: &[String],
+                audit: $crate::domain::audit::NewAuditEvent,
+            ) -> $crate::store::StoreResult<()> {
+                let now = self.clock.now();
+                let mut tx = self.write_tx().await?;
+                let done = sqlx::query("UPDATE instances SET databases_synced_at = $1 WHERE id = $2")
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *tx.tx)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Err($crate::store::StoreError::NotFound);
+                }
+                let before: Vec<String> = sqlx::query_scalar("SELECT name FROM instance_databases WHERE instance_id = $1 ORDER BY name")
+                    .bind(id)
+                    .fetch_all(&mut *tx.tx)
+                    .await?;
+                sqlx::query("DELETE FROM instance_databases WHERE instance_id = $1").bind(id).execute(&mut *tx.tx).await?;
+                for name in names {
+                    sqlx::query("INSERT INTO instance_databases (instance_id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                        .bind(id)
+                        .bind(name)
+                        .execute(&mut *tx.tx)
+                        .await?;
+                }
+                // The periodic sync runs often; only a change in the list is worth an audit event.
+                let mut sorted = names.to_vec();
+                sorted.sort();
+                sorted.dedup();
+                if sorted != before {
+                    let details = serde_json::json!({ "databases": sorted, "previous": before });
+                    Self::insert_audit(&mut tx.tx, audit.target("instance", id).details(details), now).await?;
+                }
+                tx.commit().await
+            }
+
+            async fn instance_databases(&self, id: $crate::domain::InstanceId) -> $crate::store::StoreResult<Vec<String>> {
+                Ok(sqlx::query_scalar("SELECT name FROM instance_databases WHERE instance_id = $1 ORDER BY name")
+                    .bind(id)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn reseal_secrets(
+                &self,
+                sealed: &[($crate::domain::InstanceId, $crate::secrets::Sealed)],
+                audit: $crate::domain::audit::NewAuditEvent,
+            ) -> $crate::store::StoreResult<()> {
+                let now = self.clock.now();
+                let mut tx = self.write_tx().await?;
+                for (id, s) in sealed {
+                    sqlx::query("UPDATE instances SET secret_ciphertext = $1, secret_key_id = $2 WHERE id = $3")
+                        .bind(&s.bytes)
+                        .bind(&s.key_id)
+                        .bind(id)
+                        .execute(&mut *tx.tx)
+                        .await?;
+                }
+                Self::insert_audit(&mut tx.tx, audit, now).await?;
+                tx.commit().await
             }
 
             async fn append_audit(&self, event: $crate::domain::audit::NewAuditEvent) -> $crate::store::StoreResult<()> {
