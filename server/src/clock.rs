@@ -19,3 +19,26 @@ impl Clock for SystemClock {
 }
 
 pub type SharedClock = Arc<dyn Clock>;
+
+/// The system clock shifted by an adjustable offset: lets tests of a running server move time
+/// forward (expiry rules) without waiting.
+#[derive(Debug, Default)]
+pub struct OffsetClock {
+    offset_ms: std::sync::atomic::AtomicI64,
+}
+
+impl OffsetClock {
+    pub fn advance(&self, by: chrono::Duration) {
+        self.offset_ms
+            .fetch_add(by.num_milliseconds(), std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for OffsetClock {
+    fn now(&self) -> DateTime<Utc> {
+        let offset = chrono::Duration::milliseconds(
+            self.offset_ms.load(std::sync::atomic::Ordering::SeqCst),
+        );
+        (Utc::now() + offset).trunc_subsecs(6)
+    }
+}

@@ -27,8 +27,17 @@ pub struct Config {
     pub auth: AuthConfig,
     pub secrets: SecretsConfig,
     pub limits: LimitsConfig,
+    pub workflow: WorkflowConfig,
     pub rate_limit: RateLimitConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowConfig {
+    pub pending_ttl_secs: i64,
+    pub approval_ttl_secs: i64,
+    pub execution_window_secs: i64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -255,6 +264,10 @@ impl Config {
                         .into(),
                 );
             }
+        }
+        let w = &self.workflow;
+        if w.pending_ttl_secs < 60 || w.approval_ttl_secs < 60 || w.execution_window_secs < 60 {
+            return invalid("workflow durations must be at least 60 seconds".into());
         }
         if let Some(problem) = self.limits.out_of_bounds() {
             return invalid(format!("limits.{problem}"));

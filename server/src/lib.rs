@@ -135,7 +135,16 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let clock: SharedClock = Arc::new(SystemClock);
+    run_with_clock(config, listener, shutdown, Arc::new(SystemClock)).await
+}
+
+/// `run` with the clock supplied (tests move time with `clock::OffsetClock`).
+pub async fn run_with_clock(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    clock: SharedClock,
+) -> anyhow::Result<()> {
     let store = open_store(&config, clock.clone()).await?;
     if config.demo {
         demo::seed(
@@ -173,8 +182,9 @@ pub async fn run(
     result
 }
 
-/// Background upkeep, once a minute: prune rate-limit buckets; every 10 minutes purge expired
-/// token records; every 30 minutes (and at start) refresh every instance's database list.
+/// Background upkeep, once a minute: prune rate-limit buckets and expire requests whose time ran
+/// out; every 10 minutes purge expired token records; every 30 minutes (and at start) refresh
+/// every instance's database list.
 async fn maintain(state: AppState, limiters: http::Limiters) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     for n in 0_u64.. {
@@ -191,6 +201,11 @@ async fn maintain(state: AppState, limiters: http::Limiters) {
         }
         if n % 30 == 0 {
             sync_all_instances(&state).await;
+        }
+        match http::requests::expire_due(&state).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(expired = n, "expired requests"),
+            Err(e) => tracing::warn!(error = %e, "expiring requests failed"),
         }
     }
 }

@@ -8,6 +8,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use quorum_server::clock::OffsetClock;
 use quorum_server::config::Config;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -178,6 +181,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub config: Config,
     pub data_dir: tempfile::TempDir,
+    /// The server's clock; `clock.advance(…)` moves its time forward.
+    pub clock: Arc<OffsetClock>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -236,9 +241,15 @@ filter = "warn"
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(quorum_server::run(config.clone(), listener, async move {
-            let _ = stopped.await;
-        }));
+        let clock = Arc::new(OffsetClock::default());
+        let server = tokio::spawn(quorum_server::run_with_clock(
+            config.clone(),
+            listener,
+            async move {
+                let _ = stopped.await;
+            },
+            clock.clone(),
+        ));
         let app = TestApp {
             kind,
             base: format!("http://{addr}"),
@@ -248,6 +259,7 @@ filter = "warn"
                 .expect("client"),
             config,
             data_dir,
+            clock,
             stop: Some(stop),
             server: Some(server),
         };
@@ -354,6 +366,33 @@ filter = "warn"
             .as_str()
             .expect("id")
             .to_owned()
+    }
+
+    /// Id of the demo SQLite instance.
+    pub async fn shop_id(&self) -> String {
+        let admin = self.login(Actor::Admin).await;
+        let (_, list) = self.get("/api/v1/instances", &admin.token).await;
+        list["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .find(|i| i["name"] == "demo-shop")
+            .expect("demo-shop")["id"]
+            .as_str()
+            .expect("id")
+            .to_owned()
+    }
+
+    /// Files a read query on demo-shop for `payments` as `who`; returns the request detail.
+    pub async fn file_request(&self, who: &Session, content: &str) -> Value {
+        let body = json!({
+            "pod_id": self.pod_id("payments").await, "instance_id": self.shop_id().await, "database": "main",
+            "kind": "query", "mode": "read", "content": content,
+            "justification": "Investigating a customer ticket about missing orders",
+        });
+        let (status, created) = self.post("/api/v1/requests", &who.token, body).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        created
     }
 
     /// Id of a user by email.

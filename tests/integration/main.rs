@@ -12,3 +12,4 @@ mod instances;
 mod openapi;
 mod rbac;
 mod replicas;
+mod requests;

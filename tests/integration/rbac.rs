@@ -20,20 +20,22 @@ struct Row {
     method: Method,
     /// Placeholders: {payments} {growth} {dee} {own_session} {scratch_pod} {unique}.
     path: &'static str,
-    body: Option<fn() -> Value>,
+    body: Option<fn(&Ctx) -> Value>,
     /// Anonymous, Developer (payments), Manager (payments), OtherPodManager (growth), Admin.
     expect: [u16; 5],
 }
 
 fn rows() -> Vec<Row> {
     use Method as M;
-    let row =
-        |method: Method, path: &'static str, body: Option<fn() -> Value>, expect: [u16; 5]| Row {
-            method,
-            path,
-            body,
-            expect,
-        };
+    let row = |method: Method,
+               path: &'static str,
+               body: Option<fn(&Ctx) -> Value>,
+               expect: [u16; 5]| Row {
+        method,
+        path,
+        body,
+        expect,
+    };
     vec![
         row(
             M::POST,
@@ -63,7 +65,7 @@ fn rows() -> Vec<Row> {
         row(
             M::POST,
             "/api/v1/me/password",
-            Some(|| json!({"current_password": PASSWORD, "new_password": PASSWORD})),
+            Some(|_: &Ctx| json!({"current_password": PASSWORD, "new_password": PASSWORD})),
             [401, 422, 422, 422, 422],
         ),
         row(M::GET, "/api/v1/users", None, [401, 403, 403, 403, 200]),
@@ -71,7 +73,7 @@ fn rows() -> Vec<Row> {
             M::POST,
             "/api/v1/users",
             Some(
-                || json!({"email": format!("u{}@example.com", uuid::Uuid::new_v4().simple()), "name": "Matrix User", "role": "developer"}),
+                |_: &Ctx| json!({"email": format!("u{}@example.com", uuid::Uuid::new_v4().simple()), "name": "Matrix User", "role": "developer"}),
             ),
             [401, 403, 403, 403, 201],
         ),
@@ -84,7 +86,7 @@ fn rows() -> Vec<Row> {
         row(
             M::PATCH,
             "/api/v1/users/{dee}",
-            Some(|| json!({"name": "Dee D."})),
+            Some(|_: &Ctx| json!({"name": "Dee D."})),
             [401, 403, 403, 403, 200],
         ),
         row(
@@ -98,7 +100,7 @@ fn rows() -> Vec<Row> {
             M::POST,
             "/api/v1/pods",
             Some(
-                || json!({"name": format!("pod-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])}),
+                |_: &Ctx| json!({"name": format!("pod-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])}),
             ),
             [401, 403, 403, 403, 201],
         ),
@@ -117,7 +119,7 @@ fn rows() -> Vec<Row> {
         row(
             M::PATCH,
             "/api/v1/pods/{payments}",
-            Some(|| json!({"slack_channel": "#payments-reviews"})),
+            Some(|_: &Ctx| json!({"slack_channel": "#payments-reviews"})),
             [401, 403, 403, 403, 200],
         ),
         row(
@@ -129,7 +131,7 @@ fn rows() -> Vec<Row> {
         row(
             M::PUT,
             "/api/v1/pods/{growth}/managers",
-            Some(|| json!({"user_ids": []})),
+            Some(|_: &Ctx| json!({"user_ids": []})),
             [401, 403, 403, 403, 200],
         ),
         row(M::GET, "/api/v1/instances", None, [401, 200, 200, 200, 200]),
@@ -137,7 +139,7 @@ fn rows() -> Vec<Row> {
             M::POST,
             "/api/v1/instances",
             Some(
-                || json!({"name": format!("i-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]), "engine": "sqlite", "path": "demo-shop.db", "environment": "demo"}),
+                |_: &Ctx| json!({"name": format!("i-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]), "engine": "sqlite", "path": "demo-shop.db", "environment": "demo"}),
             ),
             [401, 403, 403, 403, 201],
         ),
@@ -150,7 +152,7 @@ fn rows() -> Vec<Row> {
         row(
             M::PATCH,
             "/api/v1/instances/{payments_instance}",
-            Some(|| json!({"required_approvals": 1})),
+            Some(|_: &Ctx| json!({"required_approvals": 1})),
             [401, 403, 403, 403, 200],
         ),
         row(
@@ -177,11 +179,59 @@ fn rows() -> Vec<Row> {
             None,
             [401, 403, 403, 403, 200],
         ),
+        row(M::GET, "/api/v1/requests", None, [401, 200, 200, 200, 200]),
+        row(
+            M::POST,
+            "/api/v1/requests",
+            Some(|c: &Ctx| {
+                json!({"pod_id": c.ids.payments, "instance_id": c.ids.shop, "database": "main", "kind": "query",
+                       "mode": "read", "content": "SELECT 1", "justification": "RBAC matrix request"})
+            }),
+            [401, 201, 201, 403, 201],
+        ),
+        row(
+            M::GET,
+            "/api/v1/requests/{fresh_request}",
+            None,
+            [401, 200, 200, 404, 200],
+        ),
+        row(
+            M::PATCH,
+            "/api/v1/requests/{fresh_request}",
+            Some(|_: &Ctx| json!({"content": "SELECT 2"})),
+            [401, 200, 403, 404, 403],
+        ),
+        row(
+            M::POST,
+            "/api/v1/requests/{fresh_request}/cancel",
+            None,
+            [401, 200, 403, 404, 403],
+        ),
+        row(
+            M::POST,
+            "/api/v1/requests/{fresh_request}/clone",
+            None,
+            [401, 201, 201, 404, 201],
+        ),
+        row(
+            M::POST,
+            "/api/v1/requests/{fresh_request}/reviews",
+            Some(|c: &Ctx| json!({"decision": "approve", "revision_hash": c.revision_hash})),
+            [401, 403, 200, 404, 200],
+        ),
         row(M::GET, "/api/v1/audit", None, [401, 403, 403, 403, 200]),
     ]
 }
 
+/// What a row's body may refer to.
+struct Ctx<'a> {
+    ids: &'a Ids,
+    /// The current revision hash of the `{fresh_request}` in the path, if any.
+    revision_hash: String,
+}
+
 struct Ids {
+    shop: String,
     payments: String,
     payments_instance: String,
     growth: String,
@@ -193,6 +243,7 @@ async fn resolve(
     ids: &Ids,
     path: &str,
     session: Option<&crate::harness::Session>,
+    hash: &mut String,
 ) -> String {
     let mut p = path
         .replace("{payments}", &ids.payments)
@@ -221,6 +272,15 @@ async fn resolve(
             .await;
         p = p.replace("{scratch_pod}", pod["id"].as_str().expect("pod id"));
     }
+    if p.contains("{fresh_request}") {
+        let dan = app.login(Actor::Developer).await;
+        let created = app.file_request(&dan, "SELECT 'matrix'").await;
+        *hash = created["revision_hash"].as_str().expect("hash").to_owned();
+        p = p.replace(
+            "{fresh_request}",
+            created["id"].as_str().expect("request id"),
+        );
+    }
     if p.contains("{own_session}") {
         let id = match session {
             Some(s) => {
@@ -245,6 +305,7 @@ store_tests! {
     async fn rbac_matrix(kind) {
         let app = TestApp::spawn(kind).await;
         let ids = Ids {
+            shop: app.shop_id().await,
             payments: app.pod_id("payments").await,
             growth: app.pod_id("growth").await,
             dee: app.user_id("dee@example.com").await,
@@ -264,8 +325,9 @@ store_tests! {
                     Actor::Anonymous => None,
                     a => Some(app.login(*a).await),
                 };
-                let path = resolve(&app, &ids, row.path, session.as_ref()).await;
-                let body = row.body.map(|f| f());
+                let mut revision_hash = String::new();
+                let path = resolve(&app, &ids, row.path, session.as_ref(), &mut revision_hash).await;
+                let body = row.body.map(|f| f(&Ctx { ids: &ids, revision_hash }));
                 let (status, response) = app.call(row.method.clone(), &path, session.as_ref().map(|s| s.token.as_str()), body).await;
                 if status.as_u16() != row.expect[i] {
                     failures.push(format!("{} {} as {actor:?}: expected {}, got {status} {response}", row.method, row.path, row.expect[i]));
@@ -311,6 +373,7 @@ fn every_api_route_is_in_the_matrix() {
             .replace("{own_session}", "{id}")
             .replace("{payments_instance}", "{id}")
             .replace("{scratch_instance}", "{id}")
+            .replace("{fresh_request}", "{id}")
     };
     let mut covered: BTreeSet<(String, String)> = rows()
         .iter()

@@ -53,3 +53,4 @@ id_type!(UserId);
 id_type!(PodId);
 id_type!(SessionId);
 id_type!(InstanceId);
+id_type!(RequestId);

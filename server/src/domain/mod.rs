@@ -8,6 +8,7 @@ pub mod lockout;
 pub mod org;
 pub mod password;
 pub mod text;
+pub mod workflow;
 
-pub use ids::{InstanceId, PodId, SessionId, UserId};
+pub use ids::{InstanceId, PodId, RequestId, SessionId, UserId};
 pub use org::{Actor, Permission, Role};

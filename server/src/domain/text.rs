@@ -34,6 +34,59 @@ pub fn find_forbidden_in_line(s: &str) -> Option<ForbiddenChar> {
         })
 }
 
+/// Where a character sits in multi-line text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextPosition {
+    pub ch: char,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl TextPosition {
+    pub fn describe(&self) -> String {
+        let name = match self.ch {
+            '\0' => "NUL",
+            '\u{202A}' => "LEFT-TO-RIGHT EMBEDDING",
+            '\u{202B}' => "RIGHT-TO-LEFT EMBEDDING",
+            '\u{202C}' => "POP DIRECTIONAL FORMATTING",
+            '\u{202D}' => "LEFT-TO-RIGHT OVERRIDE",
+            '\u{202E}' => "RIGHT-TO-LEFT OVERRIDE",
+            '\u{2066}' => "LEFT-TO-RIGHT ISOLATE",
+            '\u{2067}' => "RIGHT-TO-LEFT ISOLATE",
+            '\u{2068}' => "FIRST STRONG ISOLATE",
+            '\u{2069}' => "POP DIRECTIONAL ISOLATE",
+            '\u{200B}' => "ZERO WIDTH SPACE",
+            '\u{200C}' => "ZERO WIDTH NON-JOINER",
+            '\u{200D}' => "ZERO WIDTH JOINER",
+            '\u{FEFF}' => "ZERO WIDTH NO-BREAK SPACE",
+            _ => "invisible or control character",
+        };
+        format!(
+            "U+{:04X} {name} at line {}, column {}",
+            self.ch as u32, self.line, self.column
+        )
+    }
+}
+
+/// The first character in code or prose that could hide what the text does (Trojan Source):
+/// bidi controls, zero-width characters, and control characters other than tab and newlines.
+pub fn find_hidden_in_text(s: &str) -> Option<TextPosition> {
+    let (mut line, mut column) = (1, 0);
+    for ch in s.chars() {
+        if ch == '\n' {
+            line += 1;
+            column = 0;
+            continue;
+        }
+        column += 1;
+        let allowed_control = ch == '\t' || ch == '\r';
+        if (ch.is_control() && !allowed_control) || is_invisible_or_bidi(ch) {
+            return Some(TextPosition { ch, line, column });
+        }
+    }
+    None
+}
+
 /// Canonical form of an email for storage and lookup: trimmed, NFKC, lowercase. Only ASCII
 /// addresses are accepted, which rules out homoglyph look-alikes (`аdmin` with a Cyrillic а).
 pub fn normalize_email(raw: &str) -> Option<String> {
@@ -108,6 +161,24 @@ mod tests {
         assert!(find_forbidden_in_line("line\nbreak").is_some());
         assert!(find_forbidden_in_line("nul\0").is_some());
         assert!(find_forbidden_in_line("zero\u{200B}width").is_some());
+    }
+
+    #[test]
+    fn hidden_characters_in_code_are_located() {
+        assert_eq!(find_hidden_in_text("SELECT 1;\n\tSELECT 2;\r\n"), None);
+        let p = find_hidden_in_text("SELECT 1;\nSELECT '\u{202E}x';").expect("bidi");
+        assert_eq!((p.line, p.column), (2, 9));
+        assert_eq!(
+            p.describe(),
+            "U+202E RIGHT-TO-LEFT OVERRIDE at line 2, column 9"
+        );
+        assert!(find_hidden_in_text("a\u{200B}b").is_some());
+        assert!(
+            find_hidden_in_text("nul\0")
+                .expect("nul")
+                .describe()
+                .contains("NUL")
+        );
     }
 
     #[test]

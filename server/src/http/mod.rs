@@ -10,6 +10,7 @@ pub mod me;
 pub mod metrics;
 pub mod middleware;
 pub mod pods;
+pub mod requests;
 pub mod users;
 pub mod views;
 
@@ -69,6 +70,7 @@ impl AppState {
         (name = "users", description = "User administration (admins)"),
         (name = "pods", description = "PODs and their managers"),
         (name = "instances", description = "Database instances (admins register; PODs use)"),
+        (name = "requests", description = "Requests, revisions and reviews"),
         (name = "audit", description = "The hash-chained audit log (admins)"),
     )
 )]
@@ -133,6 +135,7 @@ fn api_routes(sign_in: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
         .merge(users::router())
         .merge(pods::router())
         .merge(instances::router())
+        .merge(requests::router())
         .merge(audit::router())
 }
 

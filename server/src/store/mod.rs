@@ -18,10 +18,12 @@ use uuid::Uuid;
 
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::config::LimitsConfig;
 use crate::domain::audit::{AuditEvent, NewAuditEvent};
 use crate::domain::instance::{Engine, LimitOverrides, RunMode, TlsMode};
 use crate::domain::lockout::{AfterFailure, LockoutPolicy};
-use crate::domain::{InstanceId, PodId, Role, SessionId, UserId};
+use crate::domain::workflow::{Decision, Kind, Mode, Status};
+use crate::domain::{InstanceId, PodId, RequestId, Role, SessionId, UserId};
 use crate::secrets::Sealed;
 
 pub use postgres::PgStore;
@@ -205,6 +207,70 @@ pub struct Instance {
     pub updated_at: DateTime<Utc>,
 }
 
+#[derive(Debug, Clone)]
+pub struct RequestRecord {
+    pub id: RequestId,
+    pub author_id: UserId,
+    pub last_editor_id: UserId,
+    pub pod_id: PodId,
+    pub instance_id: InstanceId,
+    pub database: String,
+    pub kind: Kind,
+    pub mode: Mode,
+    pub justification: String,
+    pub status: Status,
+    pub revision: i32,
+    pub revision_hash: String,
+    pub status_changed_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Revision {
+    pub number: i32,
+    pub kind: Kind,
+    pub mode: Mode,
+    pub instance_id: InstanceId,
+    pub database: String,
+    pub content: String,
+    pub justification: String,
+    pub limits: LimitsConfig,
+    pub hash: String,
+    pub editor_id: UserId,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Review {
+    pub id: Uuid,
+    pub revision: i32,
+    pub revision_hash: String,
+    pub reviewer_id: UserId,
+    pub decision: Decision,
+    pub comment: String,
+    pub created_at: DateTime<Utc>,
+    pub voided_at: Option<DateTime<Utc>>,
+}
+
+/// Filters for listing requests. `visible_to` restricts to what a non-admin may see.
+#[derive(Debug, Clone, Default)]
+pub struct RequestQuery {
+    /// (the caller, the PODs whose requests they see); `None` for admins.
+    pub visible_to: Option<(UserId, Vec<PodId>)>,
+    pub status: Option<Status>,
+    pub pod_id: Option<PodId>,
+    pub instance_id: Option<InstanceId>,
+    pub author_id: Option<UserId>,
+    /// Pending requests this reviewer may decide and has not yet reviewed: (reviewer, PODs they
+    /// review or `None` for all).
+    pub awaiting_review_by: Option<(UserId, Option<Vec<PodId>>)>,
+    /// Case-insensitive substring of the justification.
+    pub search: Option<String>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct AuditQuery {
     pub actor_id: Option<Uuid>,
@@ -379,6 +445,49 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         sealed: &[(InstanceId, Sealed)],
         audit: NewAuditEvent,
     ) -> StoreResult<()>;
+
+    // Requests.
+    async fn create_request(
+        &self,
+        request: &RequestRecord,
+        first: &Revision,
+        audit: NewAuditEvent,
+    ) -> StoreResult<()>;
+    async fn get_request(&self, id: RequestId) -> StoreResult<Option<RequestRecord>>;
+    async fn request_revisions(&self, id: RequestId) -> StoreResult<Vec<Revision>>;
+    async fn request_reviews(&self, id: RequestId) -> StoreResult<Vec<Review>>;
+    async fn list_requests(&self, query: &RequestQuery) -> StoreResult<Page<RequestRecord>>;
+    /// Adds a revision if the request is still at `expected_revision` and editable: voids every
+    /// review, returns it to `pending`. `Conflict` if it changed meanwhile.
+    async fn revise_request(
+        &self,
+        id: RequestId,
+        expected_revision: i32,
+        next: &Revision,
+        audit: NewAuditEvent,
+    ) -> StoreResult<()>;
+    /// Records a review of the current revision and applies the decision, counting distinct
+    /// approvals given since `approval_cutoff` against `required`. Returns the new status.
+    /// `Conflict("stale")` if the request moved on; `Conflict("already_reviewed")` on a repeat.
+    async fn review_request(
+        &self,
+        id: RequestId,
+        expected_revision: i32,
+        review: &Review,
+        required: u8,
+        approval_cutoff: DateTime<Utc>,
+        audit: NewAuditEvent,
+    ) -> StoreResult<Status>;
+    /// Moves a request from one of `from` to `to`; false if it was in none of them.
+    async fn transition_request(
+        &self,
+        id: RequestId,
+        from: &[Status],
+        to: Status,
+        audit: NewAuditEvent,
+    ) -> StoreResult<bool>;
+    /// Requests still open (pending, changes requested, approved), for the expiry sweep.
+    async fn open_requests(&self) -> StoreResult<Vec<RequestRecord>>;
 
     // Audit.
     async fn append_audit(&self, event: NewAuditEvent) -> StoreResult<()>;

@@ -303,6 +303,135 @@ impl InstanceRow {
     }
 }
 
+pub(super) const REQUEST_COLUMNS: &str = "r.id, r.author_id, r.last_editor_id, r.pod_id, r.instance_id, r.database_name, \
+    r.kind, r.mode, r.justification, r.status, r.revision, r.revision_hash, r.status_changed_at, r.created_at, r.updated_at";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct RequestRow {
+    id: Uuid,
+    author_id: Uuid,
+    last_editor_id: Uuid,
+    pod_id: Uuid,
+    instance_id: Uuid,
+    database_name: String,
+    kind: String,
+    mode: String,
+    justification: String,
+    status: String,
+    revision: i32,
+    revision_hash: String,
+    status_changed_at: DateTime<Utc>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<RequestRow> for super::RequestRecord {
+    type Error = StoreError;
+    fn try_from(r: RequestRow) -> Result<Self, StoreError> {
+        use crate::domain::workflow::{Kind, Mode, Status};
+        let corrupt =
+            |what: &str, v: &str| StoreError::Corrupt(format!("request {}: {what} {v:?}", r.id));
+        Ok(super::RequestRecord {
+            id: crate::domain::RequestId(r.id),
+            author_id: UserId(r.author_id),
+            last_editor_id: UserId(r.last_editor_id),
+            pod_id: PodId(r.pod_id),
+            instance_id: crate::domain::InstanceId(r.instance_id),
+            kind: Kind::parse(&r.kind).ok_or_else(|| corrupt("kind", &r.kind))?,
+            mode: Mode::parse(&r.mode).ok_or_else(|| corrupt("mode", &r.mode))?,
+            status: Status::parse(&r.status).ok_or_else(|| corrupt("status", &r.status))?,
+            database: r.database_name,
+            justification: r.justification,
+            revision: r.revision,
+            revision_hash: r.revision_hash,
+            status_changed_at: r.status_changed_at,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+pub(super) fn requests(rows: Vec<RequestRow>) -> Result<Vec<super::RequestRecord>, StoreError> {
+    rows.into_iter().map(TryInto::try_into).collect()
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct RevisionRow {
+    number: i32,
+    kind: String,
+    mode: String,
+    instance_id: Uuid,
+    database_name: String,
+    content: String,
+    justification: String,
+    limits: String,
+    hash: String,
+    editor_id: Uuid,
+    created_at: DateTime<Utc>,
+}
+
+impl TryFrom<RevisionRow> for super::Revision {
+    type Error = StoreError;
+    fn try_from(r: RevisionRow) -> Result<Self, StoreError> {
+        use crate::domain::workflow::{Kind, Mode};
+        let corrupt = |what: &str| StoreError::Corrupt(format!("revision {}: {what}", r.number));
+        Ok(super::Revision {
+            number: r.number,
+            kind: Kind::parse(&r.kind).ok_or_else(|| corrupt("kind"))?,
+            mode: Mode::parse(&r.mode).ok_or_else(|| corrupt("mode"))?,
+            limits: serde_json::from_str(&r.limits).map_err(|_| corrupt("limits"))?,
+            instance_id: crate::domain::InstanceId(r.instance_id),
+            database: r.database_name,
+            content: r.content,
+            justification: r.justification,
+            hash: r.hash,
+            editor_id: UserId(r.editor_id),
+            created_at: r.created_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct ReviewRow {
+    id: Uuid,
+    revision: i32,
+    revision_hash: String,
+    reviewer_id: Uuid,
+    decision: String,
+    comment: String,
+    created_at: DateTime<Utc>,
+    voided_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<ReviewRow> for super::Review {
+    type Error = StoreError;
+    fn try_from(r: ReviewRow) -> Result<Self, StoreError> {
+        Ok(super::Review {
+            id: r.id,
+            decision: crate::domain::workflow::Decision::parse(&r.decision)
+                .ok_or_else(|| StoreError::Corrupt(format!("review {}: decision", r.id)))?,
+            revision: r.revision,
+            revision_hash: r.revision_hash,
+            reviewer_id: UserId(r.reviewer_id),
+            comment: r.comment,
+            created_at: r.created_at,
+            voided_at: r.voided_at,
+        })
+    }
+}
+
+/// A case-insensitive substring pattern for `LIKE … ESCAPE '\\'`, with the wildcards in the
+/// user's text taken literally.
+pub(super) fn like_pattern(s: &str) -> String {
+    format!(
+        "%{}%",
+        s.to_lowercase()
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    )
+}
+
 pub(super) fn page<T, R: Into<T>>(rows: Vec<R>, total: i64) -> Page<T> {
     Page {
         items: rows.into_iter().map(Into::into).collect(),
@@ -469,6 +598,33 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn insert_revision(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                id: $crate::domain::RequestId,
+                rev: &$crate::store::Revision,
+            ) -> $crate::store::StoreResult<()> {
+                let limits = serde_json::to_string(&rev.limits).map_err(|e| $crate::store::StoreError::Corrupt(e.to_string()))?;
+                sqlx::query(
+                    "INSERT INTO request_revisions (request_id, number, kind, mode, instance_id, database_name, content, \
+                     justification, limits, hash, editor_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                )
+                .bind(id)
+                .bind(rev.number)
+                .bind(rev.kind.as_str())
+                .bind(rev.mode.as_str())
+                .bind(rev.instance_id)
+                .bind(&rev.database)
+                .bind(&rev.content)
+                .bind(&rev.justification)
+                .bind(limits)
+                .bind(&rev.hash)
+                .bind(rev.editor_id)
+                .bind(rev.created_at)
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            }
+
             async fn fetch_user(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 id: $crate::domain::UserId,
@@ -534,7 +690,7 @@ macro_rules! impl_store {
                 fn filters<'a>(b: &mut sqlx::QueryBuilder<'a, $db>, q: &'a $crate::store::UserQuery) {
                     b.push(" WHERE 1 = 1");
                     if let Some(s) = &q.search {
-                        let pattern = format!("%{}%", s.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+                        let pattern = $crate::store::sql::like_pattern(s);
                         b.push(" AND (LOWER(u.email) LIKE ").push_bind(pattern.clone()).push(" ESCAPE '\\'");
                         b.push(" OR LOWER(u.name) LIKE ").push_bind(pattern).push(" ESCAPE '\\')");
                     }
@@ -1317,6 +1473,287 @@ macro_rules! impl_store {
                 }
                 Self::insert_audit(&mut tx.tx, audit, now).await?;
                 tx.commit().await
+            }
+
+            async fn create_request(
+                &self,
+                r: &$crate::store::RequestRecord,
+                first: &$crate::store::Revision,
+                audit: $crate::domain::audit::NewAuditEvent,
+            ) -> $crate::store::StoreResult<()> {
+                let mut tx = self.write_tx().await?;
+                sqlx::query(
+                    "INSERT INTO requests (id, author_id, last_editor_id, pod_id, instance_id, database_name, kind, mode, \
+                     justification, status, revision, revision_hash, status_changed_at, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                )
+                .bind(r.id)
+                .bind(r.author_id)
+                .bind(r.last_editor_id)
+                .bind(r.pod_id)
+                .bind(r.instance_id)
+                .bind(&r.database)
+                .bind(r.kind.as_str())
+                .bind(r.mode.as_str())
+                .bind(&r.justification)
+                .bind(r.status.as_str())
+                .bind(r.revision)
+                .bind(&r.revision_hash)
+                .bind(r.status_changed_at)
+                .bind(r.created_at)
+                .bind(r.updated_at)
+                .execute(&mut *tx.tx)
+                .await?;
+                Self::insert_revision(&mut tx.tx, r.id, first).await?;
+                Self::insert_audit(&mut tx.tx, audit.target("request", r.id), r.created_at).await?;
+                tx.commit().await
+            }
+
+            async fn get_request(&self, id: $crate::domain::RequestId) -> $crate::store::StoreResult<Option<$crate::store::RequestRecord>> {
+                let sql = format!("SELECT {} FROM requests r WHERE r.id = $1", $crate::store::sql::REQUEST_COLUMNS);
+                let row: Option<$crate::store::sql::RequestRow> = sqlx::query_as(&sql).bind(id).fetch_optional(&self.pool).await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn request_revisions(&self, id: $crate::domain::RequestId) -> $crate::store::StoreResult<Vec<$crate::store::Revision>> {
+                let rows: Vec<$crate::store::sql::RevisionRow> = sqlx::query_as(
+                    "SELECT number, kind, mode, instance_id, database_name, content, justification, limits, hash, editor_id, \
+                     created_at FROM request_revisions WHERE request_id = $1 ORDER BY number",
+                )
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn request_reviews(&self, id: $crate::domain::RequestId) -> $crate::store::StoreResult<Vec<$crate::store::Review>> {
+                let rows: Vec<$crate::store::sql::ReviewRow> = sqlx::query_as(
+                    "SELECT id, revision, revision_hash, reviewer_id, decision, comment, created_at, voided_at \
+                     FROM reviews WHERE request_id = $1 ORDER BY created_at, id",
+                )
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn list_requests(
+                &self,
+                q: &$crate::store::RequestQuery,
+            ) -> $crate::store::StoreResult<$crate::store::Page<$crate::store::RequestRecord>> {
+                fn filters<'a>(b: &mut sqlx::QueryBuilder<'a, $db>, q: &'a $crate::store::RequestQuery) {
+                    fn in_list<'a>(b: &mut sqlx::QueryBuilder<'a, $db>, column: &str, ids: &'a [$crate::domain::PodId]) {
+                        if ids.is_empty() {
+                            b.push(" 1 = 0");
+                            return;
+                        }
+                        b.push(format!(" {column} IN ("));
+                        let mut sep = b.separated(", ");
+                        for id in ids {
+                            sep.push_bind(*id);
+                        }
+                        b.push(")");
+                    }
+                    b.push(" WHERE 1 = 1");
+                    if let Some((me, pods)) = &q.visible_to {
+                        b.push(" AND (r.author_id = ").push_bind(*me).push(" OR");
+                        in_list(b, "r.pod_id", pods);
+                        b.push(")");
+                    }
+                    if let Some(s) = q.status {
+                        b.push(" AND r.status = ").push_bind(s.as_str());
+                    }
+                    if let Some(p) = q.pod_id {
+                        b.push(" AND r.pod_id = ").push_bind(p);
+                    }
+                    if let Some(i) = q.instance_id {
+                        b.push(" AND r.instance_id = ").push_bind(i);
+                    }
+                    if let Some(a) = q.author_id {
+                        b.push(" AND r.author_id = ").push_bind(a);
+                    }
+                    if let Some((reviewer, pods)) = &q.awaiting_review_by {
+                        b.push(" AND r.status = 'pending' AND r.author_id <> ").push_bind(*reviewer);
+                        b.push(" AND r.last_editor_id <> ").push_bind(*reviewer);
+                        if let Some(pods) = pods {
+                            b.push(" AND");
+                            in_list(b, "r.pod_id", pods);
+                        }
+                        b.push(" AND NOT EXISTS (SELECT 1 FROM reviews v WHERE v.request_id = r.id AND v.revision = r.revision \
+                                 AND v.voided_at IS NULL AND v.reviewer_id = ").push_bind(*reviewer).push(")");
+                    }
+                    if let Some(s) = &q.search {
+                        let pattern = $crate::store::sql::like_pattern(s);
+                        b.push(" AND LOWER(r.justification) LIKE ").push_bind(pattern).push(" ESCAPE '\\'");
+                    }
+                }
+                let mut count = sqlx::QueryBuilder::<$db>::new("SELECT COUNT(*) FROM requests r");
+                filters(&mut count, q);
+                let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
+                let mut b = sqlx::QueryBuilder::<$db>::new(format!("SELECT {} FROM requests r", $crate::store::sql::REQUEST_COLUMNS));
+                filters(&mut b, q);
+                b.push(" ORDER BY r.created_at DESC, r.id DESC LIMIT ").push_bind(q.limit).push(" OFFSET ").push_bind(q.offset);
+                let rows: Vec<$crate::store::sql::RequestRow> = b.build_query_as().fetch_all(&self.pool).await?;
+                Ok($crate::store::Page { items: $crate::store::sql::requests(rows)?, total })
+            }
+
+            async fn revise_request(
+                &self,
+                id: $crate::domain::RequestId,
+                expected_revision: i32,
+                next: &$crate::store::Revision,
+                audit: $crate::domain::audit::NewAuditEvent,
+            ) -> $crate::store::StoreResult<()> {
+                let now = self.clock.now();
+                let mut tx = self.write_tx().await?;
+                let done = sqlx::query(
+                    "UPDATE requests SET revision = $1, revision_hash = $2, last_editor_id = $3, instance_id = $4, \
+                     database_name = $5, kind = $6, mode = $7, justification = $8, status = 'pending', \
+                     status_changed_at = $9, updated_at = $9 \
+                     WHERE id = $10 AND revision = $11 AND status IN ('pending', 'changes_requested', 'approved')",
+                )
+                .bind(next.number)
+                .bind(&next.hash)
+                .bind(next.editor_id)
+                .bind(next.instance_id)
+                .bind(&next.database)
+                .bind(next.kind.as_str())
+                .bind(next.mode.as_str())
+                .bind(&next.justification)
+                .bind(now)
+                .bind(id)
+                .bind(expected_revision)
+                .execute(&mut *tx.tx)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Err($crate::store::StoreError::Conflict("stale".into()));
+                }
+                let voided = sqlx::query("UPDATE reviews SET voided_at = $1 WHERE request_id = $2 AND voided_at IS NULL")
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *tx.tx)
+                    .await?
+                    .rows_affected();
+                Self::insert_revision(&mut tx.tx, id, next).await?;
+                let mut details = audit.details.clone();
+                if let Some(obj) = details.as_object_mut() {
+                    obj.insert("revision".into(), next.number.into());
+                    obj.insert("revision_hash".into(), next.hash.clone().into());
+                    obj.insert("reviews_voided".into(), voided.into());
+                }
+                Self::insert_audit(&mut tx.tx, audit.target("request", id).details(details), now).await?;
+                tx.commit().await
+            }
+
+            async fn review_request(
+                &self,
+                id: $crate::domain::RequestId,
+                expected_revision: i32,
+                review: &$crate::store::Review,
+                required: u8,
+                approval_cutoff: chrono::DateTime<chrono::Utc>,
+                audit: $crate::domain::audit::NewAuditEvent,
+            ) -> $crate::store::StoreResult<$crate::domain::workflow::Status> {
+                use $crate::domain::workflow::{after_decision, Status};
+                let now = self.clock.now();
+                let mut tx = self.write_tx().await?;
+                // Locks the row (PostgreSQL) and checks nothing moved since the caller looked.
+                let touched = sqlx::query(
+                    "UPDATE requests SET updated_at = $1 WHERE id = $2 AND revision = $3 AND revision_hash = $4 AND status = 'pending'",
+                )
+                .bind(now)
+                .bind(id)
+                .bind(expected_revision)
+                .bind(&review.revision_hash)
+                .execute(&mut *tx.tx)
+                .await?;
+                if touched.rows_affected() != 1 {
+                    return Err($crate::store::StoreError::Conflict("stale".into()));
+                }
+                sqlx::query(
+                    "INSERT INTO reviews (id, request_id, revision, revision_hash, reviewer_id, decision, comment, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(review.id)
+                .bind(id)
+                .bind(review.revision)
+                .bind(&review.revision_hash)
+                .bind(review.reviewer_id)
+                .bind(review.decision.as_str())
+                .bind(&review.comment)
+                .bind(now)
+                .execute(&mut *tx.tx)
+                .await
+                .map_err(|e| $crate::store::sql::conflict_on_unique(e, "already_reviewed"))?;
+                let approvals: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(DISTINCT reviewer_id) FROM reviews WHERE request_id = $1 AND revision = $2 \
+                     AND decision = 'approve' AND voided_at IS NULL AND created_at >= $3",
+                )
+                .bind(id)
+                .bind(expected_revision)
+                .bind(approval_cutoff)
+                .fetch_one(&mut *tx.tx)
+                .await?;
+                let status = after_decision(review.decision, u32::try_from(approvals).unwrap_or(0), required);
+                if status != Status::Pending {
+                    sqlx::query("UPDATE requests SET status = $1, status_changed_at = $2 WHERE id = $3")
+                        .bind(status.as_str())
+                        .bind(now)
+                        .bind(id)
+                        .execute(&mut *tx.tx)
+                        .await?;
+                }
+                let mut details = audit.details.clone();
+                if let Some(obj) = details.as_object_mut() {
+                    obj.insert("decision".into(), review.decision.as_str().into());
+                    obj.insert("revision".into(), review.revision.into());
+                    obj.insert("revision_hash".into(), review.revision_hash.clone().into());
+                    obj.insert("approvals".into(), approvals.into());
+                    obj.insert("required".into(), required.into());
+                    obj.insert("status".into(), status.as_str().into());
+                }
+                Self::insert_audit(&mut tx.tx, audit.target("request", id).details(details), now).await?;
+                tx.commit().await?;
+                Ok(status)
+            }
+
+            async fn transition_request(
+                &self,
+                id: $crate::domain::RequestId,
+                from: &[$crate::domain::workflow::Status],
+                to: $crate::domain::workflow::Status,
+                audit: $crate::domain::audit::NewAuditEvent,
+            ) -> $crate::store::StoreResult<bool> {
+                let now = self.clock.now();
+                let mut tx = self.write_tx().await?;
+                let mut b = sqlx::QueryBuilder::<$db>::new("UPDATE requests SET status = ");
+                b.push_bind(to.as_str()).push(", status_changed_at = ").push_bind(now).push(", updated_at = ").push_bind(now);
+                b.push(" WHERE id = ").push_bind(id).push(" AND status IN (");
+                let mut sep = b.separated(", ");
+                for s in from {
+                    sep.push_bind(s.as_str());
+                }
+                b.push(")");
+                let done = b.build().execute(&mut *tx.tx).await?;
+                if done.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                let mut details = audit.details.clone();
+                if let Some(obj) = details.as_object_mut() {
+                    obj.insert("status".into(), to.as_str().into());
+                }
+                Self::insert_audit(&mut tx.tx, audit.target("request", id).details(details), now).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn open_requests(&self) -> $crate::store::StoreResult<Vec<$crate::store::RequestRecord>> {
+                let sql = format!(
+                    "SELECT {} FROM requests r WHERE r.status IN ('pending', 'changes_requested', 'approved')",
+                    $crate::store::sql::REQUEST_COLUMNS
+                );
+                let rows: Vec<$crate::store::sql::RequestRow> = sqlx::query_as(&sql).fetch_all(&self.pool).await?;
+                $crate::store::sql::requests(rows)
             }
 
             async fn append_audit(&self, event: $crate::domain::audit::NewAuditEvent) -> $crate::store::StoreResult<()> {
