@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod domain;
+pub mod exec;
 pub mod http;
 pub mod secrets;
 pub mod store;
@@ -119,6 +120,7 @@ pub fn build_state(
     );
     Ok(AppState {
         secrets: Arc::new(secret_box(&config)?),
+        process: uuid::Uuid::new_v4().to_string().into(),
         hasher: PasswordHasher::new(a.hash_concurrency)?,
         tokens: Arc::new(tokens),
         config: Arc::new(config),

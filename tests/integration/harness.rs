@@ -85,7 +85,7 @@ pub async fn fresh_pg_database() -> String {
 }
 
 /// A target database for instances: its own database in the test cluster and a least-privilege
-/// login role that may only read its one table.
+/// login role that may only read and change the rows of its one table (no DDL, no other tables).
 #[derive(Debug, Clone)]
 pub struct PgTarget {
     pub host: String,
@@ -135,11 +135,26 @@ pub async fn pg_target() -> PgTarget {
         "INSERT INTO items VALUES (1, 'kettle', 25.00), (2, 'grinder', 99.90), (3, 'filter', 4.50)",
         "REVOKE ALL ON SCHEMA public FROM PUBLIC",
         &format!("GRANT USAGE ON SCHEMA public TO {}", target.user),
-        &format!("GRANT SELECT ON items TO {}", target.user),
+        &format!(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON items TO {}",
+            target.user
+        ),
     ] {
         sqlx::query(sql).execute(&mut db).await.expect(sql);
     }
     target
+}
+
+impl PgTarget {
+    /// A superuser connection to the target database, to check what really happened there.
+    pub async fn inspect(&self) -> sqlx::PgConnection {
+        use sqlx::Connection;
+        let admin = pg_admin_url();
+        let base = admin.rsplit_once('/').map(|(b, _)| b).expect("base");
+        sqlx::PgConnection::connect(&format!("{base}/{}", self.database))
+            .await
+            .expect("connect target")
+    }
 }
 
 /// Path of the `quorum` binary next to this test binary (built by `cargo xtask test`).

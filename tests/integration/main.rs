@@ -7,6 +7,7 @@ mod admin;
 mod audit;
 mod auth;
 mod cli;
+mod executions;
 mod http_basics;
 mod instances;
 mod openapi;

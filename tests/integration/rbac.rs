@@ -219,6 +219,36 @@ fn rows() -> Vec<Row> {
             Some(|c: &Ctx| json!({"decision": "approve", "revision_hash": c.revision_hash})),
             [401, 403, 200, 404, 200],
         ),
+        row(
+            M::POST,
+            "/api/v1/requests/{fresh_request}/run",
+            None,
+            [401, 409, 403, 404, 403],
+        ),
+        row(
+            M::GET,
+            "/api/v1/executions/{execution}",
+            None,
+            [401, 200, 200, 404, 200],
+        ),
+        row(
+            M::GET,
+            "/api/v1/executions/{execution}/rows",
+            None,
+            [401, 200, 200, 404, 200],
+        ),
+        row(
+            M::GET,
+            "/api/v1/executions/{execution}/result.csv",
+            None,
+            [401, 200, 200, 404, 200],
+        ),
+        row(
+            M::GET,
+            "/api/v1/executions/{execution}/result.json",
+            None,
+            [401, 200, 200, 404, 200],
+        ),
         row(M::GET, "/api/v1/audit", None, [401, 403, 403, 403, 200]),
     ]
 }
@@ -232,6 +262,7 @@ struct Ctx<'a> {
 
 struct Ids {
     shop: String,
+    execution: String,
     payments: String,
     payments_instance: String,
     growth: String,
@@ -249,7 +280,8 @@ async fn resolve(
         .replace("{payments}", &ids.payments)
         .replace("{growth}", &ids.growth)
         .replace("{dee}", &ids.dee)
-        .replace("{payments_instance}", &ids.payments_instance);
+        .replace("{payments_instance}", &ids.payments_instance)
+        .replace("{execution}", &ids.execution);
     if p.contains("{scratch_instance}") {
         let admin = app.login(Actor::Admin).await;
         let name = format!(
@@ -305,6 +337,25 @@ store_tests! {
     async fn rbac_matrix(kind) {
         let app = TestApp::spawn(kind).await;
         let ids = Ids {
+            execution: {
+                // A finished execution of a payments request on demo-shop (runs on approval).
+                let dan = app.login(Actor::Developer).await;
+                let maya = app.login(Actor::Manager).await;
+                let created = app.file_request(&dan, "SELECT id FROM customers LIMIT 2").await;
+                let id = created["id"].as_str().expect("id").to_owned();
+                let body = json!({"decision": "approve", "revision_hash": created["revision_hash"]});
+                app.post(&format!("/api/v1/requests/{id}/reviews"), &maya.token, body).await;
+                let mut execution = None;
+                for _ in 0..200 {
+                    let (_, r) = app.get(&format!("/api/v1/requests/{id}"), &dan.token).await;
+                    if r["status"] == "succeeded" {
+                        execution = r["executions"][0]["id"].as_str().map(str::to_owned);
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+                }
+                execution.expect("the matrix's execution finished")
+            },
             shop: app.shop_id().await,
             payments: app.pod_id("payments").await,
             growth: app.pod_id("growth").await,
@@ -374,6 +425,7 @@ fn every_api_route_is_in_the_matrix() {
             .replace("{payments_instance}", "{id}")
             .replace("{scratch_instance}", "{id}")
             .replace("{fresh_request}", "{id}")
+            .replace("{execution}", "{id}")
     };
     let mut covered: BTreeSet<(String, String)> = rows()
         .iter()

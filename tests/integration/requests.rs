@@ -27,6 +27,20 @@ async fn review(
     .await
 }
 
+/// Makes demo-shop wait for its author to press Run, so approved requests stay approved.
+async fn manual_shop(app: &TestApp) {
+    let admin = app.login(Actor::Admin).await;
+    let shop = app.shop_id().await;
+    let (status, _) = app
+        .patch(
+            &format!("/api/v1/instances/{shop}"),
+            &admin.token,
+            json!({"run_mode": "manual"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
 fn id_hash(r: &Value) -> (String, String) {
     (
         r["id"].as_str().expect("id").to_owned(),
@@ -37,6 +51,7 @@ fn id_hash(r: &Value) -> (String, String) {
 store_tests! {
     async fn submit_review_approve_and_read(kind) {
         let app = TestApp::spawn(kind).await;
+        manual_shop(&app).await;
         let dan = app.login(Actor::Developer).await;
         let created = app.file_request(&dan, "SELECT id, email FROM customers WHERE country = 'DE'").await;
         assert_eq!(created["status"], "pending");
@@ -78,6 +93,7 @@ store_tests! {
 
     async fn nobody_reviews_their_own_request_and_other_pods_see_nothing(kind) {
         let app = TestApp::spawn(kind).await;
+        manual_shop(&app).await;
         // A manager and an admin file requests; neither may approve their own.
         let maya = app.login(Actor::Manager).await;
         let admin = app.login(Actor::Admin).await;
@@ -117,6 +133,7 @@ store_tests! {
 
     async fn edits_void_approvals_and_stale_hashes_are_refused(kind) {
         let app = TestApp::spawn(kind).await;
+        manual_shop(&app).await;
         let dan = app.login(Actor::Developer).await;
         let maya = app.login(Actor::Manager).await;
         let (id, first_hash) = id_hash(&app.file_request(&dan, "SELECT * FROM orders WHERE status = 'open'").await);
@@ -164,6 +181,7 @@ store_tests! {
 
     async fn production_instances_need_two_distinct_approvers(kind) {
         let app = TestApp::spawn(kind).await;
+        manual_shop(&app).await;
         let admin = app.login(Actor::Admin).await;
         let shop = app.shop_id().await;
         let (status, _) = app.patch(&format!("/api/v1/instances/{shop}"), &admin.token, json!({"environment": "production", "required_approvals": 2})).await;
@@ -278,6 +296,7 @@ store_tests! {
 
     async fn requests_expire_when_the_clock_moves(kind) {
         let app = TestApp::spawn(kind).await;
+        manual_shop(&app).await;
         let dan = app.login(Actor::Developer).await;
         let maya = app.login(Actor::Manager).await;
         let (pending, _) = id_hash(&app.file_request(&dan, "SELECT 'waits'").await);

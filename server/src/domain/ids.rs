@@ -54,3 +54,4 @@ id_type!(PodId);
 id_type!(SessionId);
 id_type!(InstanceId);
 id_type!(RequestId);
+id_type!(ExecutionId);

@@ -2,13 +2,15 @@
 //! "may this actor do this to this resource" and the store persists the answer.
 
 pub mod audit;
+pub mod execution;
 pub mod ids;
 pub mod instance;
 pub mod lockout;
 pub mod org;
 pub mod password;
+pub mod sql;
 pub mod text;
 pub mod workflow;
 
-pub use ids::{InstanceId, PodId, RequestId, SessionId, UserId};
+pub use ids::{ExecutionId, InstanceId, PodId, RequestId, SessionId, UserId};
 pub use org::{Actor, Permission, Role};

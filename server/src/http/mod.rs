@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod auth;
 pub mod error;
+pub mod executions;
 pub mod extract;
 pub mod health;
 pub mod instances;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub hasher: PasswordHasher,
     pub metrics: Arc<Metrics>,
     pub secrets: Arc<crate::secrets::SecretBox>,
+    /// This process's id, recorded as the owner of the executions it runs.
+    pub process: Arc<str>,
 }
 
 impl AppState {
@@ -71,6 +74,7 @@ impl AppState {
         (name = "pods", description = "PODs and their managers"),
         (name = "instances", description = "Database instances (admins register; PODs use)"),
         (name = "requests", description = "Requests, revisions and reviews"),
+        (name = "executions", description = "Running approved requests; results and downloads"),
         (name = "audit", description = "The hash-chained audit log (admins)"),
     )
 )]
@@ -136,6 +140,7 @@ fn api_routes(sign_in: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
         .merge(pods::router())
         .merge(instances::router())
         .merge(requests::router())
+        .merge(executions::router())
         .merge(audit::router())
 }
 

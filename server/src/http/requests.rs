@@ -212,7 +212,31 @@ async fn settle(state: &AppState, r: RequestRecord) -> ApiResult<RequestRecord> 
     }
 }
 
-/// Expires every open request whose time ran out (the maintenance task calls this).
+/// Starts an approved request at once when its instance runs on approval and the request is a
+/// kind the portal can run. Failures are logged: the request stays approved, and the author (or
+/// the next maintenance pass) can still start it.
+pub async fn start_if_automatic(state: &AppState, r: &RequestRecord) {
+    let automatic = state
+        .store
+        .get_instance(r.instance_id)
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|i| {
+            i.run_mode == crate::domain::instance::RunMode::OnApproval
+                && i.engine != crate::domain::instance::Engine::Mongodb
+        });
+    if automatic
+        && r.kind == Kind::Query
+        && r.status == Status::Approved
+        && let Err(e) = crate::exec::launch(state, r, None).await
+    {
+        tracing::info!(request = %r.id, code = e.code, error = %e.message, "automatic run did not start");
+    }
+}
+
+/// Expires every open request whose time ran out, and starts approved automatic ones that have
+/// not started (the maintenance task calls this).
 pub async fn expire_due(state: &AppState) -> Result<usize, StoreError> {
     let mut n = 0;
     for r in state.store.open_requests().await? {
@@ -228,6 +252,8 @@ pub async fn expire_due(state: &AppState) -> Result<usize, StoreError> {
             {
                 n += 1;
             }
+        } else if r.status == Status::Approved {
+            start_if_automatic(state, &r).await;
         }
     }
     Ok(n)
@@ -493,7 +519,16 @@ async fn detail(state: &AppState, actor: &Actor, r: RequestRecord) -> ApiResult<
         approvals: u32::try_from(approvers.len()).unwrap_or(u32::MAX),
         reviews: reviews.iter().map(ReviewView::from).collect(),
         revisions: views,
-        executions: Vec::new(),
+        executions: state
+            .store
+            .request_executions(r.id)
+            .await?
+            .iter()
+            .map(|e| ExecutionRef {
+                id: e.id.0,
+                status: e.status.as_str().to_owned(),
+            })
+            .collect(),
         can_review: verdict.is_ok(),
         review_blocked_reason: verdict.err().map(|e| refusal_error(e).message),
     })
@@ -852,7 +887,7 @@ pub async fn review_request(
         .actor(actor.id)
         .origin(meta.ip, meta.user_agent);
     let cutoff = approval_cutoff(state.clock.now(), &state.config.workflow);
-    state
+    let status = state
         .store
         .review_request(id, r.revision, &review, required, cutoff, event)
         .await
@@ -863,10 +898,14 @@ pub async fn review_request(
             StoreError::Conflict(_) => refusal_error(ReviewRefusal::StaleRevision),
             other => other.into(),
         })?;
-    let r = state
+    let mut r = state
         .store
         .get_request(id)
         .await?
         .ok_or_else(|| ApiError::not_found("request"))?;
+    if status == Status::Approved {
+        start_if_automatic(&state, &r).await;
+        r = state.store.get_request(id).await?.unwrap_or(r);
+    }
     Ok(axum::Json(detail(&state, &actor, r).await?))
 }

@@ -20,10 +20,11 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::config::LimitsConfig;
 use crate::domain::audit::{AuditEvent, NewAuditEvent};
+use crate::domain::execution::{ExecError, ExecStatus, ResultSet, StatementReport};
 use crate::domain::instance::{Engine, LimitOverrides, RunMode, TlsMode};
 use crate::domain::lockout::{AfterFailure, LockoutPolicy};
 use crate::domain::workflow::{Decision, Kind, Mode, Status};
-use crate::domain::{InstanceId, PodId, RequestId, Role, SessionId, UserId};
+use crate::domain::{ExecutionId, InstanceId, PodId, RequestId, Role, SessionId, UserId};
 use crate::secrets::Sealed;
 
 pub use postgres::PgStore;
@@ -271,6 +272,22 @@ pub struct RequestQuery {
     pub offset: i64,
 }
 
+#[derive(Debug, Clone)]
+pub struct Execution {
+    pub id: ExecutionId,
+    pub request_id: RequestId,
+    pub revision: i32,
+    pub revision_hash: String,
+    pub status: ExecStatus,
+    pub owner: String,
+    pub lease_until: DateTime<Utc>,
+    pub target_txid: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub error: Option<ExecError>,
+    pub statements: Vec<StatementReport>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct AuditQuery {
     pub actor_id: Option<Uuid>,
@@ -488,6 +505,38 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> StoreResult<bool>;
     /// Requests still open (pending, changes requested, approved), for the expiry sweep.
     async fn open_requests(&self) -> StoreResult<Vec<RequestRecord>>;
+
+    // Executions.
+    /// Moves an approved request to `running` and records its execution, in one transaction, if
+    /// and only if it is still approved, its current revision hash is `expected_hash` and it was
+    /// approved after `approved_after`. `Conflict` otherwise (it already ran, changed or expired).
+    async fn start_execution(
+        &self,
+        request: RequestId,
+        expected_hash: &str,
+        approved_after: DateTime<Utc>,
+        execution: &Execution,
+        audit: NewAuditEvent,
+    ) -> StoreResult<()>;
+    /// Remembers the target transaction id just before COMMIT (crash reconciliation).
+    async fn record_target_txid(&self, id: ExecutionId, txid: &str) -> StoreResult<()>;
+    /// Stores the outcome and results and moves the request to its final status.
+    async fn finish_execution(
+        &self,
+        id: ExecutionId,
+        status: ExecStatus,
+        error: Option<&ExecError>,
+        statements: &[StatementReport],
+        results: &[ResultSet],
+        audit: NewAuditEvent,
+    ) -> StoreResult<()>;
+    async fn get_execution(&self, id: ExecutionId) -> StoreResult<Option<Execution>>;
+    async fn request_executions(&self, request: RequestId) -> StoreResult<Vec<Execution>>;
+    async fn execution_result(
+        &self,
+        id: ExecutionId,
+        statement: usize,
+    ) -> StoreResult<Option<ResultSet>>;
 
     // Audit.
     async fn append_audit(&self, event: NewAuditEvent) -> StoreResult<()>;

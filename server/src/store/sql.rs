@@ -432,6 +432,56 @@ pub(super) fn like_pattern(s: &str) -> String {
     )
 }
 
+pub(super) const EXECUTION_COLUMNS: &str = "id, request_id, revision, revision_hash, status, owner, lease_until, target_txid, \
+    started_at, finished_at, error, statements";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct ExecutionRow {
+    id: Uuid,
+    request_id: Uuid,
+    revision: i32,
+    revision_hash: String,
+    status: String,
+    owner: String,
+    lease_until: DateTime<Utc>,
+    target_txid: Option<String>,
+    started_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+    error: Option<String>,
+    statements: String,
+}
+
+impl TryFrom<ExecutionRow> for super::Execution {
+    type Error = StoreError;
+    fn try_from(r: ExecutionRow) -> Result<Self, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("execution {}: {what}", r.id));
+        Ok(super::Execution {
+            id: crate::domain::ExecutionId(r.id),
+            request_id: crate::domain::RequestId(r.request_id),
+            status: crate::domain::execution::ExecStatus::parse(&r.status)
+                .ok_or_else(|| corrupt("status"))?,
+            error: r
+                .error
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|_| corrupt("error"))?,
+            statements: serde_json::from_str(&r.statements).map_err(|_| corrupt("statements"))?,
+            revision: r.revision,
+            revision_hash: r.revision_hash,
+            owner: r.owner,
+            lease_until: r.lease_until,
+            target_txid: r.target_txid,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+        })
+    }
+}
+
+pub(super) fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
 pub(super) fn page<T, R: Into<T>>(rows: Vec<R>, total: i64) -> Page<T> {
     Page {
         items: rows.into_iter().map(Into::into).collect(),
@@ -1754,6 +1804,144 @@ macro_rules! impl_store {
                 );
                 let rows: Vec<$crate::store::sql::RequestRow> = sqlx::query_as(&sql).fetch_all(&self.pool).await?;
                 $crate::store::sql::requests(rows)
+            }
+
+            async fn start_execution(
+                &self,
+                request: $crate::domain::RequestId,
+                expected_hash: &str,
+                approved_after: chrono::DateTime<chrono::Utc>,
+                e: &$crate::store::Execution,
+                audit: $crate::domain::audit::NewAuditEvent,
+            ) -> $crate::store::StoreResult<()> {
+                let now = self.clock.now();
+                let mut tx = self.write_tx().await?;
+                let claimed = sqlx::query(
+                    "UPDATE requests SET status = 'running', status_changed_at = $1, updated_at = $1 \
+                     WHERE id = $2 AND status = 'approved' AND revision_hash = $3 AND status_changed_at > $4",
+                )
+                .bind(now)
+                .bind(request)
+                .bind(expected_hash)
+                .bind(approved_after)
+                .execute(&mut *tx.tx)
+                .await?;
+                if claimed.rows_affected() != 1 {
+                    return Err($crate::store::StoreError::Conflict("not_runnable".into()));
+                }
+                sqlx::query(
+                    "INSERT INTO executions (id, request_id, revision, revision_hash, status, owner, lease_until, started_at, statements) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, '[]')",
+                )
+                .bind(e.id)
+                .bind(request)
+                .bind(e.revision)
+                .bind(&e.revision_hash)
+                .bind(e.status.as_str())
+                .bind(&e.owner)
+                .bind(e.lease_until)
+                .bind(now)
+                .execute(&mut *tx.tx)
+                .await
+                .map_err(|err| $crate::store::sql::conflict_on_unique(err, "not_runnable"))?;
+                let audit = audit.target("request", request).details(serde_json::json!({
+                    "execution_id": e.id, "revision": e.revision, "revision_hash": e.revision_hash
+                }));
+                Self::insert_audit(&mut tx.tx, audit, now).await?;
+                tx.commit().await
+            }
+
+            async fn record_target_txid(&self, id: $crate::domain::ExecutionId, txid: &str) -> $crate::store::StoreResult<()> {
+                let mut tx = self.write_tx().await?;
+                sqlx::query("UPDATE executions SET target_txid = $1 WHERE id = $2").bind(txid).bind(id).execute(&mut *tx.tx).await?;
+                tx.commit().await
+            }
+
+            async fn finish_execution(
+                &self,
+                id: $crate::domain::ExecutionId,
+                status: $crate::domain::execution::ExecStatus,
+                error: Option<&$crate::domain::execution::ExecError>,
+                statements: &[$crate::domain::execution::StatementReport],
+                results: &[$crate::domain::execution::ResultSet],
+                audit: $crate::domain::audit::NewAuditEvent,
+            ) -> $crate::store::StoreResult<()> {
+                use $crate::store::sql::to_json;
+                let now = self.clock.now();
+                let mut tx = self.write_tx().await?;
+                let request: Option<uuid::Uuid> = sqlx::query_scalar(
+                    "UPDATE executions SET status = $1, finished_at = $2, error = $3, statements = $4 \
+                     WHERE id = $5 AND status = 'running' RETURNING request_id",
+                )
+                .bind(status.as_str())
+                .bind(now)
+                .bind(error.map(to_json).transpose()?)
+                .bind(to_json(&statements)?)
+                .bind(id)
+                .fetch_optional(&mut *tx.tx)
+                .await?;
+                let Some(request) = request else {
+                    return Err($crate::store::StoreError::Conflict("execution is not running".into()));
+                };
+                for r in results {
+                    sqlx::query(
+                        "INSERT INTO execution_results (execution_id, statement_index, columns, rows, row_count, truncated) \
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(id)
+                    .bind(i32::try_from(r.statement).unwrap_or(i32::MAX))
+                    .bind(to_json(&r.columns)?)
+                    .bind(to_json(&r.rows)?)
+                    .bind(i32::try_from(r.rows.len()).unwrap_or(i32::MAX))
+                    .bind(r.truncated)
+                    .execute(&mut *tx.tx)
+                    .await?;
+                }
+                sqlx::query("UPDATE requests SET status = $1, status_changed_at = $2, updated_at = $2 WHERE id = $3 AND status = 'running'")
+                    .bind(status.as_str())
+                    .bind(now)
+                    .bind(request)
+                    .execute(&mut *tx.tx)
+                    .await?;
+                let audit = audit.target("request", request).details(serde_json::json!({
+                    "execution_id": id, "status": status.as_str(), "error": error,
+                }));
+                Self::insert_audit(&mut tx.tx, audit, now).await?;
+                tx.commit().await
+            }
+
+            async fn get_execution(&self, id: $crate::domain::ExecutionId) -> $crate::store::StoreResult<Option<$crate::store::Execution>> {
+                let sql = format!("SELECT {} FROM executions WHERE id = $1", $crate::store::sql::EXECUTION_COLUMNS);
+                let row: Option<$crate::store::sql::ExecutionRow> = sqlx::query_as(&sql).bind(id).fetch_optional(&self.pool).await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn request_executions(&self, request: $crate::domain::RequestId) -> $crate::store::StoreResult<Vec<$crate::store::Execution>> {
+                let sql = format!("SELECT {} FROM executions WHERE request_id = $1 ORDER BY started_at", $crate::store::sql::EXECUTION_COLUMNS);
+                let rows: Vec<$crate::store::sql::ExecutionRow> = sqlx::query_as(&sql).bind(request).fetch_all(&self.pool).await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn execution_result(
+                &self,
+                id: $crate::domain::ExecutionId,
+                statement: usize,
+            ) -> $crate::store::StoreResult<Option<$crate::domain::execution::ResultSet>> {
+                let row: Option<(String, String, bool)> = sqlx::query_as(
+                    "SELECT columns, rows, truncated FROM execution_results WHERE execution_id = $1 AND statement_index = $2",
+                )
+                .bind(id)
+                .bind(i32::try_from(statement).unwrap_or(i32::MAX))
+                .fetch_optional(&self.pool)
+                .await?;
+                let Some((columns, rows, truncated)) = row else { return Ok(None) };
+                let corrupt = |_| $crate::store::StoreError::Corrupt(format!("execution {id}: result {statement}"));
+                Ok(Some($crate::domain::execution::ResultSet {
+                    statement,
+                    columns: serde_json::from_str(&columns).map_err(corrupt)?,
+                    rows: serde_json::from_str(&rows).map_err(corrupt)?,
+                    truncated,
+                }))
             }
 
             async fn append_audit(&self, event: $crate::domain::audit::NewAuditEvent) -> $crate::store::StoreResult<()> {

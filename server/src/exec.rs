@@ -1,0 +1,640 @@
+//! Runs approved SQL query requests against their target, once, inside a transaction the portal
+//! controls: `BEGIN READ ONLY` (PostgreSQL) or a read-only handle (SQLite) for read requests, one
+//! all-or-nothing transaction for write requests. Every statement is classified before anything is
+//! sent (transaction control and session changes are refused; read requests refuse writes), runs
+//! under the statement timeout, and has its rows stored up to the limits.
+//!
+//! Scripts (JavaScript) run in the sandbox, a later piece; this module is the seam it plugs into:
+//! `launch` claims the request, `run` produces an `Outcome`, `finish` stores it.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use futures_util::TryStreamExt;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use sqlx::{Column as _, Either, Executor as _, Row, TypeInfo, ValueRef};
+
+use crate::config::LimitsConfig;
+use crate::domain::audit::NewAuditEvent;
+use crate::domain::execution::{
+    Column, ErrorKind, ExecError, ExecStatus, ResultSet, StatementReport,
+};
+use crate::domain::instance::Engine;
+use crate::domain::sql::{Dialect, StatementClass, classify, split_statements};
+use crate::domain::workflow::{Kind, Mode};
+use crate::domain::{ExecutionId, RequestId, UserId};
+use crate::http::AppState;
+use crate::http::error::ApiError;
+use crate::store::{Execution, Instance, RequestRecord, SharedStore, StoreError};
+use crate::targets;
+
+/// Everything one run needs, gathered before the request is claimed.
+#[derive(Debug)]
+pub struct Plan {
+    pub execution: ExecutionId,
+    pub request: RequestId,
+    pub instance: Instance,
+    pub secret: Option<SecretString>,
+    pub database: String,
+    pub mode: Mode,
+    pub content: String,
+    pub limits: LimitsConfig,
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug)]
+pub struct Outcome {
+    pub status: ExecStatus,
+    pub error: Option<ExecError>,
+    pub statements: Vec<StatementReport>,
+    pub results: Vec<ResultSet>,
+}
+
+fn error(kind: ErrorKind, message: impl Into<String>, statement: Option<usize>) -> ExecError {
+    ExecError {
+        kind,
+        message: message.into(),
+        sqlstate: None,
+        statement,
+    }
+}
+
+/// Claims an approved request and starts running it in the background. Refused when the request
+/// is not (or no longer) runnable: another process claimed it, it changed, or it expired.
+pub async fn launch(
+    state: &AppState,
+    request: &RequestRecord,
+    actor: Option<UserId>,
+) -> Result<ExecutionId, ApiError> {
+    use axum::http::StatusCode;
+    let unsupported = |m: &str| ApiError::unprocessable("unsupported", m.to_owned());
+    if request.kind != Kind::Query {
+        return Err(unsupported(
+            "scripts run in the JavaScript sandbox, which is not available yet",
+        ));
+    }
+    let instance = state
+        .store
+        .get_instance(request.instance_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("instance"))?;
+    if instance.engine == Engine::Mongodb {
+        return Err(unsupported(
+            "MongoDB requests run in the JavaScript sandbox, which is not available yet",
+        ));
+    }
+    let revision = state
+        .store
+        .request_revisions(request.id)
+        .await?
+        .into_iter()
+        .find(|r| r.number == request.revision)
+        .ok_or_else(|| {
+            ApiError::internal(anyhow::anyhow!(
+                "request {} lacks its current revision",
+                request.id
+            ))
+        })?;
+    let secret = match &instance.secret {
+        None => None,
+        Some(sealed) => Some(state.secrets.open(instance.id.0, sealed).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "credential_unavailable",
+                format!("the instance's credential cannot be used: {e}"),
+            )
+        })?),
+    };
+    let now = state.clock.now();
+    let limits = revision.limits;
+    let execution = Execution {
+        id: ExecutionId::new(),
+        request_id: request.id,
+        revision: request.revision,
+        revision_hash: request.revision_hash.clone(),
+        status: ExecStatus::Running,
+        owner: state.process.to_string(),
+        lease_until: now + chrono::Duration::seconds(i64::from(limits.wall_secs) + 30),
+        target_txid: None,
+        started_at: now,
+        finished_at: None,
+        error: None,
+        statements: Vec::new(),
+    };
+    let approved_after =
+        now - chrono::Duration::seconds(state.config.workflow.execution_window_secs);
+    let mut event = NewAuditEvent::new("execution.started");
+    if let Some(a) = actor {
+        event = event.actor(a);
+    }
+    state.store.start_execution(request.id, &request.revision_hash, approved_after, &execution, event).await.map_err(|e| match e {
+        StoreError::Conflict(_) => ApiError::conflict(
+            "not_runnable",
+            "the request is not approved for running: it already ran, changed, expired or is running now",
+        ),
+        other => other.into(),
+    })?;
+    let plan = Plan {
+        execution: execution.id,
+        request: request.id,
+        instance,
+        secret,
+        database: revision.database,
+        mode: revision.mode,
+        content: revision.content,
+        limits,
+        data_dir: state.config.data_dir.clone(),
+    };
+    let store = state.store.clone();
+    tokio::spawn(async move {
+        let id = plan.execution;
+        let outcome = run(&plan, &store).await;
+        let event = NewAuditEvent::new("execution.finished");
+        if let Err(e) = store
+            .finish_execution(
+                id,
+                outcome.status,
+                outcome.error.as_ref(),
+                &outcome.statements,
+                &outcome.results,
+                event,
+            )
+            .await
+        {
+            tracing::error!(execution = %id, error = %e, "storing the execution outcome failed");
+        }
+    });
+    Ok(execution.id)
+}
+
+/// Runs the plan under its wall-clock limit.
+pub async fn run(plan: &Plan, store: &SharedStore) -> Outcome {
+    let mut statements = Vec::new();
+    let mut results = Vec::new();
+    let wall = Duration::from_secs(u64::from(plan.limits.wall_secs));
+    // Boxed with an explicit `Send` bound: rustc cannot otherwise prove the sqlx futures are
+    // `Send` for every lifetime when this runs inside `tokio::spawn`.
+    let run: Pin<Box<dyn Future<Output = Result<(), ExecError>> + Send + '_>> =
+        match plan.instance.engine {
+            Engine::Postgres => Box::pin(run_postgres(plan, store, &mut statements, &mut results)),
+            Engine::Sqlite => Box::pin(run_sqlite(plan, &mut statements, &mut results)),
+            Engine::Mongodb => Box::pin(std::future::ready(Err(error(
+                ErrorKind::Unsupported,
+                "MongoDB requests run in the sandbox",
+                None,
+            )))),
+        };
+    let error = match tokio::time::timeout(wall, run).await {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e),
+        Err(_) => Some(error(
+            ErrorKind::Timeout,
+            format!(
+                "the execution exceeded its {} s limit; nothing was committed",
+                wall.as_secs()
+            ),
+            None,
+        )),
+    };
+    let status = error
+        .as_ref()
+        .map(|e| e.kind.status())
+        .unwrap_or(ExecStatus::Succeeded);
+    Outcome {
+        status,
+        error,
+        statements,
+        results,
+    }
+}
+
+/// Classifies every statement before anything is sent.
+fn preflight(plan: &Plan) -> Result<Vec<(String, StatementClass)>, ExecError> {
+    let dialect = match plan.instance.engine {
+        Engine::Sqlite => Dialect::Sqlite,
+        _ => Dialect::Postgres,
+    };
+    let statements = split_statements(&plan.content, dialect);
+    if statements.is_empty() {
+        return Err(error(
+            ErrorKind::DbError,
+            "the query holds no statement",
+            None,
+        ));
+    }
+    let mut out = Vec::with_capacity(statements.len());
+    for (i, sql) in statements.into_iter().enumerate() {
+        let class = classify(&sql);
+        let keyword = crate::domain::sql::leading_keyword(&sql);
+        match (class, plan.mode) {
+            (StatementClass::Forbidden, Mode::Read) | (StatementClass::Write, Mode::Read) => {
+                return Err(error(
+                    ErrorKind::ReadOnlyViolation,
+                    format!(
+                        "statement {} ({keyword}) is not allowed in a read request; nothing was run",
+                        i + 1
+                    ),
+                    Some(i),
+                ));
+            }
+            (StatementClass::Forbidden, Mode::Write) => {
+                return Err(error(
+                    ErrorKind::ForbiddenStatement,
+                    format!(
+                        "statement {} ({keyword}) is not allowed: the portal runs the whole request in one transaction it controls; nothing was run",
+                        i + 1
+                    ),
+                    Some(i),
+                ));
+            }
+            _ => out.push((sql, class)),
+        }
+    }
+    Ok(out)
+}
+
+fn report(index: usize, sql: &str, class: StatementClass, started: Instant) -> StatementReport {
+    StatementReport {
+        index,
+        sql: sql.chars().take(500).collect(),
+        class: class.as_str().to_owned(),
+        rows_returned: 0,
+        rows_affected: 0,
+        duration_ms: 0.0,
+        truncated: false,
+    }
+    .timed(started)
+}
+
+trait Timed {
+    fn timed(self, started: Instant) -> Self;
+}
+
+impl Timed for StatementReport {
+    fn timed(mut self, started: Instant) -> Self {
+        self.duration_ms = (started.elapsed().as_secs_f64() * 1000.0 * 100.0).round() / 100.0;
+        self
+    }
+}
+
+/// A database error as an execution error.
+fn db_error(e: &sqlx::Error, statement: Option<usize>, mode: Mode) -> ExecError {
+    let message = targets::describe(e);
+    let code = match e {
+        sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+        _ => None,
+    };
+    let kind = match (code.as_deref(), e) {
+        // read_only_sql_transaction; SQLite: SQLITE_READONLY (8) and its extended codes.
+        (Some("25006"), _) => ErrorKind::ReadOnlyViolation,
+        (Some(c), _)
+            if mode == Mode::Read
+                && (c == "8" || c.parse::<u32>().is_ok_and(|n| n & 0xff == 8)) =>
+        {
+            ErrorKind::ReadOnlyViolation
+        }
+        (Some("57014"), _) => ErrorKind::Timeout,
+        (_, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_)) => {
+            ErrorKind::TargetUnavailable
+        }
+        _ => ErrorKind::DbError,
+    };
+    ExecError {
+        kind,
+        message,
+        sqlstate: code,
+        statement,
+    }
+}
+
+/// Collects rows up to the limits; returns (rows, truncated).
+struct Collector {
+    rows: Vec<Vec<Value>>,
+    bytes: u64,
+    truncated: bool,
+    max_rows: usize,
+    max_bytes: u64,
+}
+
+impl Collector {
+    fn new(limits: &LimitsConfig, used_bytes: u64) -> Self {
+        Self {
+            rows: Vec::new(),
+            bytes: used_bytes,
+            truncated: false,
+            max_rows: limits.max_rows as usize,
+            max_bytes: limits.max_result_bytes,
+        }
+    }
+
+    /// False once a limit is reached (the row is not kept).
+    fn push(&mut self, row: Vec<Value>) -> bool {
+        let size: u64 = row.iter().map(|v| v.to_string().len() as u64 + 1).sum();
+        if self.rows.len() >= self.max_rows || self.bytes + size > self.max_bytes {
+            self.truncated = true;
+            return false;
+        }
+        self.bytes += size;
+        self.rows.push(row);
+        true
+    }
+}
+
+async fn run_postgres(
+    plan: &Plan,
+    store: &SharedStore,
+    reports: &mut Vec<StatementReport>,
+    results: &mut Vec<ResultSet>,
+) -> Result<(), ExecError> {
+    let statements = preflight(plan)?;
+    let app_name = format!("quorum:{}", plan.request);
+    let mut conn = targets::connect_postgres(
+        &plan.instance,
+        plan.secret.as_ref(),
+        &plan.database,
+        &app_name,
+    )
+    .await
+    .map_err(|e| error(ErrorKind::TargetUnavailable, e.to_string(), None))?;
+    let timeout_ms = u64::from(plan.limits.statement_timeout_secs) * 1000;
+    let idle_ms = u64::from(plan.limits.wall_secs) * 1000;
+    let setup = format!(
+        "SET statement_timeout = {timeout_ms}; SET idle_in_transaction_session_timeout = {idle_ms}"
+    );
+    conn.execute(sqlx::raw_sql(&setup))
+        .await
+        .map_err(|e| db_error(&e, None, plan.mode))?;
+    let begin = if plan.mode == Mode::Read {
+        "BEGIN READ ONLY"
+    } else {
+        "BEGIN"
+    };
+    conn.execute(begin)
+        .await
+        .map_err(|e| db_error(&e, None, plan.mode))?;
+    let mut used = 0;
+    for (i, (sql, class)) in statements.iter().enumerate() {
+        let started = Instant::now();
+        let mut collector = Collector::new(&plan.limits, used);
+        let mut columns: Option<Vec<Column>> = None;
+        let mut affected = 0;
+        let outcome = pg_statement(
+            &mut conn,
+            sql,
+            *class,
+            &mut collector,
+            &mut columns,
+            &mut affected,
+        )
+        .await;
+        if let Err(e) = outcome {
+            let _ = conn.execute("ROLLBACK").await;
+            return Err(db_error(&e, Some(i), plan.mode));
+        }
+        used = collector.bytes;
+        let mut r = report(i, sql, *class, started);
+        r.rows_returned = collector.rows.len() as u64;
+        r.rows_affected = if columns.is_some() { 0 } else { affected };
+        r.truncated = collector.truncated;
+        reports.push(r);
+        if let Some(columns) = columns {
+            results.push(ResultSet {
+                statement: i,
+                columns,
+                rows: collector.rows,
+                truncated: collector.truncated,
+            });
+        }
+    }
+    if plan.mode == Mode::Read {
+        let _ = conn.execute("ROLLBACK").await;
+        return Ok(());
+    }
+    // Remember the transaction id before COMMIT: after a crash, txid_status() on the target says
+    // whether the work committed, without writing anything there.
+    let txid: String = conn
+        .fetch_one("SELECT txid_current()::text")
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(|e| db_error(&e, None, plan.mode))?;
+    if let Err(e) = store.record_target_txid(plan.execution, &txid).await {
+        let _ = conn.execute("ROLLBACK").await;
+        return Err(error(
+            ErrorKind::DbError,
+            format!("cannot record the transaction before COMMIT ({e}); rolled back"),
+            None,
+        ));
+    }
+    conn.execute("COMMIT")
+        .await
+        .map_err(|e| db_error(&e, None, plan.mode))?;
+    Ok(())
+}
+
+async fn run_sqlite(
+    plan: &Plan,
+    reports: &mut Vec<StatementReport>,
+    results: &mut Vec<ResultSet>,
+) -> Result<(), ExecError> {
+    let statements = preflight(plan)?;
+    let mut conn = targets::connect_sqlite(&plan.instance, &plan.data_dir, plan.mode == Mode::Read)
+        .await
+        .map_err(|e| error(ErrorKind::TargetUnavailable, e.to_string(), None))?;
+    let begin = if plan.mode == Mode::Read {
+        "BEGIN"
+    } else {
+        "BEGIN IMMEDIATE"
+    };
+    conn.execute(begin)
+        .await
+        .map_err(|e| db_error(&e, None, plan.mode))?;
+    let mut used = 0;
+    for (i, (sql, class)) in statements.iter().enumerate() {
+        let started = Instant::now();
+        let mut collector = Collector::new(&plan.limits, used);
+        let mut columns: Option<Vec<Column>> = None;
+        let mut affected = 0;
+        let outcome =
+            sqlite_statement(&mut conn, sql, &mut collector, &mut columns, &mut affected).await;
+        if let Err(e) = outcome {
+            let _ = conn.execute("ROLLBACK").await;
+            return Err(db_error(&e, Some(i), plan.mode));
+        }
+        used = collector.bytes;
+        let mut r = report(i, sql, *class, started);
+        r.rows_returned = collector.rows.len() as u64;
+        r.rows_affected = if columns.is_some() { 0 } else { affected };
+        r.truncated = collector.truncated;
+        reports.push(r);
+        if let Some(columns) = columns {
+            results.push(ResultSet {
+                statement: i,
+                columns,
+                rows: collector.rows,
+                truncated: collector.truncated,
+            });
+        }
+    }
+    let end = if plan.mode == Mode::Read {
+        "ROLLBACK"
+    } else {
+        "COMMIT"
+    };
+    conn.execute(end)
+        .await
+        .map_err(|e| db_error(&e, None, plan.mode))?;
+    Ok(())
+}
+
+fn columns_of<R: Row>(row: &R) -> Vec<Column> {
+    row.columns()
+        .iter()
+        .map(|c| Column {
+            name: c.name().to_owned(),
+            type_name: c.type_info().name().to_owned(),
+        })
+        .collect()
+}
+
+/// Runs one statement over the extended protocol: the server refuses a string holding more than
+/// one statement, so nothing can ride along past the splitter. Reads stream their rows into the
+/// collector; writes report the rows they affected.
+async fn pg_statement(
+    conn: &mut sqlx::PgConnection,
+    sql: &str,
+    class: StatementClass,
+    collector: &mut Collector,
+    columns: &mut Option<Vec<Column>>,
+    affected: &mut u64,
+) -> Result<(), sqlx::Error> {
+    if class == StatementClass::Write {
+        *affected = conn
+            .execute(sqlx::query(sql).persistent(false))
+            .await?
+            .rows_affected();
+        return Ok(());
+    }
+    let mut stream = conn.fetch(sqlx::query(sql).persistent(false));
+    while let Some(row) = stream.try_next().await? {
+        if columns.is_none() {
+            *columns = Some(columns_of(&row));
+        }
+        if !collector.truncated {
+            let values = (0..row.len()).map(|c| pg_value(&row, c)).collect();
+            collector.push(values);
+        }
+    }
+    Ok(())
+}
+
+async fn sqlite_statement(
+    conn: &mut sqlx::SqliteConnection,
+    sql: &str,
+    collector: &mut Collector,
+    columns: &mut Option<Vec<Column>>,
+    affected: &mut u64,
+) -> Result<(), sqlx::Error> {
+    let mut stream = sqlx::raw_sql(sql).fetch_many(&mut *conn);
+    while let Some(item) = stream.try_next().await? {
+        match item {
+            Either::Left(done) => *affected += done.rows_affected(),
+            Either::Right(row) => {
+                if columns.is_none() {
+                    *columns = Some(columns_of(&row));
+                }
+                if !collector.truncated {
+                    let values = (0..row.len()).map(|c| sqlite_value(&row, c)).collect();
+                    collector.push(values);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One PostgreSQL value as JSON: NULL → null, integers and floats as numbers, NUMERIC as a string
+/// (exact), bytea as base64, instants as ISO 8601.
+fn pg_value(row: &sqlx::postgres::PgRow, i: usize) -> Value {
+    use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+    let Ok(raw) = row.try_get_raw(i) else {
+        return Value::Null;
+    };
+    if raw.is_null() {
+        return Value::Null;
+    }
+    let ty = raw.type_info().name().to_ascii_uppercase();
+    let v: Result<Value, sqlx::Error> = match ty.as_str() {
+        "BOOL" => row.try_get::<bool, _>(i).map(Value::from),
+        "INT2" => row.try_get::<i16, _>(i).map(Value::from),
+        "INT4" => row.try_get::<i32, _>(i).map(Value::from),
+        "INT8" => row.try_get::<i64, _>(i).map(Value::from),
+        "OID" => row
+            .try_get::<sqlx::postgres::types::Oid, _>(i)
+            .map(|o| Value::from(o.0)),
+        "FLOAT4" => row.try_get::<f32, _>(i).map(|f| json!(f)),
+        "FLOAT8" => row.try_get::<f64, _>(i).map(|f| {
+            if f.is_finite() {
+                json!(f)
+            } else {
+                Value::String(f.to_string())
+            }
+        }),
+        // Exact, without the trailing zeros of PostgreSQL's internal base-10000 scale.
+        "NUMERIC" => row
+            .try_get::<sqlx::types::BigDecimal, _>(i)
+            .map(|d| Value::String(d.normalized().to_string())),
+        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "CITEXT" | "UNKNOWN" => {
+            row.try_get::<String, _>(i).map(Value::from)
+        }
+        "UUID" => row
+            .try_get::<uuid::Uuid, _>(i)
+            .map(|u| Value::String(u.to_string())),
+        "JSON" | "JSONB" => row.try_get::<Value, _>(i),
+        "TIMESTAMPTZ" => row
+            .try_get::<DateTime<Utc>, _>(i)
+            .map(|t| Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))),
+        "TIMESTAMP" => row
+            .try_get::<NaiveDateTime, _>(i)
+            .map(|t| Value::String(t.format("%Y-%m-%dT%H:%M:%S%.f").to_string())),
+        "DATE" => row
+            .try_get::<NaiveDate, _>(i)
+            .map(|d| Value::String(d.to_string())),
+        "TIME" => row
+            .try_get::<NaiveTime, _>(i)
+            .map(|t| Value::String(t.to_string())),
+        "BYTEA" => row
+            .try_get::<Vec<u8>, _>(i)
+            .map(|b| Value::String(base64::engine::general_purpose::STANDARD.encode(b))),
+        "TEXT[]" | "VARCHAR[]" => row.try_get::<Vec<String>, _>(i).map(Value::from),
+        "INT4[]" => row.try_get::<Vec<i32>, _>(i).map(Value::from),
+        "INT8[]" => row.try_get::<Vec<i64>, _>(i).map(Value::from),
+        _ => Err(sqlx::Error::Decode(
+            format!("no JSON mapping for {ty}").into(),
+        )),
+    };
+    v.unwrap_or_else(|_| Value::String(format!("<{ty} value>")))
+}
+
+/// One SQLite value as JSON, by its storage class.
+fn sqlite_value(row: &sqlx::sqlite::SqliteRow, i: usize) -> Value {
+    let Ok(raw) = row.try_get_raw(i) else {
+        return Value::Null;
+    };
+    if raw.is_null() {
+        return Value::Null;
+    }
+    let class = raw.type_info().name().to_ascii_uppercase();
+    let v: Result<Value, sqlx::Error> = match class.as_str() {
+        "INTEGER" | "INT" | "BIGINT" | "BOOLEAN" => row.try_get::<i64, _>(i).map(Value::from),
+        "REAL" | "FLOAT" | "DOUBLE" | "NUMERIC" => row.try_get::<f64, _>(i).map(|f| json!(f)),
+        "BLOB" => row
+            .try_get::<Vec<u8>, _>(i)
+            .map(|b| Value::String(base64::engine::general_purpose::STANDARD.encode(b))),
+        _ => row.try_get::<String, _>(i).map(Value::from),
+    };
+    v.unwrap_or_else(|_| Value::String(format!("<{class} value>")))
+}

@@ -1,0 +1,253 @@
+//! Executing approved SQL requests: once, inside the transaction the portal controls, with
+//! results stored, paged and exported; read requests write nothing; failed writes leave the
+//! target unchanged; concurrent runs produce exactly one execution.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::harness::{Actor, PgTarget, Session, StoreKind, TestApp, pg_target};
+use crate::store_tests;
+
+/// Polls until the execution leaves `running`.
+async fn finished(app: &TestApp, token: &str, id: &str) -> Value {
+    for _ in 0..400 {
+        let (status, e) = app.get(&format!("/api/v1/executions/{id}"), token).await;
+        assert_eq!(status, StatusCode::OK, "{e}");
+        if e["status"] != "running" && e["status"] != "queued" {
+            return e;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("execution {id} did not finish");
+}
+
+/// Files a request, has it approved by the POD's manager, and returns the approved detail.
+async fn approved(
+    app: &TestApp,
+    dan: &Session,
+    instance: &str,
+    database: &str,
+    mode: &str,
+    content: &str,
+) -> Value {
+    let body = json!({"pod_id": app.pod_id("payments").await, "instance_id": instance, "database": database, "kind": "query",
+        "mode": mode, "content": content, "justification": "Fixing the data behind ticket 4711"});
+    let (status, created) = app.post("/api/v1/requests", &dan.token, body).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let maya = app.login(Actor::Manager).await;
+    let id = created["id"].as_str().expect("id");
+    let (status, r) = app
+        .post(
+            &format!("/api/v1/requests/{id}/reviews"),
+            &maya.token,
+            json!({"decision": "approve", "revision_hash": created["revision_hash"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    r
+}
+
+/// The single execution of an approved request on an `on_approval` instance.
+async fn its_execution(app: &TestApp, token: &str, request: &Value) -> Value {
+    let id = request["id"].as_str().expect("id");
+    for _ in 0..200 {
+        let (_, r) = app.get(&format!("/api/v1/requests/{id}"), token).await;
+        if let Some(e) = r["executions"].as_array().and_then(|a| a.first()) {
+            return finished(app, token, e["id"].as_str().expect("execution id")).await;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("request {id} did not start");
+}
+
+async fn pg_instance(app: &TestApp, target: &PgTarget, run_mode: &str) -> String {
+    let admin = app.login(Actor::Admin).await;
+    let body = json!({"name": format!("shop-{}", &target.database[8..]), "engine": "postgres", "host": target.host, "port": target.port,
+        "user": target.user, "secret": target.password, "tls": "disable", "environment": "staging",
+        "allowed_pod_ids": [app.pod_id("payments").await], "run_mode": run_mode});
+    let (status, i) = app.post("/api/v1/instances", &admin.token, body).await;
+    assert_eq!(status, StatusCode::CREATED, "{i}");
+    i["id"].as_str().expect("id").to_owned()
+}
+
+async fn prices(target: &PgTarget) -> Vec<String> {
+    let mut c = target.inspect().await;
+    sqlx::query_scalar("SELECT price::text FROM items ORDER BY id")
+        .fetch_all(&mut c)
+        .await
+        .expect("prices")
+}
+
+store_tests! {
+    async fn approved_sqlite_query_runs_once_with_rows_and_csv(kind) {
+        let app = TestApp::spawn(kind).await;
+        let dan = app.login(Actor::Developer).await;
+        let shop = app.shop_id().await;
+        let sql = "SELECT id, email, name FROM customers WHERE id <= 3 ORDER BY id;\nSELECT status, COUNT(*) AS n FROM orders GROUP BY status ORDER BY status";
+        let r = approved(&app, &dan, &shop, "main", "read", sql).await;
+        let e = its_execution(&app, &dan.token, &r).await;
+        assert_eq!(e["status"], "succeeded", "{e}");
+        assert_eq!(e["error"], Value::Null);
+        assert_eq!(e["revision_hash"], r["revision_hash"]);
+        let statements = e["statements"].as_array().expect("statements");
+        assert_eq!(statements.len(), 2);
+        assert_eq!(statements[0]["rows_returned"], 3);
+        assert_eq!(statements[1]["class"], "read");
+        let id = e["id"].as_str().expect("id");
+
+        let (_, rows) = app.get(&format!("/api/v1/executions/{id}/rows?statement=0&limit=2"), &dan.token).await;
+        assert_eq!(rows["columns"][1]["name"], "email");
+        assert_eq!(rows["rows"], json!([[1, "customer1@shop.example", rows["rows"][0][2]], [2, "customer2@shop.example", rows["rows"][1][2]]]));
+        assert_eq!((rows["total"].as_u64(), rows["truncated"].as_bool()), (Some(3), Some(false)));
+        let (_, last) = app.get(&format!("/api/v1/executions/{id}/rows"), &dan.token).await;
+        assert_eq!(last["statement"], 1, "defaults to the last result");
+
+        let csv = app.client.get(app.url(&format!("/api/v1/executions/{id}/result.csv?statement=0"))).bearer_auth(&dan.token).send().await.expect("csv");
+        assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
+        assert!(csv.headers()["content-disposition"].to_str().expect("ascii").contains(".csv"));
+        let text = csv.text().await.expect("text");
+        assert!(text.starts_with("id,email,name\r\n1,customer1@shop.example,"), "{text}");
+        assert_eq!(text.matches("\r\n").count(), 4);
+        let json_rows: Value = app.client.get(app.url(&format!("/api/v1/executions/{id}/result.json"))).bearer_auth(&dan.token)
+            .send().await.expect("json").json().await.expect("json");
+        assert!(json_rows[0]["status"].is_string() && json_rows[0]["n"].is_number(), "{json_rows}");
+
+        // The request ran and is final: no second run, no edit.
+        let (_, done) = app.get(&format!("/api/v1/requests/{}", r["id"].as_str().expect("id")), &dan.token).await;
+        assert_eq!(done["status"], "succeeded");
+        assert_eq!(done["executions"].as_array().expect("executions").len(), 1);
+        let (status, body) = app.call(Method::POST, &format!("/api/v1/requests/{}/run", r["id"].as_str().expect("id")), Some(&dan.token), None).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("not_runnable")));
+        // Other PODs cannot read the results.
+        let gina = app.login(Actor::OtherPodManager).await;
+        assert_eq!(app.get(&format!("/api/v1/executions/{id}"), &gina.token).await.0, StatusCode::NOT_FOUND);
+        assert_eq!(app.get(&format!("/api/v1/executions/{id}/rows"), &gina.token).await.0, StatusCode::NOT_FOUND);
+    }
+
+    async fn postgres_read_requests_write_nothing(kind) {
+        let app = TestApp::spawn(kind).await;
+        let target = pg_target().await;
+        let instance = pg_instance(&app, &target, "on_approval").await;
+        let dan = app.login(Actor::Developer).await;
+        let before = prices(&target).await;
+        for sql in [
+            "UPDATE items SET price = 0",
+            "SET TRANSACTION READ WRITE; UPDATE items SET price = 0",
+            "COMMIT; UPDATE items SET price = 0",
+            "SELECT 1; DELETE FROM items",
+            "WITH gone AS (DELETE FROM items RETURNING *) SELECT * FROM gone",
+        ] {
+            let r = approved(&app, &dan, &instance, &target.database, "read", sql).await;
+            let e = its_execution(&app, &dan.token, &r).await;
+            assert_eq!(e["status"], "failed", "{sql}: {e}");
+            assert_eq!(e["error"]["kind"], "read_only_violation", "{sql}: {e}");
+        }
+        // A write the preflight cannot see (inside a function call) hits the read-only transaction.
+        let r = approved(&app, &dan, &instance, &target.database, "read", "SELECT set_config('transaction_read_only', 'off', true)").await;
+        let e = its_execution(&app, &dan.token, &r).await;
+        assert_eq!(e["status"], "failed", "{e}");
+        assert_eq!(prices(&target).await, before, "nothing was written");
+
+        // A plain read works and maps types: NUMERIC as an exact string.
+        let r = approved(&app, &dan, &instance, &target.database, "read", "SELECT id, name, price FROM items ORDER BY id").await;
+        let e = its_execution(&app, &dan.token, &r).await;
+        assert_eq!(e["status"], "succeeded", "{e}");
+        let (_, rows) = app.get(&format!("/api/v1/executions/{}/rows", e["id"].as_str().expect("id")), &dan.token).await;
+        assert_eq!(rows["rows"][1], json!([2, "grinder", "99.9"]));
+        assert_eq!(rows["columns"][2]["type"], "NUMERIC");
+        // The target saw the portal's application name while it ran (checked through the report).
+        assert!(e["statements"][0]["duration_ms"].is_number());
+    }
+
+    async fn postgres_writes_are_all_or_nothing(kind) {
+        let app = TestApp::spawn(kind).await;
+        let target = pg_target().await;
+        let instance = pg_instance(&app, &target, "on_approval").await;
+        let dan = app.login(Actor::Developer).await;
+        let before = prices(&target).await;
+        let r = approved(&app, &dan, &instance, &target.database, "write", "UPDATE items SET price = price + 1;\nSELECT 1 / 0").await;
+        let e = its_execution(&app, &dan.token, &r).await;
+        assert_eq!(e["status"], "failed", "{e}");
+        assert_eq!(e["error"]["kind"], "db_error");
+        assert_eq!(e["error"]["sqlstate"], "22012");
+        assert_eq!(e["error"]["statement"], 1);
+        assert_eq!(prices(&target).await, before, "the first statement was rolled back");
+
+        let r = approved(&app, &dan, &instance, &target.database, "write", "BEGIN; UPDATE items SET price = 0; COMMIT").await;
+        let e = its_execution(&app, &dan.token, &r).await;
+        assert_eq!(e["error"]["kind"], "forbidden_statement", "{e}");
+        // Privileges the role lacks are the database's to refuse.
+        let r = approved(&app, &dan, &instance, &target.database, "write", "CREATE TABLE loot (x int)").await;
+        let e = its_execution(&app, &dan.token, &r).await;
+        assert_eq!((e["error"]["kind"].as_str(), e["error"]["sqlstate"].as_str()), (Some("db_error"), Some("42501")), "{e}");
+        assert_eq!(prices(&target).await, before);
+
+        let r = approved(&app, &dan, &instance, &target.database, "write", "UPDATE items SET price = 5.25 WHERE id = 3").await;
+        let e = its_execution(&app, &dan.token, &r).await;
+        assert_eq!(e["status"], "succeeded", "{e}");
+        assert_eq!(e["statements"][0]["rows_affected"], 1);
+        assert_eq!(prices(&target).await, ["25.00", "99.90", "5.25"]);
+    }
+
+    async fn concurrent_runs_produce_exactly_one_execution(kind) {
+        let app = TestApp::spawn(kind).await;
+        let target = pg_target().await;
+        let instance = pg_instance(&app, &target, "manual").await;
+        let dan = app.login(Actor::Developer).await;
+        let r = approved(&app, &dan, &instance, &target.database, "write", "UPDATE items SET price = price + 1 WHERE id = 1").await;
+        assert_eq!(r["status"], "approved", "manual instances wait for the author");
+        let id = r["id"].as_str().expect("id").to_owned();
+        let maya = app.login(Actor::Manager).await;
+        let (status, body) = app.call(Method::POST, &format!("/api/v1/requests/{id}/run"), Some(&maya.token), None).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("not_author")));
+        let mut tasks = Vec::new();
+        for _ in 0..50 {
+            let (client, url, token) = (app.client.clone(), app.url(&format!("/api/v1/requests/{id}/run")), dan.token.clone());
+            tasks.push(tokio::spawn(async move { client.post(url).bearer_auth(token).send().await.expect("send").status() }));
+        }
+        let mut started = 0;
+        for t in tasks {
+            match t.await.expect("join") {
+                StatusCode::ACCEPTED => started += 1,
+                StatusCode::CONFLICT => {}
+                other => panic!("unexpected {other}"),
+            }
+        }
+        assert_eq!(started, 1);
+        let (_, detail) = app.get(&format!("/api/v1/requests/{id}"), &dan.token).await;
+        let executions = detail["executions"].as_array().expect("executions");
+        assert_eq!(executions.len(), 1);
+        let e = finished(&app, &dan.token, executions[0]["id"].as_str().expect("id")).await;
+        assert_eq!(e["status"], "succeeded", "{e}");
+        assert_eq!(prices(&target).await[0], "26.00", "ran exactly once");
+    }
+}
+
+#[tokio::test]
+async fn a_pending_request_does_not_run() {
+    let app = TestApp::spawn(StoreKind::Sqlite).await;
+    let dan = app.login(Actor::Developer).await;
+    let created = app.file_request(&dan, "SELECT 1").await;
+    let id = created["id"].as_str().expect("id");
+    let (status, body) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/requests/{id}/run"),
+            Some(&dan.token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("not_runnable"))
+    );
+    let (status, _) = app
+        .get(
+            &format!("/api/v1/executions/{}", uuid::Uuid::new_v4()),
+            &dan.token,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
