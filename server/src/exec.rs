@@ -32,6 +32,9 @@ use crate::http::error::ApiError;
 use crate::store::{Execution, Instance, RequestRecord, SharedStore, StoreError};
 use crate::targets;
 
+/// Seconds past the wall limit before a running execution's claim lapses.
+pub const LEASE_GRACE_SECS: i64 = 5;
+
 /// Everything one run needs, gathered before the request is claimed.
 #[derive(Debug)]
 pub struct Plan {
@@ -118,7 +121,9 @@ pub async fn launch(
         revision_hash: request.revision_hash.clone(),
         status: ExecStatus::Running,
         owner: state.process.to_string(),
-        lease_until: now + chrono::Duration::seconds(i64::from(limits.wall_secs) + 30),
+        // A live run ends within its wall limit; past this the process is presumed gone.
+        lease_until: now
+            + chrono::Duration::seconds(i64::from(limits.wall_secs) + LEASE_GRACE_SECS),
         target_txid: None,
         started_at: now,
         finished_at: None,
@@ -432,7 +437,89 @@ async fn run_postgres(
     conn.execute("COMMIT")
         .await
         .map_err(|e| db_error(&e, None, plan.mode))?;
+    failpoint("after_commit");
     Ok(())
+}
+
+/// Test-only crash points (feature `failpoints`): `QUORUM_FAILPOINT=<name>` aborts the process
+/// there, as a power cut would. Compiled out of normal builds.
+#[cfg(feature = "failpoints")]
+fn failpoint(name: &str) {
+    if std::env::var("QUORUM_FAILPOINT").is_ok_and(|v| v == name) {
+        tracing::error!(failpoint = name, "failpoint hit: aborting");
+        std::process::abort();
+    }
+}
+
+#[cfg(not(feature = "failpoints"))]
+fn failpoint(_: &str) {}
+
+/// Settles executions whose process died: without a recorded transaction id nothing was
+/// committed (`interrupted`); with one, the target's `txid_status` says whether it committed
+/// (`succeeded`) or not (`interrupted`), without writing anything there. Nothing is re-run.
+pub async fn reconcile(state: &AppState) -> Result<usize, StoreError> {
+    let mut settled = 0;
+    for e in state.store.stale_executions().await? {
+        let verdict = match &e.target_txid {
+            None => Some((
+                ExecStatus::Interrupted,
+                "the portal stopped before the work could commit; nothing was committed",
+            )),
+            Some(txid) => match txid_status(state, &e, txid).await.as_deref() {
+                Some("committed") => Some((ExecStatus::Succeeded, "")),
+                Some("aborted") => Some((
+                    ExecStatus::Interrupted,
+                    "the portal stopped during COMMIT; the target rolled the work back",
+                )),
+                // Still open on the target, or the target is unreachable: ask again later.
+                Some("in progress") | None => None,
+                Some(_) => Some((
+                    ExecStatus::Interrupted,
+                    "the outcome is unknown: the target no longer knows the transaction",
+                )),
+            },
+        };
+        let Some((status, message)) = verdict else {
+            continue;
+        };
+        let error =
+            (status != ExecStatus::Succeeded).then(|| error(ErrorKind::Interrupted, message, None));
+        let event = NewAuditEvent::new("execution.reconciled");
+        match state
+            .store
+            .finish_execution(e.id, status, error.as_ref(), &e.statements, &[], event)
+            .await
+        {
+            Ok(()) => settled += 1,
+            Err(StoreError::Conflict(_)) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(settled)
+}
+
+/// `txid_status` on the execution's target; `None` when the target cannot be asked right now.
+async fn txid_status(state: &AppState, e: &Execution, txid: &str) -> Option<String> {
+    let request = state.store.get_request(e.request_id).await.ok()??;
+    let instance = state.store.get_instance(request.instance_id).await.ok()??;
+    let secret = match &instance.secret {
+        Some(sealed) => Some(state.secrets.open(instance.id.0, sealed).ok()?),
+        None => None,
+    };
+    let mut conn = targets::connect_postgres(
+        &instance,
+        secret.as_ref(),
+        &request.database,
+        "quorum:reconcile",
+    )
+    .await
+    .ok()?;
+    let status: Option<String> = sqlx::query_scalar("SELECT txid_status($1::bigint)")
+        .bind(txid.parse::<i64>().ok()?)
+        .fetch_one(&mut conn)
+        .await
+        .ok()?;
+    Some(status.unwrap_or_default())
 }
 
 async fn run_sqlite(

@@ -159,6 +159,14 @@ pub async fn run_with_clock(
     }
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let state = build_state(config, store.clone(), clock)?;
+    match exec::reconcile(&state).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            settled = n,
+            "settled executions left running by a stopped process"
+        ),
+        Err(e) => tracing::warn!(error = %e, "settling executions left running failed"),
+    }
     let (app, limiters) = http::router(state.clone());
     let maintenance = tokio::spawn(maintain(state, limiters));
 
@@ -203,6 +211,9 @@ async fn maintain(state: AppState, limiters: http::Limiters) {
         }
         if n % 30 == 0 {
             sync_all_instances(&state).await;
+        }
+        if let Err(e) = exec::reconcile(&state).await {
+            tracing::warn!(error = %e, "settling stale executions failed");
         }
         match http::requests::expire_due(&state).await {
             Ok(0) => {}

@@ -22,6 +22,10 @@ impl Drop for Replica {
 }
 
 async fn start_replica(app: &TestApp) -> Replica {
+    start_replica_with(app, &[]).await
+}
+
+async fn start_replica_with(app: &TestApp, extra_env: &[(&str, &str)]) -> Replica {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("free port")
         .local_addr()
@@ -35,12 +39,20 @@ async fn start_replica(app: &TestApp) -> Replica {
         .env("QUORUM__DATA_DIR", &data)
         .env("QUORUM__DATABASE__URL", app.database_url())
         .env("QUORUM__AUTH__JWT_SECRET", JWT_SECRET)
+        // Replicas share the master key that seals instance credentials.
+        .env(
+            "QUORUM__SECRETS__MASTER_KEY",
+            std::fs::read_to_string(app.data_dir.path().join("master.key"))
+                .expect("master key")
+                .trim(),
+        )
         .env("QUORUM__LOG__FILTER", "warn")
         // All test traffic comes from 127.0.0.1; the per-IP limits are tested elsewhere.
         .env("QUORUM__RATE_LIMIT__AUTH_PER_MINUTE", "60000")
         .env("QUORUM__RATE_LIMIT__AUTH_BURST", "10000")
+        .envs(extra_env.iter().copied())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::null())
         .spawn()
         .expect("spawn quorum serve");
     let replica = Replica {
@@ -150,4 +162,155 @@ async fn concurrent_audit_appends_from_two_processes_keep_one_chain() {
         text.contains(&format!("{} events verified", before + 20)),
         "{text}"
     );
+}
+
+/// An approved write request on a manual PostgreSQL instance whose executions lapse quickly.
+async fn approved_write(
+    app: &TestApp,
+    target: &crate::harness::PgTarget,
+) -> (String, crate::harness::Session) {
+    let admin = app.login(Actor::Admin).await;
+    let body = serde_json::json!({"name": "crashy", "engine": "postgres", "host": target.host, "port": target.port,
+        "user": target.user, "secret": target.password, "tls": "disable", "environment": "staging",
+        "allowed_pod_ids": [app.pod_id("payments").await], "run_mode": "manual",
+        "limits": {"wall_secs": 2, "statement_timeout_secs": 1}});
+    let (status, instance) = app.post("/api/v1/instances", &admin.token, body).await;
+    assert_eq!(status, StatusCode::CREATED, "{instance}");
+    let dan = app.login(Actor::Developer).await;
+    let body = serde_json::json!({"pod_id": app.pod_id("payments").await, "instance_id": instance["id"], "database": target.database,
+        "kind": "query", "mode": "write", "content": "UPDATE items SET price = price + 1 WHERE id = 1",
+        "justification": "Correct the kettle price after the import"});
+    let (status, created) = app.post("/api/v1/requests", &dan.token, body).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().expect("id").to_owned();
+    let maya = app.login(Actor::Manager).await;
+    let body =
+        serde_json::json!({"decision": "approve", "revision_hash": created["revision_hash"]});
+    let (status, _) = app
+        .post(&format!("/api/v1/requests/{id}/reviews"), &maya.token, body)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    (id, dan)
+}
+
+async fn kettle_price(target: &crate::harness::PgTarget) -> String {
+    let mut c = target.inspect().await;
+    sqlx::query_scalar("SELECT price::text FROM items WHERE id = 1")
+        .fetch_one(&mut c)
+        .await
+        .expect("price")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_through_two_processes_produce_exactly_one_execution() {
+    let app = TestApp::spawn(StoreKind::Postgres).await;
+    let replica = start_replica(&app).await;
+    let target = crate::harness::pg_target().await;
+    let (id, dan) = approved_write(&app, &target).await;
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let base = if i % 2 == 0 {
+            app.base.clone()
+        } else {
+            replica.base.clone()
+        };
+        let (client, token, id) = (app.client.clone(), dan.token.clone(), id.clone());
+        tasks.push(tokio::spawn(async move {
+            client
+                .post(format!("{base}/api/v1/requests/{id}/run"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("run")
+                .status()
+        }));
+    }
+    let mut started = 0;
+    for t in tasks {
+        match t.await.expect("join") {
+            StatusCode::ACCEPTED => started += 1,
+            StatusCode::CONFLICT => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(started, 1);
+    for _ in 0..200 {
+        let (_, r) = app.get(&format!("/api/v1/requests/{id}"), &dan.token).await;
+        if r["status"] == "succeeded" {
+            assert_eq!(r["executions"].as_array().expect("executions").len(), 1);
+            assert_eq!(kettle_price(&target).await, "26.00");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the execution did not finish");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_commit_and_status_update_is_reconciled_without_a_second_run() {
+    let app = TestApp::spawn(StoreKind::Postgres).await;
+    let target = crate::harness::pg_target().await;
+    let (id, dan) = approved_write(&app, &target).await;
+
+    // A replica that dies right after the target's COMMIT, before recording the outcome.
+    let mut doomed = start_replica_with(&app, &[("QUORUM_FAILPOINT", "after_commit")]).await;
+    let r = app
+        .client
+        .post(format!("{}/api/v1/requests/{id}/run", doomed.base))
+        .bearer_auth(&dan.token)
+        .send()
+        .await
+        .expect("run");
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let execution: serde_json::Value = r.json().await.expect("json");
+    let execution = execution["id"].as_str().expect("execution id").to_owned();
+    let mut exited = None;
+    for _ in 0..200 {
+        if let Some(status) = doomed.child.try_wait().expect("wait") {
+            exited = Some(status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let exited = exited.expect("the failpoint aborted the replica");
+    assert!(!exited.success(), "{exited}");
+    assert_eq!(
+        kettle_price(&target).await,
+        "26.00",
+        "the work committed on the target"
+    );
+    let (_, e) = app
+        .get(&format!("/api/v1/executions/{execution}"), &dan.token)
+        .await;
+    assert_eq!(
+        e["status"], "running",
+        "the outcome was never recorded: {e}"
+    );
+
+    // After the claim lapses (wall 2 s + grace 5 s), a restarted portal settles it from the
+    // target's own record of the transaction, and does not run it again.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let _restarted = start_replica(&app).await;
+    let mut settled = None;
+    for _ in 0..100 {
+        let (_, e) = app
+            .get(&format!("/api/v1/executions/{execution}"), &dan.token)
+            .await;
+        if e["status"] != "running" {
+            settled = Some(e);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let e = settled.expect("reconciled");
+    assert_eq!(e["status"], "succeeded", "{e}");
+    let (_, r) = app.get(&format!("/api/v1/requests/{id}"), &dan.token).await;
+    assert_eq!(r["status"], "succeeded");
+    assert_eq!(r["executions"].as_array().expect("executions").len(), 1);
+    assert_eq!(kettle_price(&target).await, "26.00", "no second run");
+    let admin = app.login(Actor::Admin).await;
+    let (_, log) = app
+        .get("/api/v1/audit?action=execution.reconciled", &admin.token)
+        .await;
+    assert_eq!(log["total"], 1);
 }

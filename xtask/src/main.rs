@@ -133,9 +133,17 @@ fn test(args: &[String]) -> Result<()> {
     ]);
     status(clippy, "cargo clippy")?;
 
-    step("building the quorum binary the tests drive");
+    step("building the quorum binary the tests drive (with test-only failpoints)");
     let mut build = cargo();
-    build.args(["build", "--package", "quorum-server", "--bin", "quorum"]);
+    build.args([
+        "build",
+        "--package",
+        "quorum-server",
+        "--bin",
+        "quorum",
+        "--features",
+        "failpoints",
+    ]);
     status(build, "cargo build")?;
 
     step("starting a throwaway PostgreSQL cluster");

@@ -537,6 +537,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         id: ExecutionId,
         statement: usize,
     ) -> StoreResult<Option<ResultSet>>;
+    /// Executions still `running` whose lease ran out: their process died or hung.
+    async fn stale_executions(&self) -> StoreResult<Vec<Execution>>;
 
     // Audit.
     async fn append_audit(&self, event: NewAuditEvent) -> StoreResult<()>;

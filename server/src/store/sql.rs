@@ -1944,6 +1944,15 @@ macro_rules! impl_store {
                 }))
             }
 
+            async fn stale_executions(&self) -> $crate::store::StoreResult<Vec<$crate::store::Execution>> {
+                let sql = format!(
+                    "SELECT {} FROM executions WHERE status = 'running' AND lease_until < $1 ORDER BY started_at",
+                    $crate::store::sql::EXECUTION_COLUMNS
+                );
+                let rows: Vec<$crate::store::sql::ExecutionRow> = sqlx::query_as(&sql).bind(self.clock.now()).fetch_all(&self.pool).await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
             async fn append_audit(&self, event: $crate::domain::audit::NewAuditEvent) -> $crate::store::StoreResult<()> {
                 let now = self.clock.now();
                 let mut tx = self.write_tx().await?;
