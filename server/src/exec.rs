@@ -643,6 +643,121 @@ async fn sqlite_statement(
     Ok(())
 }
 
+/// One statement's plan.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct StatementPlan {
+    pub index: usize,
+    pub sql: String,
+    pub plan: String,
+}
+
+/// Plans each statement without running it: `EXPLAIN` (never `ANALYZE`) inside a read-only
+/// transaction under the statement timeout on PostgreSQL, `EXPLAIN QUERY PLAN` on a read-only
+/// handle on SQLite.
+pub async fn explain(
+    instance: &Instance,
+    secret: Option<&SecretString>,
+    database: &str,
+    content: &str,
+    limits: &LimitsConfig,
+    data_dir: &std::path::Path,
+) -> Result<Vec<StatementPlan>, ExecError> {
+    let dialect = if instance.engine == Engine::Sqlite {
+        Dialect::Sqlite
+    } else {
+        Dialect::Postgres
+    };
+    let statements = split_statements(content, dialect);
+    if statements.is_empty() {
+        return Err(error(
+            ErrorKind::DbError,
+            "there is no statement to explain",
+            None,
+        ));
+    }
+    for (i, sql) in statements.iter().enumerate() {
+        let keyword = crate::domain::sql::leading_keyword(sql);
+        if classify(sql) == StatementClass::Forbidden
+            || keyword == "EXPLAIN"
+            || keyword == "ANALYZE"
+        {
+            return Err(error(
+                ErrorKind::ForbiddenStatement,
+                format!("statement {} ({keyword}) cannot be explained", i + 1),
+                Some(i),
+            ));
+        }
+    }
+    let mut plans = Vec::with_capacity(statements.len());
+    match instance.engine {
+        Engine::Postgres => {
+            let mut conn = targets::connect_postgres(instance, secret, database, "quorum:explain")
+                .await
+                .map_err(|e| error(ErrorKind::TargetUnavailable, e.to_string(), None))?;
+            let setup = format!(
+                "SET statement_timeout = {}",
+                u64::from(limits.statement_timeout_secs) * 1000
+            );
+            conn.execute(sqlx::raw_sql(&setup))
+                .await
+                .map_err(|e| db_error(&e, None, Mode::Read))?;
+            conn.execute("BEGIN READ ONLY")
+                .await
+                .map_err(|e| db_error(&e, None, Mode::Read))?;
+            for (i, sql) in statements.iter().enumerate() {
+                let rows = conn
+                    .fetch_all(sqlx::query(&format!("EXPLAIN {sql}")).persistent(false))
+                    .await;
+                let rows = match rows {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        let _ = conn.execute("ROLLBACK").await;
+                        return Err(db_error(&e, Some(i), Mode::Read));
+                    }
+                };
+                let lines: Vec<String> = rows
+                    .iter()
+                    .filter_map(|r| r.try_get::<String, _>(0).ok())
+                    .collect();
+                plans.push(StatementPlan {
+                    index: i,
+                    sql: sql.chars().take(500).collect(),
+                    plan: lines.join("\n"),
+                });
+            }
+            let _ = conn.execute("ROLLBACK").await;
+        }
+        Engine::Sqlite => {
+            let mut conn = targets::connect_sqlite(instance, data_dir, true)
+                .await
+                .map_err(|e| error(ErrorKind::TargetUnavailable, e.to_string(), None))?;
+            for (i, sql) in statements.iter().enumerate() {
+                let rows = conn
+                    .fetch_all(sqlx::raw_sql(&format!("EXPLAIN QUERY PLAN {sql}")))
+                    .await
+                    .map_err(|e| db_error(&e, Some(i), Mode::Read))?;
+                let lines: Vec<String> = rows
+                    .iter()
+                    .filter_map(|r| r.try_get::<String, _>("detail").ok())
+                    .collect();
+                plans.push(StatementPlan {
+                    index: i,
+                    sql: sql.chars().take(500).collect(),
+                    plan: lines.join("\n"),
+                });
+            }
+        }
+        Engine::Mongodb => {
+            return Err(error(
+                ErrorKind::Unsupported,
+                "MongoDB has no SQL plan to explain",
+                None,
+            ));
+        }
+    }
+    Ok(plans)
+}
+
 /// One PostgreSQL value as JSON: NULL → null, integers and floats as numbers, NUMERIC as a string
 /// (exact), bytea as base64, instants as ISO 8601.
 fn pg_value(row: &sqlx::postgres::PgRow, i: usize) -> Value {

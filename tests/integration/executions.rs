@@ -251,3 +251,148 @@ async fn a_pending_request_does_not_run() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn explain_shows_plans_and_runs_nothing() {
+    let app = TestApp::spawn(StoreKind::Sqlite).await;
+    let dan = app.login(Actor::Developer).await;
+    let shop = app.shop_id().await;
+    let explain = |instance: String, database: String, content: &'static str| json!({"instance_id": instance, "database": database, "content": content});
+    let (status, body) = app
+        .post(
+            "/api/v1/requests/explain",
+            &dan.token,
+            explain(
+                shop.clone(),
+                "main".into(),
+                "SELECT * FROM orders WHERE customer_id = 7; SELECT COUNT(*) FROM customers",
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["plans"].as_array().expect("plans").len(), 2);
+    assert!(
+        body["plans"][0]["plan"]
+            .as_str()
+            .expect("plan")
+            .contains("orders_customer"),
+        "{body}"
+    );
+
+    let target = pg_target().await;
+    let instance = pg_instance(&app, &target, "manual").await;
+    let before = prices(&target).await;
+    let (status, body) = app
+        .post(
+            "/api/v1/requests/explain",
+            &dan.token,
+            explain(
+                instance.clone(),
+                target.database.clone(),
+                "UPDATE items SET price = 0",
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body["plans"][0]["plan"]
+            .as_str()
+            .expect("plan")
+            .contains("Update on items"),
+        "{body}"
+    );
+    assert_eq!(prices(&target).await, before, "EXPLAIN ran nothing");
+    for (content, code) in [
+        ("ANALYZE DELETE FROM items", "explain_failed"),
+        ("EXPLAIN ANALYZE DELETE FROM items", "explain_failed"),
+        ("COMMIT", "explain_failed"),
+        ("SELEC 1", "explain_failed"),
+    ] {
+        let (status, body) = app
+            .post(
+                "/api/v1/requests/explain",
+                &dan.token,
+                explain(instance.clone(), target.database.clone(), content),
+            )
+            .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some(code)),
+            "{content}: {body}"
+        );
+    }
+    assert_eq!(prices(&target).await, before);
+    let (_, body) = app
+        .post(
+            "/api/v1/requests/explain",
+            &dan.token,
+            // Accepted by the classifier, refused by the database's parser: its SQLSTATE comes back.
+            explain(
+                instance.clone(),
+                target.database.clone(),
+                "SELECT * FROM WHERE",
+            ),
+        )
+        .await;
+    assert_eq!(body["error"]["details"]["sqlstate"], "42601", "{body}");
+    // Instances of other PODs are not the caller's to explain against.
+    let gus = app
+        .login_as("gus@example.com", crate::harness::PASSWORD)
+        .await;
+    let (status, body) = app
+        .post(
+            "/api/v1/requests/explain",
+            &gus.token,
+            explain(instance, target.database.clone(), "SELECT 1"),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("unknown_instance"))
+    );
+}
+
+#[tokio::test]
+async fn a_statement_past_its_timeout_is_cancelled_on_the_target() {
+    let app = TestApp::spawn(StoreKind::Sqlite).await;
+    let target = pg_target().await;
+    let admin = app.login(Actor::Admin).await;
+    let instance = pg_instance(&app, &target, "on_approval").await;
+    let (status, _) = app
+        .patch(
+            &format!("/api/v1/instances/{instance}"),
+            &admin.token,
+            json!({"limits": {"statement_timeout_secs": 1}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let dan = app.login(Actor::Developer).await;
+    let started = std::time::Instant::now();
+    let r = approved(
+        &app,
+        &dan,
+        &instance,
+        &target.database,
+        "read",
+        "SELECT pg_sleep(30)",
+    )
+    .await;
+    let e = its_execution(&app, &dan.token, &r).await;
+    assert_eq!(e["status"], "timed_out", "{e}");
+    assert_eq!(e["error"]["kind"], "timeout");
+    assert_eq!(e["error"]["sqlstate"], "57014");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    // No backend of this request is left on the target.
+    let mut c = target.inspect().await;
+    let left: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = $1")
+            .bind(format!("quorum:{}", r["id"].as_str().expect("id")))
+            .fetch_one(&mut c)
+            .await
+            .expect("activity");
+    assert_eq!(left, 0);
+}

@@ -249,6 +249,14 @@ fn rows() -> Vec<Row> {
             None,
             [401, 200, 200, 404, 200],
         ),
+        row(
+            M::POST,
+            "/api/v1/requests/explain",
+            Some(
+                |c: &Ctx| json!({"instance_id": c.ids.shop, "database": "main", "content": "SELECT 1"}),
+            ),
+            [401, 200, 200, 200, 200],
+        ),
         row(M::GET, "/api/v1/audit", None, [401, 403, 403, 403, 200]),
     ]
 }

@@ -37,6 +37,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(cancel_request))
         .routes(routes!(clone_request))
         .routes(routes!(review_request))
+        .routes(routes!(explain_request))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -908,4 +909,87 @@ pub async fn review_request(
         r = state.store.get_request(id).await?.unwrap_or(r);
     }
     Ok(axum::Json(detail(&state, &actor, r).await?))
+}
+
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExplainBody {
+    pub instance_id: Uuid,
+    #[validate(length(min = 1, max = 255, message = "must be 1 to 255 characters"))]
+    pub database: String,
+    pub content: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExplainResponse {
+    pub plans: Vec<crate::exec::StatementPlan>,
+}
+
+/// Show the plan of a query before filing or deciding on it; nothing is executed.
+#[utoipa::path(post, path = "/api/v1/requests/explain", tag = "requests", security(("bearer" = [])), request_body = ExplainBody,
+    responses(
+        (status = 200, body = ExplainResponse),
+        (status = 422, description = "Not explainable, or the database refused the statement", body = ErrorEnvelope),
+        (status = 502, description = "The instance could not be reached", body = ErrorEnvelope),
+    ))]
+pub async fn explain_request(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    JsonBody(body): JsonBody<ExplainBody>,
+) -> ApiResult<axum::Json<ExplainResponse>> {
+    use crate::domain::execution::ErrorKind;
+    let actor = auth.actor(&state).await?;
+    check_content(&body.content)?;
+    let instance = match state
+        .store
+        .get_instance(InstanceId(body.instance_id))
+        .await?
+    {
+        Some(i) if can_use(&actor, &i) => i,
+        _ => {
+            return Err(ApiError::unprocessable(
+                "unknown_instance",
+                "there is no such instance you may use",
+            ));
+        }
+    };
+    let databases = state.store.instance_databases(instance.id).await?;
+    if !databases.contains(&body.database) {
+        return Err(ApiError::unprocessable(
+            "unknown_database",
+            format!(
+                "instance {} has no database {:?}",
+                instance.name, body.database
+            ),
+        )
+        .with_details(json!({ "available": databases })));
+    }
+    let secret = match &instance.secret {
+        Some(sealed) => Some(state.secrets.open(instance.id.0, sealed).map_err(|e| {
+            ApiError::unprocessable(
+                "credential_unavailable",
+                format!("the instance's credential cannot be used: {e}"),
+            )
+        })?),
+        None => None,
+    };
+    let limits = instance.limits.apply(state.config.limits);
+    let plans = crate::exec::explain(
+        &instance,
+        secret.as_ref(),
+        &body.database,
+        &body.content,
+        &limits,
+        &state.config.data_dir,
+    )
+    .await
+    .map_err(|e| match e.kind {
+        ErrorKind::TargetUnavailable => {
+            ApiError::new(StatusCode::BAD_GATEWAY, "target_unavailable", e.message)
+        }
+        ErrorKind::Unsupported => ApiError::unprocessable("engine_unsupported", e.message),
+        _ => ApiError::unprocessable("explain_failed", e.message)
+            .with_details(json!({ "statement": e.statement, "sqlstate": e.sqlstate })),
+    })?;
+    Ok(axum::Json(ExplainResponse { plans }))
 }
