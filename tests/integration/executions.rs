@@ -396,3 +396,84 @@ async fn a_statement_past_its_timeout_is_cancelled_on_the_target() {
             .expect("activity");
     assert_eq!(left, 0);
 }
+
+#[tokio::test]
+async fn results_are_capped_and_unreachable_targets_are_classified() {
+    let app = TestApp::spawn(StoreKind::Sqlite).await;
+    let admin = app.login(Actor::Admin).await;
+    let shop = app.shop_id().await;
+    let (status, _) = app
+        .patch(
+            &format!("/api/v1/instances/{shop}"),
+            &admin.token,
+            json!({"limits": {"max_rows": 5}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let dan = app.login(Actor::Developer).await;
+    let r = approved(
+        &app,
+        &dan,
+        &shop,
+        "main",
+        "read",
+        "SELECT id FROM orders ORDER BY id",
+    )
+    .await;
+    let e = its_execution(&app, &dan.token, &r).await;
+    assert_eq!(e["status"], "succeeded", "{e}");
+    assert_eq!(
+        (
+            e["statements"][0]["rows_returned"].as_u64(),
+            e["statements"][0]["truncated"].as_bool()
+        ),
+        (Some(5), Some(true))
+    );
+    let (_, rows) = app
+        .get(
+            &format!("/api/v1/executions/{}/rows", e["id"].as_str().expect("id")),
+            &dan.token,
+        )
+        .await;
+    assert_eq!(
+        (rows["total"].as_u64(), rows["truncated"].as_bool()),
+        (Some(5), Some(true))
+    );
+    assert_eq!(rows["rows"][4], json!([5]));
+
+    // An instance nobody listens for: a clear error, never a 500.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let body = json!({"name": "gone", "engine": "postgres", "host": "127.0.0.1", "port": closed, "user": "nobody",
+        "tls": "disable", "environment": "staging", "allowed_pod_ids": [app.pod_id("payments").await]});
+    let (status, gone) = app.post("/api/v1/instances", &admin.token, body).await;
+    assert_eq!(status, StatusCode::CREATED, "{gone}");
+    let gone = gone["id"].as_str().expect("id").to_owned();
+    // Probing and syncing report it as unreachable (502 for the sync), with the reason.
+    let (status, _) = app
+        .post(
+            &format!("/api/v1/instances/{gone}/databases/sync"),
+            &admin.token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    let (_, probe) = app
+        .post(
+            &format!("/api/v1/instances/{gone}/test"),
+            &admin.token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(probe["ok"], false);
+    assert!(
+        probe["error"]
+            .as_str()
+            .expect("error")
+            .contains("cannot reach"),
+        "{probe}"
+    );
+}
