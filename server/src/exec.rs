@@ -262,6 +262,38 @@ fn preflight(plan: &Plan) -> Result<Vec<(String, StatementClass)>, ExecError> {
     Ok(out)
 }
 
+/// A statement that ran to completion.
+struct Done<'a> {
+    index: usize,
+    sql: &'a str,
+    class: StatementClass,
+    started: Instant,
+    affected: u64,
+}
+
+/// Adds a finished statement's report and, if it returned rows, its result set.
+fn record(
+    done: Done<'_>,
+    collector: Collector,
+    columns: Option<Vec<Column>>,
+    reports: &mut Vec<StatementReport>,
+    results: &mut Vec<ResultSet>,
+) {
+    let mut r = report(done.index, done.sql, done.class, done.started);
+    r.rows_returned = collector.rows.len() as u64;
+    r.rows_affected = if columns.is_some() { 0 } else { done.affected };
+    r.truncated = collector.truncated;
+    reports.push(r);
+    if let Some(columns) = columns {
+        results.push(ResultSet {
+            statement: done.index,
+            columns,
+            rows: collector.rows,
+            truncated: collector.truncated,
+        });
+    }
+}
+
 fn report(index: usize, sql: &str, class: StatementClass, started: Instant) -> StatementReport {
     StatementReport {
         index,
@@ -401,19 +433,14 @@ async fn run_postgres(
             return Err(db_error(&e, Some(i), plan.mode));
         }
         used = collector.bytes;
-        let mut r = report(i, sql, *class, started);
-        r.rows_returned = collector.rows.len() as u64;
-        r.rows_affected = if columns.is_some() { 0 } else { affected };
-        r.truncated = collector.truncated;
-        reports.push(r);
-        if let Some(columns) = columns {
-            results.push(ResultSet {
-                statement: i,
-                columns,
-                rows: collector.rows,
-                truncated: collector.truncated,
-            });
-        }
+        let done = Done {
+            index: i,
+            sql,
+            class: *class,
+            started,
+            affected,
+        };
+        record(done, collector, columns, reports, results);
     }
     if plan.mode == Mode::Read {
         let _ = conn.execute("ROLLBACK").await;
@@ -552,19 +579,14 @@ async fn run_sqlite(
             return Err(db_error(&e, Some(i), plan.mode));
         }
         used = collector.bytes;
-        let mut r = report(i, sql, *class, started);
-        r.rows_returned = collector.rows.len() as u64;
-        r.rows_affected = if columns.is_some() { 0 } else { affected };
-        r.truncated = collector.truncated;
-        reports.push(r);
-        if let Some(columns) = columns {
-            results.push(ResultSet {
-                statement: i,
-                columns,
-                rows: collector.rows,
-                truncated: collector.truncated,
-            });
-        }
+        let done = Done {
+            index: i,
+            sql,
+            class: *class,
+            started,
+            affected,
+        };
+        record(done, collector, columns, reports, results);
     }
     let end = if plan.mode == Mode::Read {
         "ROLLBACK"
@@ -758,6 +780,16 @@ pub async fn explain(
     Ok(plans)
 }
 
+/// Integers beyond ±2^53 do not survive a JavaScript number; those travel as strings.
+fn exact_integer(v: i64) -> Value {
+    const SAFE: i64 = (1 << 53) - 1;
+    if (-SAFE..=SAFE).contains(&v) {
+        Value::from(v)
+    } else {
+        Value::String(v.to_string())
+    }
+}
+
 /// One PostgreSQL value as JSON: NULL → null, integers and floats as numbers, NUMERIC as a string
 /// (exact), bytea as base64, instants as ISO 8601.
 fn pg_value(row: &sqlx::postgres::PgRow, i: usize) -> Value {
@@ -773,7 +805,7 @@ fn pg_value(row: &sqlx::postgres::PgRow, i: usize) -> Value {
         "BOOL" => row.try_get::<bool, _>(i).map(Value::from),
         "INT2" => row.try_get::<i16, _>(i).map(Value::from),
         "INT4" => row.try_get::<i32, _>(i).map(Value::from),
-        "INT8" => row.try_get::<i64, _>(i).map(Value::from),
+        "INT8" => row.try_get::<i64, _>(i).map(exact_integer),
         "OID" => row
             .try_get::<sqlx::postgres::types::Oid, _>(i)
             .map(|o| Value::from(o.0)),
@@ -831,7 +863,7 @@ fn sqlite_value(row: &sqlx::sqlite::SqliteRow, i: usize) -> Value {
     }
     let class = raw.type_info().name().to_ascii_uppercase();
     let v: Result<Value, sqlx::Error> = match class.as_str() {
-        "INTEGER" | "INT" | "BIGINT" | "BOOLEAN" => row.try_get::<i64, _>(i).map(Value::from),
+        "INTEGER" | "INT" | "BIGINT" | "BOOLEAN" => row.try_get::<i64, _>(i).map(exact_integer),
         "REAL" | "FLOAT" | "DOUBLE" | "NUMERIC" => row.try_get::<f64, _>(i).map(|f| json!(f)),
         "BLOB" => row
             .try_get::<Vec<u8>, _>(i)
@@ -839,4 +871,23 @@ fn sqlite_value(row: &sqlx::sqlite::SqliteRow, i: usize) -> Value {
         _ => row.try_get::<String, _>(i).map(Value::from),
     };
     v.unwrap_or_else(|_| Value::String(format!("<{class} value>")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_integers_stay_exact() {
+        assert_eq!(exact_integer(42), json!(42));
+        assert_eq!(
+            exact_integer(9_007_199_254_740_991),
+            json!(9_007_199_254_740_991_i64)
+        );
+        assert_eq!(
+            exact_integer(9_007_199_254_740_993),
+            json!("9007199254740993")
+        );
+        assert_eq!(exact_integer(i64::MIN), json!("-9223372036854775808"));
+    }
 }

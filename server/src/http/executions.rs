@@ -16,10 +16,11 @@ use validator::Validate;
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorEnvelope};
 use super::extract::{AuthUser, PathId, QueryParams};
+use super::requests::facts;
 use crate::domain::execution::{Column, ExecError, ExecStatus, StatementReport, to_csv};
-use crate::domain::workflow::{RequestFacts, Status, can_view};
+use crate::domain::workflow::{Status, can_view};
 use crate::domain::{Actor, ExecutionId, RequestId};
-use crate::store::{Execution, RequestRecord};
+use crate::store::Execution;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -59,16 +60,6 @@ impl From<&Execution> for ExecutionView {
             duration_ms: e.finished_at.map(|f| (f - e.started_at).num_milliseconds()),
             statements: e.statements.clone(),
         }
-    }
-}
-
-fn facts(r: &RequestRecord) -> RequestFacts {
-    RequestFacts {
-        author: r.author_id,
-        last_editor: r.last_editor_id,
-        pod: r.pod_id,
-        status: r.status,
-        revision_hash: r.revision_hash.clone(),
     }
 }
 

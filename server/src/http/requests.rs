@@ -161,7 +161,8 @@ pub struct RequestPage {
     pub per_page: u32,
 }
 
-fn facts(r: &RequestRecord) -> RequestFacts {
+/// What the workflow rules need to know about a stored request.
+pub(crate) fn facts(r: &RequestRecord) -> RequestFacts {
     RequestFacts {
         author: r.author_id,
         last_editor: r.last_editor_id,

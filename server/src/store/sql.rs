@@ -675,6 +675,20 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            /// Appends `column IN (ids…)`, or a condition matching nothing for an empty list.
+            fn push_in<'a>(b: &mut sqlx::QueryBuilder<'a, $db>, column: &str, ids: &'a [$crate::domain::PodId]) {
+                if ids.is_empty() {
+                    b.push(" 1 = 0");
+                    return;
+                }
+                b.push(format!(" {column} IN ("));
+                let mut sep = b.separated(", ");
+                for id in ids {
+                    sep.push_bind(*id);
+                }
+                b.push(")");
+            }
+
             async fn fetch_user(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 id: $crate::domain::UserId,
@@ -1222,16 +1236,8 @@ macro_rules! impl_store {
             ) -> $crate::store::StoreResult<$crate::store::Page<$crate::store::PodSummary>> {
                 fn filter<'a>(b: &mut sqlx::QueryBuilder<'a, $db>, only: Option<&'a [$crate::domain::PodId]>) {
                     if let Some(ids) = only {
-                        if ids.is_empty() {
-                            b.push(" WHERE 1 = 0");
-                            return;
-                        }
-                        b.push(" WHERE p.id IN (");
-                        let mut sep = b.separated(", ");
-                        for id in ids {
-                            sep.push_bind(*id);
-                        }
-                        b.push(")");
+                        b.push(" WHERE");
+                        <$store>::push_in(b, "p.id", ids);
                     }
                 }
                 let mut count = sqlx::QueryBuilder::<$db>::new("SELECT COUNT(*) FROM pods p");
@@ -1432,16 +1438,9 @@ macro_rules! impl_store {
             ) -> $crate::store::StoreResult<$crate::store::Page<$crate::store::Instance>> {
                 fn filter<'a>(b: &mut sqlx::QueryBuilder<'a, $db>, pods: Option<&'a [$crate::domain::PodId]>) {
                     if let Some(ids) = pods {
-                        if ids.is_empty() {
-                            b.push(" WHERE 1 = 0");
-                            return;
-                        }
-                        b.push(" WHERE i.id IN (SELECT instance_id FROM instance_pods WHERE pod_id IN (");
-                        let mut sep = b.separated(", ");
-                        for id in ids {
-                            sep.push_bind(*id);
-                        }
-                        b.push("))");
+                        b.push(" WHERE i.id IN (SELECT instance_id FROM instance_pods WHERE");
+                        <$store>::push_in(b, "pod_id", ids);
+                        b.push(")");
                     }
                 }
                 let mut conn = self.pool.acquire().await?;
@@ -1592,22 +1591,10 @@ macro_rules! impl_store {
                 q: &$crate::store::RequestQuery,
             ) -> $crate::store::StoreResult<$crate::store::Page<$crate::store::RequestRecord>> {
                 fn filters<'a>(b: &mut sqlx::QueryBuilder<'a, $db>, q: &'a $crate::store::RequestQuery) {
-                    fn in_list<'a>(b: &mut sqlx::QueryBuilder<'a, $db>, column: &str, ids: &'a [$crate::domain::PodId]) {
-                        if ids.is_empty() {
-                            b.push(" 1 = 0");
-                            return;
-                        }
-                        b.push(format!(" {column} IN ("));
-                        let mut sep = b.separated(", ");
-                        for id in ids {
-                            sep.push_bind(*id);
-                        }
-                        b.push(")");
-                    }
                     b.push(" WHERE 1 = 1");
                     if let Some((me, pods)) = &q.visible_to {
                         b.push(" AND (r.author_id = ").push_bind(*me).push(" OR");
-                        in_list(b, "r.pod_id", pods);
+                        <$store>::push_in(b, "r.pod_id", pods);
                         b.push(")");
                     }
                     if let Some(s) = q.status {
@@ -1627,7 +1614,7 @@ macro_rules! impl_store {
                         b.push(" AND r.last_editor_id <> ").push_bind(*reviewer);
                         if let Some(pods) = pods {
                             b.push(" AND");
-                            in_list(b, "r.pod_id", pods);
+                            <$store>::push_in(b, "r.pod_id", pods);
                         }
                         b.push(" AND NOT EXISTS (SELECT 1 FROM reviews v WHERE v.request_id = r.id AND v.revision = r.revision \
                                  AND v.voided_at IS NULL AND v.reviewer_id = ").push_bind(*reviewer).push(")");
