@@ -27,9 +27,18 @@ pub struct Config {
     pub auth: AuthConfig,
     pub secrets: SecretsConfig,
     pub limits: LimitsConfig,
+    pub executor: ExecutorConfig,
     pub workflow: WorkflowConfig,
     pub rate_limit: RateLimitConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutorConfig {
+    pub max_concurrent: usize,
+    pub max_per_instance: u32,
+    pub max_per_author: u32,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize)]
@@ -264,6 +273,11 @@ impl Config {
                         .into(),
                 );
             }
+        }
+        if self.executor.max_per_instance == 0 || self.executor.max_per_author == 0 {
+            return invalid(
+                "executor.max_per_instance and executor.max_per_author must be at least 1".into(),
+            );
         }
         let w = &self.workflow;
         if w.pending_ttl_secs < 60 || w.approval_ttl_secs < 60 || w.execution_window_secs < 60 {

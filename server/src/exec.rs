@@ -136,7 +136,27 @@ pub async fn launch(
     if let Some(a) = actor {
         event = event.actor(a);
     }
-    state.store.start_execution(request.id, &request.revision_hash, approved_after, &execution, event).await.map_err(|e| match e {
+    let busy = |what: &str| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_busy",
+            format!("{what}; it starts when one finishes"),
+        )
+        .with_retry_after(5)
+    };
+    // A permit of this process's share, held for the whole run.
+    let permit = state
+        .executions
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| busy("this portal is running as many executions as it may"))?;
+    let caps = (
+        state.config.executor.max_per_instance,
+        state.config.executor.max_per_author,
+    );
+    state.store.start_execution(request.id, &request.revision_hash, approved_after, caps, &execution, event).await.map_err(|e| match e {
+        StoreError::Conflict(m) if m == "busy_instance" => busy("this instance is running as many executions as it may"),
+        StoreError::Conflict(m) if m == "busy_author" => busy("another of your requests is running"),
         StoreError::Conflict(_) => ApiError::conflict(
             "not_runnable",
             "the request is not approved for running: it already ran, changed, expired or is running now",
@@ -155,7 +175,9 @@ pub async fn launch(
         data_dir: state.config.data_dir.clone(),
     };
     let store = state.store.clone();
+    let state = state.clone();
     tokio::spawn(async move {
+        let _permit = permit;
         let id = plan.execution;
         let outcome = run(&plan, &store).await;
         let event = NewAuditEvent::new("execution.finished");
@@ -172,6 +194,9 @@ pub async fn launch(
         {
             tracing::error!(execution = %id, error = %e, "storing the execution outcome failed");
         }
+        drop(_permit);
+        // A slot is free: the maintenance task starts approved requests that waited for one.
+        state.slot_freed.notify_one();
     });
     Ok(execution.id)
 }

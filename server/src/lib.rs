@@ -121,6 +121,15 @@ pub fn build_state(
     Ok(AppState {
         secrets: Arc::new(secret_box(&config)?),
         process: uuid::Uuid::new_v4().to_string().into(),
+        executions: Arc::new(tokio::sync::Semaphore::new(
+            match config.executor.max_concurrent {
+                0 => std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2),
+                n => n,
+            },
+        )),
+        slot_freed: Arc::default(),
         hasher: PasswordHasher::new(a.hash_concurrency)?,
         tokens: Arc::new(tokens),
         config: Arc::new(config),
@@ -197,10 +206,20 @@ pub async fn run_with_clock(
 /// every instance's database list.
 async fn maintain(state: AppState, limiters: http::Limiters) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
-    for n in 0_u64.. {
-        tick.tick().await;
+    let mut n: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = state.slot_freed.notified() => {
+                // An execution ended: only start what waited for its slot.
+                if let Err(e) = http::requests::expire_due(&state).await {
+                    tracing::warn!(error = %e, "starting waiting requests failed");
+                }
+                continue;
+            }
+        }
         limiters.prune();
-        if n % 10 == 0 {
+        if n.is_multiple_of(10) {
             match state.store.purge_expired().await {
                 Ok(removed) if removed > 0 => {
                     tracing::info!(removed, "purged expired token records")
@@ -209,7 +228,7 @@ async fn maintain(state: AppState, limiters: http::Limiters) {
                 Err(e) => tracing::warn!(error = %e, "purging expired token records failed"),
             }
         }
-        if n % 30 == 0 {
+        if n.is_multiple_of(30) {
             sync_all_instances(&state).await;
         }
         if let Err(e) = exec::reconcile(&state).await {
@@ -220,6 +239,7 @@ async fn maintain(state: AppState, limiters: http::Limiters) {
             Ok(n) => tracing::info!(expired = n, "expired requests"),
             Err(e) => tracing::warn!(error = %e, "expiring requests failed"),
         }
+        n += 1;
     }
 }
 

@@ -211,7 +211,8 @@ store_tests! {
         for t in tasks {
             match t.await.expect("join") {
                 StatusCode::ACCEPTED => started += 1,
-                StatusCode::CONFLICT => {}
+                // Already claimed, or no free slot while the winner runs.
+                StatusCode::CONFLICT | StatusCode::TOO_MANY_REQUESTS => {}
                 other => panic!("unexpected {other}"),
             }
         }
@@ -475,5 +476,102 @@ async fn results_are_capped_and_unreachable_targets_are_classified() {
             .expect("error")
             .contains("cannot reach"),
         "{probe}"
+    );
+}
+
+/// Files and approves a request on `instance` as `author`, and returns its id.
+async fn approved_as(
+    app: &TestApp,
+    author: &Session,
+    reviewer: &Session,
+    instance: &str,
+    database: &str,
+    content: &str,
+) -> String {
+    let body = json!({"pod_id": app.pod_id("payments").await, "instance_id": instance, "database": database, "kind": "query",
+        "mode": "read", "content": content, "justification": "Checking load during the incident"});
+    let (status, created) = app.post("/api/v1/requests", &author.token, body).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().expect("id").to_owned();
+    let body = json!({"decision": "approve", "revision_hash": created["revision_hash"]});
+    let (status, r) = app
+        .post(
+            &format!("/api/v1/requests/{id}/reviews"),
+            &reviewer.token,
+            body,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    id
+}
+
+#[tokio::test]
+async fn concurrent_executions_are_capped_per_author_and_per_instance() {
+    let app = TestApp::spawn_with(
+        StoreKind::Sqlite,
+        "[executor]\nmax_per_instance = 2\nmax_per_author = 1",
+    )
+    .await;
+    let target = pg_target().await;
+    let instance = pg_instance(&app, &target, "manual").await;
+    let dan = app.login(Actor::Developer).await;
+    let dee = app
+        .login_as("dee@example.com", crate::harness::PASSWORD)
+        .await;
+    let maya = app.login(Actor::Manager).await;
+    let admin = app.login(Actor::Admin).await;
+    let slow = "SELECT pg_sleep(2)";
+    let (d1, d2) = (
+        approved_as(&app, &dan, &maya, &instance, &target.database, slow).await,
+        approved_as(&app, &dan, &maya, &instance, &target.database, "SELECT 1").await,
+    );
+    let e1 = approved_as(&app, &dee, &maya, &instance, &target.database, slow).await;
+    let m1 = approved_as(&app, &maya, &admin, &instance, &target.database, "SELECT 2").await;
+    let run = |id: String, token: String| {
+        let (client, url) = (
+            app.client.clone(),
+            app.url(&format!("/api/v1/requests/{id}/run")),
+        );
+        async move {
+            client
+                .post(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("run")
+        }
+    };
+    assert_eq!(
+        run(d1.clone(), dan.token.clone()).await.status(),
+        StatusCode::ACCEPTED
+    );
+    // One per author: Dan's second waits.
+    let r = run(d2.clone(), dan.token.clone()).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().contains_key("retry-after"));
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "too_busy");
+    // Two per instance: Dee's fills the instance, Maya's waits.
+    assert_eq!(
+        run(e1, dee.token.clone()).await.status(),
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        run(m1.clone(), maya.token.clone()).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // A refused run changes nothing: still approved, and it runs once a slot is free.
+    let (_, r) = app.get(&format!("/api/v1/requests/{d2}"), &dan.token).await;
+    assert_eq!(r["status"], "approved");
+    for _ in 0..200 {
+        let (_, r) = app.get(&format!("/api/v1/requests/{d1}"), &dan.token).await;
+        if r["status"] == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        run(d2, dan.token.clone()).await.status(),
+        StatusCode::ACCEPTED
     );
 }

@@ -229,7 +229,8 @@ async fn runs_through_two_processes_produce_exactly_one_execution() {
     for t in tasks {
         match t.await.expect("join") {
             StatusCode::ACCEPTED => started += 1,
-            StatusCode::CONFLICT => {}
+            // Already claimed, or no free slot while the winner runs.
+            StatusCode::CONFLICT | StatusCode::TOO_MANY_REQUESTS => {}
             other => panic!("unexpected {other}"),
         }
     }

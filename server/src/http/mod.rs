@@ -49,6 +49,10 @@ pub struct AppState {
     pub secrets: Arc<crate::secrets::SecretBox>,
     /// This process's id, recorded as the owner of the executions it runs.
     pub process: Arc<str>,
+    /// Execution slots of this process (`executor.max_concurrent`).
+    pub executions: Arc<tokio::sync::Semaphore>,
+    /// Signalled when an execution ends, so waiting approved requests start without delay.
+    pub slot_freed: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {

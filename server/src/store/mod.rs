@@ -509,12 +509,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     // Executions.
     /// Moves an approved request to `running` and records its execution, in one transaction, if
     /// and only if it is still approved, its current revision hash is `expected_hash` and it was
-    /// approved after `approved_after`. `Conflict` otherwise (it already ran, changed or expired).
+    /// approved after `approved_after`. `Conflict("not_runnable")` otherwise (it already ran,
+    /// changed or expired); `Conflict("busy_instance")` / `Conflict("busy_author")` when the
+    /// instance or the author already has `caps` executions running (checked under row locks, so
+    /// replicas cannot overshoot together).
     async fn start_execution(
         &self,
         request: RequestId,
         expected_hash: &str,
         approved_after: DateTime<Utc>,
+        caps: (u32, u32),
         execution: &Execution,
         audit: NewAuditEvent,
     ) -> StoreResult<()>;

@@ -1798,6 +1798,7 @@ macro_rules! impl_store {
                 request: $crate::domain::RequestId,
                 expected_hash: &str,
                 approved_after: chrono::DateTime<chrono::Utc>,
+                (per_instance, per_author): (u32, u32),
                 e: &$crate::store::Execution,
                 audit: $crate::domain::audit::NewAuditEvent,
             ) -> $crate::store::StoreResult<()> {
@@ -1815,6 +1816,31 @@ macro_rules! impl_store {
                 .await?;
                 if claimed.rows_affected() != 1 {
                     return Err($crate::store::StoreError::Conflict("not_runnable".into()));
+                }
+                // Then the caps, serialised per instance and per author: touching the rows takes
+                // their locks on PostgreSQL (SQLite already has one writer). A refusal here rolls
+                // the claim back with the transaction.
+                let owners: Option<(uuid::Uuid, uuid::Uuid)> =
+                    sqlx::query_as("SELECT instance_id, author_id FROM requests WHERE id = $1").bind(request).fetch_optional(&mut *tx.tx).await?;
+                let Some((instance, author)) = owners else {
+                    return Err($crate::store::StoreError::Conflict("not_runnable".into()));
+                };
+                sqlx::query("UPDATE instances SET updated_at = updated_at WHERE id = $1").bind(instance).execute(&mut *tx.tx).await?;
+                sqlx::query("UPDATE users SET updated_at = updated_at WHERE id = $1").bind(author).execute(&mut *tx.tx).await?;
+                let (on_instance, by_author): (i64, i64) = sqlx::query_as(
+                    "SELECT COALESCE(SUM(CASE WHEN r.instance_id = $1 THEN 1 ELSE 0 END), 0), \
+                            COALESCE(SUM(CASE WHEN r.author_id = $2 THEN 1 ELSE 0 END), 0) \
+                     FROM executions x JOIN requests r ON r.id = x.request_id WHERE x.status = 'running'",
+                )
+                .bind(instance)
+                .bind(author)
+                .fetch_one(&mut *tx.tx)
+                .await?;
+                if on_instance >= i64::from(per_instance) {
+                    return Err($crate::store::StoreError::Conflict("busy_instance".into()));
+                }
+                if by_author >= i64::from(per_author) {
+                    return Err($crate::store::StoreError::Conflict("busy_author".into()));
                 }
                 sqlx::query(
                     "INSERT INTO executions (id, request_id, revision, revision_hash, status, owner, lease_until, started_at, statements) \
