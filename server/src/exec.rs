@@ -90,18 +90,7 @@ pub async fn launch(
             "MongoDB requests run in the JavaScript sandbox, which is not available yet",
         ));
     }
-    let revision = state
-        .store
-        .request_revisions(request.id)
-        .await?
-        .into_iter()
-        .find(|r| r.number == request.revision)
-        .ok_or_else(|| {
-            ApiError::internal(anyhow::anyhow!(
-                "request {} lacks its current revision",
-                request.id
-            ))
-        })?;
+    let revision = crate::http::requests::current_revision(state, request).await?;
     let secret = match &instance.secret {
         None => None,
         Some(sealed) => Some(state.secrets.open(instance.id.0, sealed).map_err(|e| {

@@ -328,6 +328,72 @@ store_tests! {
 }
 
 #[tokio::test]
+async fn pods_and_instances_with_requests_are_kept_for_the_record() {
+    let app = TestApp::spawn(StoreKind::Sqlite).await;
+    let dan = app.login(Actor::Developer).await;
+    let created = app.file_request(&dan, "SELECT 1").await;
+    let admin = app.login(Actor::Admin).await;
+    let (shop, payments) = (app.shop_id().await, app.pod_id("payments").await);
+    // Move every member out, so only the request ties the POD down.
+    let users = app
+        .get(&format!("/api/v1/users?pod_id={payments}"), &admin.token)
+        .await
+        .1;
+    for u in users["items"].as_array().expect("items") {
+        let (status, _) = app
+            .patch(
+                &format!("/api/v1/users/{}", u["id"].as_str().expect("id")),
+                &admin.token,
+                json!({"home_pod_id": null}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, body) = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/pods/{payments}"),
+            Some(&admin.token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("pod_in_use")),
+        "{body}"
+    );
+    let (status, body) = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/instances/{shop}"),
+            Some(&admin.token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("instance_in_use")),
+        "{body}"
+    );
+    // Both are still there, and so is the request.
+    assert_eq!(
+        app.get(&format!("/api/v1/instances/{shop}"), &admin.token)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.get(
+            &format!("/api/v1/requests/{}", created["id"].as_str().expect("id")),
+            &admin.token
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
 async fn approvals_older_than_their_ttl_do_not_count() {
     let app = TestApp::spawn(StoreKind::Sqlite).await;
     let admin = app.login(Actor::Admin).await;

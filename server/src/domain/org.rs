@@ -65,6 +65,25 @@ pub struct Actor {
 }
 
 impl Actor {
+    /// The PODs the actor belongs to: their home POD and those they manage.
+    pub fn pods(&self) -> Vec<PodId> {
+        let mut pods = self.managed_pods.clone();
+        pods.extend(self.home_pod);
+        pods.sort();
+        pods.dedup();
+        pods
+    }
+
+    /// Whether the actor may use an instance allowed for `allowed` PODs (admins: any).
+    pub fn may_use_instance(&self, allowed: &[PodId]) -> bool {
+        self.role == Role::Admin || self.pods().iter().any(|p| allowed.contains(p))
+    }
+
+    /// Whether the actor may file requests on behalf of a POD (admins: any).
+    pub fn may_file_for(&self, pod: PodId) -> bool {
+        self.role == Role::Admin || self.pods().contains(&pod)
+    }
+
     /// Whether the actor may see a POD (and its members): admins see all, managers the PODs they
     /// manage and their own, developers their home POD. Anything else must look absent (404).
     pub fn can_view_pod(&self, pod: PodId) -> bool {
@@ -132,6 +151,21 @@ mod tests {
         for (i, (who, pod, expected)) in cases.iter().enumerate() {
             assert_eq!(who.can_view_pod(*pod), *expected, "case {i}");
         }
+    }
+
+    #[test]
+    fn pods_instances_and_filing() {
+        let (a, b, c) = (PodId::new(), PodId::new(), PodId::new());
+        let manager = actor(Role::Manager, Some(a), vec![b, a]);
+        assert_eq!(manager.pods().len(), 2);
+        assert!(manager.may_use_instance(&[c, b]));
+        assert!(!manager.may_use_instance(&[c]));
+        assert!(!manager.may_use_instance(&[]));
+        assert!(manager.may_file_for(b) && !manager.may_file_for(c));
+        let dev = actor(Role::Developer, Some(a), vec![]);
+        assert!(dev.may_file_for(a) && !dev.may_file_for(b));
+        let admin = actor(Role::Admin, None, vec![]);
+        assert!(admin.may_use_instance(&[]) && admin.may_file_for(c));
     }
 
     #[test]

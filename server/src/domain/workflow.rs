@@ -164,6 +164,42 @@ pub fn check_review(
     Ok(())
 }
 
+/// What only a request's author may do, each allowed in some statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthorAction {
+    Edit,
+    Cancel,
+    Run,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthorRefusal {
+    /// Someone other than the author (403).
+    NotAuthor,
+    /// The request is past the point where this is possible (409).
+    WrongStatus(Status),
+}
+
+pub fn check_author_action(
+    actor: &Actor,
+    r: &RequestFacts,
+    action: AuthorAction,
+) -> Result<(), AuthorRefusal> {
+    if actor.id != r.author {
+        return Err(AuthorRefusal::NotAuthor);
+    }
+    let allowed = match action {
+        AuthorAction::Edit => r.status.editable(),
+        AuthorAction::Cancel => r.status.cancellable(),
+        AuthorAction::Run => r.status == Status::Approved,
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(AuthorRefusal::WrongStatus(r.status))
+    }
+}
+
 /// The status a decision leads to, given the distinct valid approvals counting this one.
 pub fn after_decision(decision: Decision, approvals: u32, required: u8) -> Status {
     match decision {
@@ -281,6 +317,44 @@ mod tests {
         assert!(can_view(&actor(Role::Manager, Some(b), vec![a]), &r));
         assert!(!can_view(&actor(Role::Manager, Some(b), vec![b]), &r));
         assert!(can_view(&actor(Role::Admin, None, vec![]), &r));
+    }
+
+    #[test]
+    fn author_actions_table() {
+        let pod = PodId::new();
+        let author = actor(Role::Developer, Some(pod), vec![]);
+        let admin = actor(Role::Admin, None, vec![]);
+        let at = |status| RequestFacts {
+            status,
+            ..facts(author.id, pod)
+        };
+        use AuthorAction::*;
+        for (status, edit, cancel, run) in [
+            (Status::Pending, true, true, false),
+            (Status::ChangesRequested, true, true, false),
+            (Status::Approved, true, true, true),
+            (Status::Running, false, false, false),
+            (Status::Succeeded, false, false, false),
+            (Status::Rejected, false, false, false),
+            (Status::Expired, false, false, false),
+        ] {
+            for (action, ok) in [(Edit, edit), (Cancel, cancel), (Run, run)] {
+                let expected = if ok {
+                    Ok(())
+                } else {
+                    Err(AuthorRefusal::WrongStatus(status))
+                };
+                assert_eq!(
+                    check_author_action(&author, &at(status), action),
+                    expected,
+                    "{status:?} {action:?}"
+                );
+                assert_eq!(
+                    check_author_action(&admin, &at(status), action),
+                    Err(AuthorRefusal::NotAuthor)
+                );
+            }
+        }
     }
 
     #[test]

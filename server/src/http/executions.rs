@@ -16,9 +16,9 @@ use validator::Validate;
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorEnvelope};
 use super::extract::{AuthUser, PathId, QueryParams};
-use super::requests::facts;
+use super::requests::{author_gate, facts};
 use crate::domain::execution::{Column, ExecError, ExecStatus, StatementReport, to_csv};
-use crate::domain::workflow::{Status, can_view};
+use crate::domain::workflow::{AuthorAction, can_view};
 use crate::domain::{Actor, ExecutionId, RequestId};
 use crate::store::Execution;
 
@@ -95,18 +95,7 @@ pub async fn run_request(
         Some(r) if can_view(&actor, &facts(&r)) => r,
         _ => return Err(ApiError::not_found("request")),
     };
-    if r.author_id != actor.id {
-        return Err(ApiError::forbidden("only the author runs a request").with_code("not_author"));
-    }
-    if r.status != Status::Approved {
-        return Err(ApiError::conflict(
-            "not_runnable",
-            format!(
-                "the request is {}; only an approved request runs",
-                r.status.as_str()
-            ),
-        ));
-    }
+    author_gate(&actor, &r, AuthorAction::Run)?;
     let execution = crate::exec::launch(&state, &r, Some(actor.id)).await?;
     let e = state
         .store

@@ -119,24 +119,9 @@ pub struct InstanceListQuery {
     pub per_page: Option<u32>,
 }
 
-/// PODs whose instances the actor may see and use; `None` means all (admins).
-fn usable_pods(actor: &Actor) -> Option<Vec<PodId>> {
-    if actor.role == Role::Admin {
-        return None;
-    }
-    let mut pods = actor.managed_pods.clone();
-    pods.extend(actor.home_pod);
-    pods.sort();
-    pods.dedup();
-    Some(pods)
-}
-
 /// Whether the actor may see (and file requests against) an instance.
 pub fn can_use(actor: &Actor, instance: &Instance) -> bool {
-    match usable_pods(actor) {
-        None => true,
-        Some(pods) => instance.allowed_pods.iter().any(|p| pods.contains(p)),
-    }
+    actor.may_use_instance(&instance.allowed_pods)
 }
 
 /// Instances the caller may use: all for admins, otherwise those allowed for their PODs.
@@ -149,7 +134,7 @@ pub async fn list_instances(
 ) -> ApiResult<axum::Json<InstancePage>> {
     let (page, per_page, limit, offset) = paging(q.page, q.per_page);
     let actor = auth.actor(&state).await?;
-    let pods = usable_pods(&actor);
+    let pods = (actor.role != Role::Admin).then(|| actor.pods());
     let result = state
         .store
         .list_instances(pods.as_deref(), limit, offset)
@@ -531,9 +516,10 @@ pub async fn update_instance(
     Ok(axum::Json(InstanceView::new(&i, state.config.limits, true)))
 }
 
-/// Remove an instance.
+/// Remove an instance no request refers to (retire one with history by clearing its allowed PODs).
 #[utoipa::path(delete, path = "/api/v1/instances/{id}", tag = "instances", security(("bearer" = [])), params(("id" = Uuid, Path)),
-    responses((status = 204, description = "Deleted"), (status = 404, body = ErrorEnvelope)))]
+    responses((status = 204, description = "Deleted"), (status = 404, body = ErrorEnvelope),
+        (status = 409, description = "Requests refer to it", body = ErrorEnvelope)))]
 pub async fn delete_instance(
     State(state): State<AppState>,
     meta: ClientMeta,
@@ -553,7 +539,10 @@ pub async fn delete_instance(
         .store
         .delete_instance(id, event)
         .await
-        .map_err(conflict)?;
+        .map_err(|e| match e {
+            StoreError::Conflict(m) => ApiError::conflict("instance_in_use", m),
+            other => conflict(other),
+        })?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -48,16 +48,7 @@ pub async fn list_pods(
 ) -> ApiResult<axum::Json<PodPage>> {
     let (page, per_page, limit, offset) = paging(q.page, q.per_page);
     let actor = auth.actor(&state).await?;
-    let visible: Option<Vec<PodId>> = match actor.role {
-        Role::Admin => None,
-        _ => {
-            let mut ids = actor.managed_pods.clone();
-            ids.extend(actor.home_pod);
-            ids.sort();
-            ids.dedup();
-            Some(ids)
-        }
-    };
+    let visible = (actor.role != Role::Admin).then(|| actor.pods());
     let result = state
         .store
         .list_pods(visible.as_deref(), limit, offset)

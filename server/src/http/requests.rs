@@ -21,8 +21,8 @@ use super::views::paging;
 use crate::domain::audit::NewAuditEvent;
 use crate::domain::text::find_hidden_in_text;
 use crate::domain::workflow::{
-    self, Decision, Kind, Mode, RequestFacts, ReviewRefusal, Status, approval_cutoff, can_view,
-    check_review, expires_at,
+    self, AuthorAction, AuthorRefusal, Decision, Kind, Mode, RequestFacts, ReviewRefusal, Status,
+    approval_cutoff, can_view, check_author_action, check_review, expires_at,
 };
 use crate::domain::{Actor, InstanceId, PodId, RequestId, Role, UserId};
 use crate::store::{Instance, RequestQuery, RequestRecord, Review, Revision, StoreError};
@@ -197,6 +197,41 @@ fn refusal_error(r: ReviewRefusal) -> ApiError {
     }
 }
 
+/// The content and settings of a request's current revision.
+pub(crate) async fn current_revision(state: &AppState, r: &RequestRecord) -> ApiResult<Revision> {
+    state
+        .store
+        .request_revisions(r.id)
+        .await?
+        .into_iter()
+        .find(|v| v.number == r.revision)
+        .ok_or_else(|| {
+            ApiError::internal(anyhow::anyhow!(
+                "request {} lacks its current revision",
+                r.id
+            ))
+        })
+}
+
+/// The author-only actions, refused with who-may and which-state messages.
+pub(crate) fn author_gate(actor: &Actor, r: &RequestRecord, action: AuthorAction) -> ApiResult<()> {
+    let (verb, done, code) = match action {
+        AuthorAction::Edit => ("edit", "edited", "not_editable"),
+        AuthorAction::Cancel => ("cancel", "cancelled", "not_cancellable"),
+        AuthorAction::Run => ("run", "run", "not_runnable"),
+    };
+    check_author_action(actor, &facts(r), action).map_err(|refusal| match refusal {
+        AuthorRefusal::NotAuthor => ApiError::forbidden(format!(
+            "only the request's author may {verb} it; clone it to propose your own"
+        ))
+        .with_code("not_author"),
+        AuthorRefusal::WrongStatus(s) => ApiError::conflict(
+            code,
+            format!("the request is {} and cannot be {done} now", s.as_str()),
+        ),
+    })
+}
+
 /// Expires a request whose time ran out (evaluated with the injected clock) and returns it as it
 /// now stands.
 async fn settle(state: &AppState, r: RequestRecord) -> ApiResult<RequestRecord> {
@@ -311,7 +346,7 @@ async fn check_target(
     database: &str,
 ) -> ApiResult<Instance> {
     let instance = match state.store.get_instance(instance).await? {
-        Some(i) if can_use(actor, &i) || actor.role == Role::Admin => i,
+        Some(i) if can_use(actor, &i) => i,
         _ => {
             return Err(ApiError::unprocessable(
                 "unknown_instance",
@@ -337,10 +372,6 @@ async fn check_target(
         .with_details(json!({ "available": databases })));
     }
     Ok(instance)
-}
-
-fn may_file_for(actor: &Actor, pod: PodId) -> bool {
-    actor.role == Role::Admin || actor.home_pod == Some(pod) || actor.managed_pods.contains(&pod)
 }
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
@@ -375,7 +406,7 @@ async fn file_request(
     draft: Draft,
     cloned_from: Option<RequestId>,
 ) -> ApiResult<RequestRecord> {
-    if !may_file_for(actor, draft.pod) || state.store.get_pod(draft.pod).await?.is_none() {
+    if !actor.may_file_for(draft.pod) || state.store.get_pod(draft.pod).await?.is_none() {
         return Err(
             ApiError::forbidden("you can file requests only for your own POD")
                 .with_code("not_in_pod"),
@@ -572,15 +603,8 @@ pub async fn list_requests(
 ) -> ApiResult<axum::Json<RequestPage>> {
     let (page, per_page, limit, offset) = paging(q.page, q.per_page);
     let actor = auth.actor(&state).await?;
-    let visible_pods = {
-        let mut pods: Vec<PodId> = actor.home_pod.into_iter().collect();
-        if actor.role == Role::Manager {
-            pods.extend(actor.managed_pods.iter().copied());
-        }
-        pods
-    };
     let query = RequestQuery {
-        visible_to: (actor.role != Role::Admin).then_some((actor.id, visible_pods)),
+        visible_to: (actor.role != Role::Admin).then(|| (actor.id, actor.pods())),
         status: q.status,
         pod_id: q.pod_id.map(PodId),
         instance_id: q.instance_id.map(InstanceId),
@@ -648,30 +672,8 @@ pub async fn update_request(
 ) -> ApiResult<axum::Json<RequestDetail>> {
     let actor = auth.actor(&state).await?;
     let r = visible_request(&state, &actor, id).await?;
-    if r.author_id != actor.id {
-        return Err(ApiError::forbidden(
-            "only the author edits a request; clone it to propose your own",
-        )
-        .with_code("not_author"));
-    }
-    if !r.status.editable() {
-        return Err(ApiError::conflict(
-            "not_editable",
-            format!(
-                "the request is {} and can no longer be edited",
-                r.status.as_str()
-            ),
-        ));
-    }
-    let current = state
-        .store
-        .request_revisions(id)
-        .await?
-        .into_iter()
-        .find(|v| v.number == r.revision);
-    let current = current.ok_or_else(|| {
-        ApiError::internal(anyhow::anyhow!("request {id} lacks its current revision"))
-    })?;
+    author_gate(&actor, &r, AuthorAction::Edit)?;
+    let current = current_revision(&state, &r).await?;
     let content = body.content.unwrap_or(current.content);
     let justification = body.justification.unwrap_or(current.justification);
     let database = body.database.unwrap_or(current.database);
@@ -749,20 +751,15 @@ pub async fn cancel_request(
 ) -> ApiResult<axum::Json<RequestDetail>> {
     let actor = auth.actor(&state).await?;
     let r = visible_request(&state, &actor, id).await?;
-    if r.author_id != actor.id {
-        return Err(
-            ApiError::forbidden("only the author cancels a request").with_code("not_author")
-        );
-    }
+    author_gate(&actor, &r, AuthorAction::Cancel)?;
     let event = NewAuditEvent::new("request.cancelled")
         .actor(actor.id)
         .origin(meta.ip, meta.user_agent);
     let from = [Status::Pending, Status::ChangesRequested, Status::Approved];
-    if !r.status.cancellable()
-        || !state
-            .store
-            .transition_request(id, &from, Status::Cancelled, event)
-            .await?
+    if !state
+        .store
+        .transition_request(id, &from, Status::Cancelled, event)
+        .await?
     {
         return Err(ApiError::conflict(
             "not_cancellable",
@@ -791,15 +788,7 @@ pub async fn clone_request(
 ) -> ApiResult<(StatusCode, axum::Json<RequestDetail>)> {
     let actor = auth.actor(&state).await?;
     let r = visible_request(&state, &actor, id).await?;
-    let current = state
-        .store
-        .request_revisions(id)
-        .await?
-        .into_iter()
-        .find(|v| v.number == r.revision);
-    let current = current.ok_or_else(|| {
-        ApiError::internal(anyhow::anyhow!("request {id} lacks its current revision"))
-    })?;
+    let current = current_revision(&state, &r).await?;
     let draft = Draft {
         pod: r.pod_id,
         instance: current.instance_id,

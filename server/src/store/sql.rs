@@ -1297,6 +1297,16 @@ macro_rules! impl_store {
                         "{members} user(s) have this POD as their home POD; move them first"
                     )));
                 }
+                // Requests keep their POD for the record; a POD with history stays.
+                let requests: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM requests WHERE pod_id = $1")
+                    .bind(id)
+                    .fetch_one(&mut *tx.tx)
+                    .await?;
+                if requests > 0 {
+                    return Err($crate::store::StoreError::Conflict(format!(
+                        "{requests} request(s) belong to this POD and are kept for the record; rename the POD instead"
+                    )));
+                }
                 sqlx::query("DELETE FROM pod_managers WHERE pod_id = $1").bind(id).execute(&mut *tx.tx).await?;
                 let done = sqlx::query("DELETE FROM pods WHERE id = $1").bind(id).execute(&mut *tx.tx).await?;
                 if done.rows_affected() == 0 {
@@ -1407,6 +1417,17 @@ macro_rules! impl_store {
             ) -> $crate::store::StoreResult<()> {
                 let now = self.clock.now();
                 let mut tx = self.write_tx().await?;
+                // Requests keep their instance for the record; an instance with history stays.
+                let requests: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM requests WHERE instance_id = $1")
+                    .bind(id)
+                    .fetch_one(&mut *tx.tx)
+                    .await?;
+                if requests > 0 {
+                    return Err($crate::store::StoreError::Conflict(format!(
+                        "{requests} request(s) ran or wait on this instance and are kept for the record; \
+                         remove its allowed PODs to retire it"
+                    )));
+                }
                 sqlx::query("DELETE FROM instance_databases WHERE instance_id = $1").bind(id).execute(&mut *tx.tx).await?;
                 sqlx::query("DELETE FROM instance_pods WHERE instance_id = $1").bind(id).execute(&mut *tx.tx).await?;
                 let done = sqlx::query("DELETE FROM instances WHERE id = $1").bind(id).execute(&mut *tx.tx).await?;
