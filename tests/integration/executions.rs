@@ -157,7 +157,6 @@ store_tests! {
         let (_, rows) = app.get(&format!("/api/v1/executions/{}/rows", e["id"].as_str().expect("id")), &dan.token).await;
         assert_eq!(rows["rows"][1], json!([2, "grinder", "99.9"]));
         assert_eq!(rows["columns"][2]["type"], "NUMERIC");
-        // The target saw the portal's application name while it ran (checked through the report).
         assert!(e["statements"][0]["duration_ms"].is_number());
     }
 
@@ -378,6 +377,25 @@ async fn a_statement_past_its_timeout_is_cancelled_on_the_target() {
         "SELECT pg_sleep(30)",
     )
     .await;
+    // While it runs, the target shows the execution's own connection, named after the request.
+    let app_name = format!("quorum:{}", r["id"].as_str().expect("id"));
+    let mut c = target.inspect().await;
+    let mut seen = false;
+    for _ in 0..40 {
+        let active: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = $1 AND query LIKE '%pg_sleep%'",
+        )
+        .bind(&app_name)
+        .fetch_one(&mut c)
+        .await
+        .expect("activity");
+        if active == 1 {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(seen, "no backend named {app_name} ran the statement");
     let e = its_execution(&app, &dan.token, &r).await;
     assert_eq!(e["status"], "timed_out", "{e}");
     assert_eq!(e["error"]["kind"], "timeout");
@@ -387,11 +405,10 @@ async fn a_statement_past_its_timeout_is_cancelled_on_the_target() {
         "{:?}",
         started.elapsed()
     );
-    // No backend of this request is left on the target.
-    let mut c = target.inspect().await;
+    // And no backend of it is left afterwards.
     let left: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = $1")
-            .bind(format!("quorum:{}", r["id"].as_str().expect("id")))
+            .bind(&app_name)
             .fetch_one(&mut c)
             .await
             .expect("activity");
@@ -441,6 +458,44 @@ async fn results_are_capped_and_unreachable_targets_are_classified() {
         (Some(5), Some(true))
     );
     assert_eq!(rows["rows"][4], json!([5]));
+
+    // The byte cap: 2 KiB of stored values, whatever the row count.
+    let limits = json!({"limits": {"max_rows": 10000, "max_result_bytes": 2048}});
+    let (status, _) = app
+        .patch(&format!("/api/v1/instances/{shop}"), &admin.token, limits)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let r = approved(
+        &app,
+        &dan,
+        &shop,
+        "main",
+        "read",
+        "SELECT id, email, name FROM customers ORDER BY id",
+    )
+    .await;
+    let e = its_execution(&app, &dan.token, &r).await;
+    assert_eq!(e["status"], "succeeded", "{e}");
+    assert_eq!(e["statements"][0]["truncated"], true);
+    let stored = e["statements"][0]["rows_returned"].as_u64().expect("rows");
+    assert!(
+        (10..100).contains(&stored),
+        "{stored} rows of ~50 bytes each fit in 2 KiB"
+    );
+    let (_, rows) = app
+        .get(
+            &format!(
+                "/api/v1/executions/{}/rows?limit=1000",
+                e["id"].as_str().expect("id")
+            ),
+            &dan.token,
+        )
+        .await;
+    assert!(
+        rows["rows"].to_string().len() <= 2048 + 2 * stored as usize,
+        "{}",
+        rows["rows"].to_string().len()
+    );
 
     // An instance nobody listens for: a clear error, never a 500.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
