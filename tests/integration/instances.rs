@@ -184,6 +184,9 @@ store_tests! {
             (with(json!({"engine": "sqlite", "host": null, "user": null, "path": "missing.db"})), 422, "invalid_instance"),
             (with(json!({"engine": "mongodb", "host": null, "user": null, "uri": "mongodb://u:pw@db1/"})), 422, "invalid_instance"),
             (with(json!({"name": "demo-shop"})), 409, "instance_name_taken"),
+            // The portal's own store and keys are never a target.
+            (with(json!({"engine": "sqlite", "host": null, "user": null, "path": "quorum.db"})), 422, "invalid_instance"),
+            (with(json!({"engine": "sqlite", "host": null, "user": null, "path": "master.key"})), 422, "invalid_instance"),
             (with(json!({"secret": "pw\u{0007}"})), 422, "invalid_instance"),
         ];
         for (body, status, code) in cases {

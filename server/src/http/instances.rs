@@ -286,6 +286,11 @@ fn check_instance(state: &AppState, i: &Instance) -> ApiResult<()> {
                     "there is no file {path} in the data directory"
                 )));
             }
+            if is_portal_file(state, path) {
+                return Err(invalid(
+                    "path names one of the portal's own files (its store or keys), which requests must never reach",
+                ));
+            }
             if has(&i.host)
                 || i.port.is_some()
                 || has(&i.username)
@@ -299,6 +304,32 @@ fn check_instance(state: &AppState, i: &Instance) -> ApiResult<()> {
         }
     }
     Ok(())
+}
+
+/// Whether a data-directory path is the portal's own store (or its WAL files) or a key file.
+fn is_portal_file(state: &AppState, path: &str) -> bool {
+    let canonical = |p: &std::path::Path| std::fs::canonicalize(p).ok();
+    let Some(target) = canonical(&state.config.data_dir.join(path)) else {
+        return false;
+    };
+    let store = state.config.database_url();
+    let store_file = store
+        .strip_prefix("sqlite://")
+        .or_else(|| store.strip_prefix("sqlite:"))
+        .map(std::path::PathBuf::from);
+    let mut own: Vec<std::path::PathBuf> = ["jwt.key", crate::MASTER_KEY_FILE, "master.key.new"]
+        .iter()
+        .map(|f| state.config.data_dir.join(f))
+        .collect();
+    if let Some(db) = store_file {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            own.push(std::path::PathBuf::from(format!(
+                "{}{suffix}",
+                db.display()
+            )));
+        }
+    }
+    own.iter().filter_map(|p| canonical(p)).any(|p| p == target)
 }
 
 async fn check_pods(state: &AppState, ids: &[Uuid]) -> ApiResult<Vec<PodId>> {
