@@ -1,0 +1,256 @@
+//! The Quorum script guest: QuickJS inside WebAssembly.
+//!
+//! The host (the `quorum-sandbox` child process) provides the `quorum` imports below and nothing
+//! else of use: no files, no sockets, no environment. The guest reads its job, evaluates the
+//! prelude (`prelude.js`: `db`, `console`, `setTimeout`), runs the user's script as the body of an
+//! async function (so top-level `await` and `return` work), drives QuickJS's job queue until the
+//! script settles, and hands the JSON-encoded outcome back to the host.
+
+use rquickjs::context::EvalOptions;
+use rquickjs::{CatchResultExt, CaughtError, Context, Ctx, Function, Promise, Runtime, Value};
+
+mod host {
+    #[link(wasm_import_module = "quorum")]
+    unsafe extern "C" {
+        /// Length of the job's JSON.
+        pub fn job_len() -> u32;
+        /// Copies the job's JSON to `ptr` (which has room for `job_len()` bytes).
+        pub fn job_read(ptr: *mut u8);
+        /// Sends one db call (JSON) to the broker; returns the length of the reply, kept by the host.
+        pub fn db_call(ptr: *const u8, len: u32) -> u32;
+        /// Copies the last reply to `ptr`.
+        pub fn reply_read(ptr: *mut u8);
+        /// One console line at `level` (0 log, 1 info, 2 warn, 3 error).
+        pub fn log(level: u32, ptr: *const u8, len: u32);
+        /// Blocks for up to `ms` milliseconds (never past the deadline); used by `setTimeout`.
+        pub fn sleep(ms: u32);
+        /// The outcome's JSON: `{"value": …}` or `{"error": {…}}`. Called once, last.
+        pub fn finish(ptr: *const u8, len: u32);
+    }
+}
+
+/// The parts of the job the guest needs (the host has checked the rest).
+struct Job {
+    engine: String,
+    kind: String,
+    source: String,
+    memory_bytes: usize,
+}
+
+const PRELUDE: &str = include_str!("prelude.js");
+/// Columns the wrapper adds in front of the script's first line.
+const SCRIPT_PREFIX: &str = "(async () => {";
+const EXPRESSION_PREFIX: &str = "(async () => { return __quorum_expr(await (";
+
+fn read_raw_job() -> Vec<u8> {
+    // SAFETY: the host writes exactly `job_len()` bytes into the buffer we allocated for them.
+    unsafe {
+        let len = host::job_len() as usize;
+        let mut buf = vec![0u8; len];
+        host::job_read(buf.as_mut_ptr());
+        buf
+    }
+}
+
+fn parse_job(ctx: &Ctx<'_>, raw: Vec<u8>) -> Result<Job, String> {
+    let raw = String::from_utf8(raw).map_err(|_| "job is not UTF-8".to_owned())?;
+    let job: rquickjs::Object = ctx
+        .json_parse(raw)
+        .map_err(|e| format!("job: {e}"))?
+        .into_object()
+        .ok_or("job is not an object")?;
+    let get = |k: &str| -> Result<String, String> {
+        job.get::<_, String>(k).map_err(|e| format!("job.{k}: {e}"))
+    };
+    let limits: rquickjs::Object = job.get("limits").map_err(|e| format!("job.limits: {e}"))?;
+    let memory_mb: u32 = limits
+        .get("memory_mb")
+        .map_err(|e| format!("job.limits.memory_mb: {e}"))?;
+    Ok(Job {
+        engine: get("engine")?,
+        kind: get("kind")?,
+        source: get("source")?,
+        memory_bytes: memory_mb as usize * 1024 * 1024,
+    })
+}
+
+fn finish(json: &str) {
+    // SAFETY: the host copies `len` bytes from our memory before returning.
+    unsafe { host::finish(json.as_ptr(), json.len() as u32) }
+}
+
+fn finish_internal(message: &str) {
+    let escaped = message.replace('\\', "\\\\").replace('"', "\\\"");
+    finish(&format!(
+        r#"{{"error":{{"kind":"internal","message":"{escaped}"}}}}"#
+    ));
+}
+
+fn install_natives<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<()> {
+    let g = ctx.globals();
+    g.set(
+        "__quorum_call",
+        Function::new(ctx.clone(), |request: String| -> String {
+            // SAFETY: the host reads `len` bytes from our memory, then writes exactly the
+            // returned number of bytes into the buffer we allocated.
+            unsafe {
+                let len = host::db_call(request.as_ptr(), request.len() as u32) as usize;
+                let mut buf = vec![0u8; len];
+                host::reply_read(buf.as_mut_ptr());
+                String::from_utf8(buf).unwrap_or_else(|_| {
+                    r#"{"error":{"kind":"internal","message":"reply is not UTF-8"}}"#.to_owned()
+                })
+            }
+        })?,
+    )?;
+    g.set(
+        "__quorum_log",
+        Function::new(ctx.clone(), |level: u32, line: String| {
+            // SAFETY: the host copies `len` bytes from our memory before returning.
+            unsafe { host::log(level, line.as_ptr(), line.len() as u32) }
+        })?,
+    )?;
+    g.set(
+        "__quorum_sleep",
+        Function::new(ctx.clone(), |ms: f64| {
+            let ms = if ms.is_finite() {
+                ms.clamp(0.0, u32::MAX as f64) as u32
+            } else {
+                0
+            };
+            // SAFETY: a plain call with an integer argument.
+            unsafe { host::sleep(ms) }
+        })?,
+    )?;
+    Ok(())
+}
+
+/// The script wrapped so that it is the body of an async function.
+fn wrap(job: &Job) -> (String, usize) {
+    if job.kind == "expression" {
+        (
+            format!("{EXPRESSION_PREFIX}{}\n)); }})()", job.source),
+            EXPRESSION_PREFIX.len(),
+        )
+    } else {
+        (
+            format!("{SCRIPT_PREFIX}{}\n}})()", job.source),
+            SCRIPT_PREFIX.len(),
+        )
+    }
+}
+
+/// Turns a thrown value into the outcome's `error` JSON, through the prelude's `describe`.
+fn describe_error<'js>(ctx: &Ctx<'js>, err: CaughtError<'js>, prefix_len: usize) -> String {
+    let value: Value<'js> = match err {
+        CaughtError::Exception(e) => e.into_value(),
+        CaughtError::Value(v) => v,
+        CaughtError::Error(e) => {
+            let kind = if matches!(e, rquickjs::Error::Allocation) {
+                "memory_limit"
+            } else {
+                "internal"
+            };
+            let msg = e.to_string().replace('\\', "\\\\").replace('"', "\\\"");
+            return format!(r#"{{"error":{{"kind":"{kind}","message":"{msg}"}}}}"#);
+        }
+    };
+    let describe: rquickjs::Result<Function> = ctx.globals().get("__quorum_describe");
+    match describe.and_then(|f| f.call::<_, String>((value, prefix_len as u32))) {
+        Ok(json) => json,
+        Err(_) => r#"{"error":{"kind":"memory_limit","message":"the script ran out of memory while failing"}}"#.to_owned(),
+    }
+}
+
+fn run(ctx: &Ctx<'_>, job: &Job) -> Result<String, String> {
+    install_natives(ctx).map_err(|e| format!("natives: {e}"))?;
+    let prelude: Function = ctx
+        .eval_with_options(PRELUDE, options("prelude.js"))
+        .catch(ctx)
+        .map_err(|e| format!("prelude: {e}"))?;
+    prelude
+        .call::<_, ()>((job.engine.as_str(),))
+        .catch(ctx)
+        .map_err(|e| format!("prelude: {e}"))?;
+
+    let (code, prefix_len) = wrap(job);
+    let promise: Promise = match ctx.eval_with_options(code, options("script.js")).catch(ctx) {
+        Ok(p) => p,
+        Err(e) => return Ok(describe_error(ctx, e, prefix_len)),
+    };
+    let tick: Function = ctx
+        .globals()
+        .get("__quorum_tick")
+        .map_err(|e| format!("tick: {e}"))?;
+    loop {
+        while ctx.execute_pending_job() {}
+        match promise.state() {
+            rquickjs::promise::PromiseState::Pending => {
+                let more: bool = tick
+                    .call(())
+                    .catch(ctx)
+                    .map_err(|e| format!("timers: {e}"))?;
+                if !more {
+                    return Ok(r#"{"error":{"kind":"script","message":"the script awaited a promise that can never settle"}}"#.to_owned());
+                }
+            }
+            rquickjs::promise::PromiseState::Resolved => {
+                let value: Value = promise
+                    .result()
+                    .ok_or("settled promise without a result")?
+                    .map_err(|e| e.to_string())?;
+                let encode: Function = ctx
+                    .globals()
+                    .get("__quorum_encode")
+                    .map_err(|e| e.to_string())?;
+                return match encode.call::<_, String>((value,)).catch(ctx) {
+                    Ok(json) => Ok(json),
+                    Err(e) => Ok(describe_error(ctx, e, prefix_len)),
+                };
+            }
+            rquickjs::promise::PromiseState::Rejected => {
+                let reason = match promise.result::<Value>() {
+                    Some(Err(rquickjs::Error::Exception)) => {
+                        CaughtError::from_error(ctx, rquickjs::Error::Exception)
+                    }
+                    Some(Ok(v)) => CaughtError::Value(v),
+                    Some(Err(e)) => CaughtError::Error(e),
+                    None => return Err("rejected promise without a reason".to_owned()),
+                };
+                return Ok(describe_error(ctx, reason, prefix_len));
+            }
+        }
+    }
+}
+
+fn options(filename: &str) -> EvalOptions {
+    let mut opts = EvalOptions::default();
+    opts.global = true;
+    opts.strict = false;
+    opts.promise = false;
+    opts.filename = Some(filename.to_owned());
+    opts
+}
+
+fn main() {
+    let Ok(rt) = Runtime::new() else {
+        return finish_internal("QuickJS runtime could not start");
+    };
+    // Deep recursion ends in a catchable RangeError well before the wasm stack is exhausted.
+    rt.set_max_stack_size(3 * 1024 * 1024);
+    let Ok(context) = Context::full(&rt) else {
+        return finish_internal("QuickJS context could not start");
+    };
+    let job = match context.with(|ctx| parse_job(&ctx, read_raw_job())) {
+        Ok(job) => job,
+        Err(message) => return finish_internal(&message),
+    };
+    // QuickJS stops a little below the wasm memory cap, so running out of memory is usually a
+    // catchable JavaScript error the outcome can name, rather than a trap.
+    rt.set_memory_limit(job.memory_bytes.saturating_sub(job.memory_bytes / 8));
+    let outcome = context.with(|ctx| run(&ctx, &job));
+    match outcome {
+        Ok(json) => finish(&json),
+        Err(message) => finish_internal(&message),
+    }
+}

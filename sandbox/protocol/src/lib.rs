@@ -1,0 +1,361 @@
+//! The frames exchanged between the portal's executor and a `quorum-sandbox` child.
+//!
+//! Each frame is a 4-byte big-endian length followed by that many bytes of JSON. The length is
+//! checked against the reader's cap before anything is allocated, and every frame type rejects
+//! unknown fields, so a confused or hostile peer gets an error rather than a guess.
+//!
+//! ```text
+//! child  → parent   Ready                         (once, after start-up and self-restriction)
+//! parent → child    Job                           (once)
+//! child  → parent   DbCall | Log                  (any number; each DbCall waits for its DbReply)
+//! parent → child    DbReply                       (one per DbCall, same id)
+//! child  → parent   Outcome                       (once, then the child exits)
+//! ```
+
+use std::io::{self, Read, Write};
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// Bumped on any incompatible change; both sides refuse a peer speaking another version.
+pub const VERSION: u32 = 1;
+
+/// The largest frame either side will ever accept, whatever the limits of a job say.
+pub const ABSOLUTE_MAX_FRAME: usize = 512 * 1024 * 1024;
+
+/// Bytes of a single log line kept; longer lines are cut and marked.
+pub const MAX_LOG_LINE: usize = 16 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {len} bytes exceeds the cap of {cap} bytes")]
+    TooLarge { len: usize, cap: usize },
+    #[error("malformed frame: {0}")]
+    Malformed(#[from] serde_json::Error),
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// The database engine a job talks to; decides the shape of `db`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Engine {
+    Postgres,
+    Sqlite,
+    Mongodb,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Read,
+    Write,
+}
+
+/// `script`: a JavaScript body (top-level `await` and `return` allowed). `expression`: a single
+/// mongosh-style expression such as `db.orders.find({})`, whose value is the result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    Script,
+    Expression,
+}
+
+/// The limits the child enforces itself; the parent enforces them again on its side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobLimits {
+    pub wall_ms: u64,
+    pub memory_mb: u32,
+    pub max_calls: u32,
+    /// Largest serialized argument of one `db.*` call.
+    pub max_call_bytes: u64,
+    pub max_log_bytes: u64,
+    pub max_result_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Job {
+    pub v: u32,
+    pub engine: Engine,
+    pub mode: Mode,
+    pub kind: SourceKind,
+    pub source: String,
+    pub limits: JobLimits,
+    /// Only parse the source and report syntax errors; run nothing.
+    #[serde(default)]
+    pub check_only: bool,
+}
+
+/// The protections the child managed to put in place before accepting a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Protections {
+    /// The seccomp filter denying sockets, exec, fork and file opens is installed.
+    pub seccomp: bool,
+    /// Landlock's answer: `full`, `partial`, or `unsupported` when the kernel lacks it.
+    pub landlock: String,
+    /// `PR_SET_NO_NEW_PRIVS` is set.
+    pub no_new_privs: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogLevel {
+    Log,
+    Info,
+    Warn,
+    Error,
+}
+
+/// Why an execution failed, as design §5 names the kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    Syntax,
+    Script,
+    DbError,
+    Timeout,
+    MemoryLimit,
+    StackOverflow,
+    OutputLimit,
+    CallLimit,
+    ReadOnlyViolation,
+    Internal,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Syntax => "syntax",
+            Self::Script => "script",
+            Self::DbError => "db_error",
+            Self::Timeout => "timeout",
+            Self::MemoryLimit => "memory_limit",
+            Self::StackOverflow => "stack_overflow",
+            Self::OutputLimit => "output_limit",
+            Self::CallLimit => "call_limit",
+            Self::ReadOnlyViolation => "read_only_violation",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+/// A failure with the script position it happened at, where one is known.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Failure {
+    pub kind: ErrorKind,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outcome {
+    /// The script's returned value as JSON (`null` when it returned nothing or failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<Box<RawValue>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Failure>,
+    /// The log was cut at `max_log_bytes`.
+    pub logs_truncated: bool,
+    /// Peak guest linear memory, in bytes.
+    pub peak_memory_bytes: u64,
+}
+
+/// A database call from the script. SQL engines only ever send `Query`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DbOp {
+    Query {
+        sql: String,
+        #[serde(default)]
+        params: Vec<serde_json::Value>,
+    },
+    Mongo {
+        collection: String,
+        method: String,
+        #[serde(default)]
+        args: Vec<serde_json::Value>,
+    },
+}
+
+/// Frames the child sends. Externally tagged (`{"db_call": {…}}`): raw JSON values cannot pass
+/// through serde's buffering of internally tagged enums.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum FromChild {
+    Ready {
+        v: u32,
+        protections: Protections,
+    },
+    DbCall {
+        id: u32,
+        /// The guest's serialized [`DbOp`], passed on unparsed by the child.
+        call: Box<RawValue>,
+    },
+    Log {
+        level: LogLevel,
+        message: String,
+        /// Milliseconds since the job started.
+        at_ms: u64,
+    },
+    Outcome(Outcome),
+}
+
+/// Frames the parent sends.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ToChild {
+    Job(Job),
+    DbReply {
+        id: u32,
+        /// `{"ok": value}` or `{"error": {"kind": …, "message": …}}`, handed to the guest as is.
+        reply: Box<RawValue>,
+        /// Set when the call broke a limit the script must not survive (call timeout, read-only
+        /// violation): the child stops the script with this failure instead of replying.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fatal: Option<Failure>,
+    },
+}
+
+/// Serializes `frame` with its length prefix.
+pub fn encode<T: Serialize>(frame: &T) -> Result<Vec<u8>, FrameError> {
+    let mut out = vec![0u8; 4];
+    serde_json::to_writer(&mut out, frame)?;
+    let len = out.len() - 4;
+    let prefix = u32::try_from(len).map_err(|_| FrameError::TooLarge {
+        len,
+        cap: u32::MAX as usize,
+    })?;
+    out[..4].copy_from_slice(&prefix.to_be_bytes());
+    Ok(out)
+}
+
+/// Checks a length prefix against a cap before anything is allocated for the body.
+pub fn check_len(prefix: [u8; 4], cap: usize) -> Result<usize, FrameError> {
+    let len = u32::from_be_bytes(prefix) as usize;
+    let cap = cap.min(ABSOLUTE_MAX_FRAME);
+    if len > cap {
+        return Err(FrameError::TooLarge { len, cap });
+    }
+    Ok(len)
+}
+
+pub fn write_frame<W: Write, T: Serialize>(w: &mut W, frame: &T) -> Result<(), FrameError> {
+    w.write_all(&encode(frame)?)?;
+    w.flush()?;
+    Ok(())
+}
+
+/// Reads one frame body; `Ok(None)` on a clean end of stream before a new frame.
+pub fn read_frame<R: Read>(r: &mut R, cap: usize) -> Result<Option<Vec<u8>>, FrameError> {
+    let mut prefix = [0u8; 4];
+    match r.read_exact(&mut prefix) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let len = check_len(prefix, cap)?;
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)?;
+    Ok(Some(body))
+}
+
+pub fn decode<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, FrameError> {
+    Ok(serde_json::from_slice(body)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> JobLimits {
+        JobLimits {
+            wall_ms: 1000,
+            memory_mb: 64,
+            max_calls: 10,
+            max_call_bytes: 1024,
+            max_log_bytes: 1024,
+            max_result_bytes: 1024,
+        }
+    }
+
+    #[test]
+    fn frames_round_trip() -> Result<(), FrameError> {
+        let job = ToChild::Job(Job {
+            v: VERSION,
+            engine: Engine::Postgres,
+            mode: Mode::Read,
+            kind: SourceKind::Script,
+            source: "return 1".into(),
+            limits: limits(),
+            check_only: false,
+        });
+        let bytes = encode(&job)?;
+        let body =
+            read_frame(&mut &bytes[..], 1 << 20)?.ok_or(FrameError::TooLarge { len: 0, cap: 0 })?;
+        match decode::<ToChild>(&body)? {
+            ToChild::Job(j) => assert_eq!(j.source, "return 1"),
+            other => panic!("unexpected {other:?}"),
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn oversized_frames_are_refused_before_allocation() {
+        let prefix = (u32::MAX).to_be_bytes();
+        let mut input = prefix.to_vec();
+        input.extend_from_slice(b"{}");
+        match read_frame(&mut &input[..], 1024) {
+            Err(FrameError::TooLarge { len, cap: 1024 }) => assert_eq!(len, u32::MAX as usize),
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_fields_and_types_are_rejected() {
+        let extra = br#"{"log":{"level":"log","message":"x","at_ms":1,"sneaky":true}}"#;
+        assert!(decode::<FromChild>(extra).is_err());
+        let fine = br#"{"log":{"level":"log","message":"x","at_ms":1}}"#;
+        assert!(decode::<FromChild>(fine).is_ok());
+        let unknown = br#"{"shell":{"cmd":"id"}}"#;
+        assert!(decode::<FromChild>(unknown).is_err());
+        let op = br#"{"op":"query","sql":"SELECT 1","params":[],"as_root":true}"#;
+        assert!(serde_json::from_slice::<DbOp>(op).is_err());
+        let ok = br#"{"op":"query","sql":"SELECT $1","params":[1]}"#;
+        assert!(serde_json::from_slice::<DbOp>(ok).is_ok());
+    }
+
+    #[test]
+    fn raw_values_pass_through_unparsed() -> Result<(), FrameError> {
+        let reply = ToChild::DbReply {
+            id: 7,
+            reply: RawValue::from_string(r#"{"ok":{"rows":[{"a":1}]}}"#.to_owned())?,
+            fatal: None,
+        };
+        let bytes = encode(&reply)?;
+        match decode::<ToChild>(&bytes[4..])? {
+            ToChild::DbReply {
+                id: 7,
+                reply,
+                fatal: None,
+            } => {
+                assert_eq!(reply.get(), r#"{"ok":{"rows":[{"a":1}]}}"#)
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn clean_end_of_stream_is_none() -> Result<(), FrameError> {
+        assert!(read_frame(&mut &b""[..], 10)?.is_none());
+        Ok(())
+    }
+}

@@ -1,0 +1,97 @@
+//! The wasmtime engine configuration and the precompiled-module cache.
+
+use std::fs;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use sha2::{Digest, Sha256};
+use wasmtime::{Config, Engine, Module};
+
+/// The guest, built for `wasm32-wasip1` by the build script.
+pub const GUEST_WASM: &[u8] = include_bytes!(env!("QUORUM_GUEST_WASM"));
+
+/// How often the epoch ticks; deadlines are counted in these.
+pub const EPOCH_TICK_MS: u64 = 10;
+
+/// Native stack for wasm frames. QuickJS's own limit (3 MiB of its linear-memory stack) normally
+/// throws a catchable RangeError first; this bounds what is left.
+const MAX_WASM_STACK: usize = 2 * 1024 * 1024;
+
+/// The one engine configuration, shared by precompiling and running so the artifact matches.
+pub fn engine() -> anyhow::Result<Engine> {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    config.max_wasm_stack(MAX_WASM_STACK);
+    config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    Engine::new(&config).map_err(|e| anyhow::anyhow!("wasmtime engine: {e}"))
+}
+
+/// The cache file name: the guest's hash, and wasmtime's compatibility hash (its version and
+/// every engine setting that affects compiled code).
+fn cache_key(engine: &Engine) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut h);
+    let guest = hex::encode(&Sha256::digest(GUEST_WASM)[..12]);
+    format!("guest-{guest}-{:016x}.cwasm", h.finish())
+}
+
+/// Compiles the guest into `dir` unless an artifact for this exact engine and guest is there.
+pub fn precompile(dir: &Path) -> anyhow::Result<PathBuf> {
+    let engine = engine()?;
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(cache_key(&engine));
+    if path.is_file() {
+        return Ok(path);
+    }
+    let bytes = engine
+        .precompile_module(GUEST_WASM)
+        .map_err(|e| anyhow::anyhow!("compiling the guest: {e}"))?;
+    // Written aside and renamed, so a concurrent start never loads half a file.
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        cache_key(&engine),
+        std::process::id()
+    ));
+    fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(path)
+}
+
+/// Loads a precompiled guest. Only files written by [`precompile`] are ever passed here: the
+/// executor names the file, the child never chooses one.
+pub fn load(engine: &Engine, path: &Path) -> anyhow::Result<Module> {
+    #[expect(
+        unsafe_code,
+        reason = "deserializing a module we compiled ourselves, see above"
+    )]
+    // SAFETY: `path` is an artifact `precompile` produced with this engine configuration;
+    // wasmtime also checks the version and configuration recorded in it.
+    let module = unsafe { Module::deserialize_file(engine, path) };
+    module.map_err(|e| anyhow::anyhow!("loading {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Capabilities reach the guest only through imports: this list is the whole surface, and a
+    /// new import fails the test until someone looks at it (security matrix S7).
+    #[test]
+    fn the_guest_imports_exactly_the_allowlist() -> anyhow::Result<()> {
+        let engine = engine()?;
+        let module = Module::new(&engine, GUEST_WASM).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut imports: Vec<String> = module
+            .imports()
+            .map(|i| format!("{}::{}", i.module(), i.name()))
+            .collect();
+        imports.sort();
+        let mut expected: Vec<String> = crate::host::ALLOWED_IMPORTS
+            .iter()
+            .map(|(m, n)| format!("{m}::{n}"))
+            .collect();
+        expected.sort();
+        assert_eq!(imports, expected);
+        Ok(())
+    }
+}

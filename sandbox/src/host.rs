@@ -1,0 +1,702 @@
+//! The child's side of one execution: the host functions the guest may call, the limits they
+//! enforce, and the frames they exchange with the executor.
+
+use std::fmt;
+use std::io::{self, StdinLock, StdoutLock, Write};
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use quorum_sandbox_protocol::{
+    self as proto, ErrorKind, Failure, FromChild, Job, JobLimits, LogLevel, Outcome, ToChild,
+};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use wasmtime::{Caller, Engine, Extern, Linker, Memory, Module, ResourceLimiter, Store, Trap};
+
+use crate::engine::{self, EPOCH_TICK_MS};
+
+/// Every import the guest may have; `engine::tests` checks the guest asks for exactly these.
+#[cfg(test)]
+pub const ALLOWED_IMPORTS: &[(&str, &str)] = &[
+    ("quorum", "job_len"),
+    ("quorum", "job_read"),
+    ("quorum", "db_call"),
+    ("quorum", "reply_read"),
+    ("quorum", "log"),
+    ("quorum", "sleep"),
+    ("quorum", "finish"),
+    ("wasi_snapshot_preview1", "random_get"),
+    ("wasi_snapshot_preview1", "environ_get"),
+    ("wasi_snapshot_preview1", "environ_sizes_get"),
+    ("wasi_snapshot_preview1", "clock_time_get"),
+    ("wasi_snapshot_preview1", "fd_close"),
+    ("wasi_snapshot_preview1", "fd_fdstat_get"),
+    ("wasi_snapshot_preview1", "fd_seek"),
+    ("wasi_snapshot_preview1", "fd_write"),
+    ("wasi_snapshot_preview1", "proc_exit"),
+];
+
+/// The largest job frame accepted (the portal caps scripts far below this).
+const MAX_JOB_FRAME: usize = 8 * 1024 * 1024;
+/// Bytes of the guest's own stderr (panic messages) passed on to ours.
+const MAX_STDERR: usize = 64 * 1024;
+/// Room for the envelope around a returned value.
+const RESULT_SLACK: u64 = 1024;
+
+const WASI_ESUCCESS: i32 = 0;
+const WASI_EBADF: i32 = 8;
+const WASI_EFAULT: i32 = 21;
+const WASI_EINVAL: i32 = 28;
+
+/// A failure that ends the script: raised from a host function, so JavaScript cannot catch it.
+#[derive(Debug)]
+struct Fatal(Failure);
+
+impl fmt::Display for Fatal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.0.kind.as_str(), self.0.message)
+    }
+}
+impl std::error::Error for Fatal {}
+
+fn fatal(kind: ErrorKind, message: impl Into<String>) -> wasmtime::Error {
+    wasmtime::Error::new(Fatal(Failure {
+        kind,
+        message: message.into(),
+        line: None,
+        column: None,
+    }))
+}
+
+/// `proc_exit` from the guest's libc.
+#[derive(Debug)]
+struct Exit(i32);
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "guest exited with status {}", self.0)
+    }
+}
+impl std::error::Error for Exit {}
+
+/// Linear memory capped at the job's limit; records a refused growth so the outcome can say
+/// `memory_limit` even when the guest turned the refusal into an ordinary error.
+#[derive(Debug)]
+struct Limiter {
+    cap: usize,
+    denied: bool,
+    peak: usize,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.cap {
+            self.denied = true;
+            return Ok(false);
+        }
+        self.peak = self.peak.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+
+    fn instances(&self) -> usize {
+        1
+    }
+
+    fn tables(&self) -> usize {
+        1
+    }
+
+    fn memories(&self) -> usize {
+        1
+    }
+}
+
+struct Host {
+    /// The job as the guest reads it.
+    job: Vec<u8>,
+    limits: JobLimits,
+    started: Instant,
+    deadline: Instant,
+    stdin: StdinLock<'static>,
+    stdout: StdoutLock<'static>,
+    reply: Vec<u8>,
+    calls: u32,
+    log_bytes: u64,
+    logs_truncated: bool,
+    stderr_bytes: usize,
+    finished: Option<Vec<u8>>,
+    limiter: Limiter,
+}
+
+impl Host {
+    fn send(&mut self, frame: &FromChild) -> wasmtime::Result<()> {
+        proto::write_frame(&mut self.stdout, frame)
+            .map_err(|e| fatal(ErrorKind::Internal, format!("writing to the executor: {e}")))
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn timeout(&self) -> wasmtime::Error {
+        fatal(
+            ErrorKind::Timeout,
+            format!("the script ran longer than {} ms", self.limits.wall_ms),
+        )
+    }
+
+    fn reply_cap(&self) -> usize {
+        usize::try_from(
+            self.limits
+                .max_result_bytes
+                .saturating_mul(2)
+                .saturating_add(1 << 20),
+        )
+        .unwrap_or(usize::MAX)
+    }
+
+    /// Sends one db call and waits for its reply.
+    fn db_call(&mut self, call: Box<RawValue>) -> wasmtime::Result<Vec<u8>> {
+        let id = self.calls;
+        self.send(&FromChild::DbCall { id, call })?;
+        let cap = self.reply_cap();
+        let body = proto::read_frame(&mut self.stdin, cap)
+            .map_err(|e| {
+                fatal(
+                    ErrorKind::Internal,
+                    format!("reading the executor's reply: {e}"),
+                )
+            })?
+            .ok_or_else(|| fatal(ErrorKind::Internal, "the executor went away"))?;
+        match proto::decode::<ToChild>(&body) {
+            Ok(ToChild::DbReply {
+                id: got,
+                reply,
+                fatal: stop,
+            }) if got == id => match stop {
+                Some(failure) => Err(wasmtime::Error::new(Fatal(failure))),
+                None => Ok(reply.get().as_bytes().to_vec()),
+            },
+            Ok(other) => Err(fatal(
+                ErrorKind::Internal,
+                format!("unexpected frame from the executor: {other:?}"),
+            )),
+            Err(e) => Err(fatal(
+                ErrorKind::Internal,
+                format!("bad frame from the executor: {e}"),
+            )),
+        }
+    }
+}
+
+fn memory(caller: &mut Caller<'_, Host>) -> wasmtime::Result<Memory> {
+    match caller.get_export("memory") {
+        Some(Extern::Memory(m)) => Ok(m),
+        _ => Err(fatal(ErrorKind::Internal, "the guest exports no memory")),
+    }
+}
+
+/// Copies `len` guest bytes at `ptr`; the caller has already checked `len` against its cap.
+fn read_guest(caller: &mut Caller<'_, Host>, ptr: u32, len: u32) -> wasmtime::Result<Vec<u8>> {
+    let mem = memory(caller)?;
+    let end = u64::from(ptr) + u64::from(len);
+    if end > mem.data_size(&caller) as u64 {
+        return Err(fatal(
+            ErrorKind::Internal,
+            "the guest passed a buffer outside its memory",
+        ));
+    }
+    let mut buf = vec![0u8; len as usize];
+    mem.read(&caller, ptr as usize, &mut buf).map_err(|_| {
+        fatal(
+            ErrorKind::Internal,
+            "the guest passed a buffer outside its memory",
+        )
+    })?;
+    Ok(buf)
+}
+
+fn write_guest(caller: &mut Caller<'_, Host>, ptr: u32, bytes: &[u8]) -> wasmtime::Result<()> {
+    let mem = memory(caller)?;
+    mem.write(caller, ptr as usize, bytes).map_err(|_| {
+        fatal(
+            ErrorKind::Internal,
+            "the guest passed a buffer outside its memory",
+        )
+    })
+}
+
+fn linker(engine: &Engine) -> wasmtime::Result<Linker<Host>> {
+    let mut l = Linker::new(engine);
+    l.func_wrap("quorum", "job_len", |caller: Caller<'_, Host>| {
+        caller.data().job.len() as u32
+    })?;
+    l.func_wrap(
+        "quorum",
+        "job_read",
+        |mut caller: Caller<'_, Host>, ptr: u32| {
+            let job = std::mem::take(&mut caller.data_mut().job);
+            write_guest(&mut caller, ptr, &job)
+        },
+    )?;
+    l.func_wrap(
+        "quorum",
+        "db_call",
+        |mut caller: Caller<'_, Host>, ptr: u32, len: u32| -> wasmtime::Result<u32> {
+            let host = caller.data_mut();
+            host.calls += 1;
+            if host.calls > host.limits.max_calls {
+                return Err(fatal(
+                    ErrorKind::CallLimit,
+                    format!(
+                        "the script made more than {} database calls",
+                        host.limits.max_calls
+                    ),
+                ));
+            }
+            // Checked before a single byte is copied out of the guest.
+            if u64::from(len) > host.limits.max_call_bytes {
+                return Err(fatal(
+                    ErrorKind::CallLimit,
+                    format!(
+                        "a database call's arguments take {len} bytes; the limit is {} bytes",
+                        host.limits.max_call_bytes
+                    ),
+                ));
+            }
+            if Instant::now() >= host.deadline {
+                return Err(host.timeout());
+            }
+            let bytes = read_guest(&mut caller, ptr, len)?;
+            let host = caller.data_mut();
+            let reply = match String::from_utf8(bytes)
+                .ok()
+                .and_then(|s| RawValue::from_string(s).ok())
+            {
+                Some(call) => host.db_call(call)?,
+                None => br#"{"error":{"kind":"internal","message":"the call was not valid JSON"}}"#
+                    .to_vec(),
+            };
+            if Instant::now() >= host.deadline {
+                return Err(host.timeout());
+            }
+            let len = reply.len() as u32;
+            host.reply = reply;
+            Ok(len)
+        },
+    )?;
+    l.func_wrap(
+        "quorum",
+        "reply_read",
+        |mut caller: Caller<'_, Host>, ptr: u32| {
+            let reply = std::mem::take(&mut caller.data_mut().reply);
+            write_guest(&mut caller, ptr, &reply)
+        },
+    )?;
+    l.func_wrap(
+        "quorum",
+        "log",
+        |mut caller: Caller<'_, Host>, level: u32, ptr: u32, len: u32| -> wasmtime::Result<()> {
+            let host = caller.data_mut();
+            if host.logs_truncated {
+                return Ok(());
+            }
+            let remaining = host.limits.max_log_bytes.saturating_sub(host.log_bytes);
+            let take = u64::from(len)
+                .min(proto::MAX_LOG_LINE as u64)
+                .min(remaining) as u32;
+            if u64::from(len) > remaining {
+                host.logs_truncated = true;
+            }
+            if take == 0 {
+                return Ok(());
+            }
+            let bytes = read_guest(&mut caller, ptr, take)?;
+            let mut message = String::from_utf8_lossy(&bytes).into_owned();
+            if take < len {
+                message.push_str(" …[cut]");
+            }
+            let host = caller.data_mut();
+            host.log_bytes += u64::from(take);
+            let level = match level {
+                1 => LogLevel::Info,
+                2 => LogLevel::Warn,
+                3 => LogLevel::Error,
+                _ => LogLevel::Log,
+            };
+            let at_ms = host.elapsed_ms();
+            host.send(&FromChild::Log {
+                level,
+                message,
+                at_ms,
+            })
+        },
+    )?;
+    l.func_wrap(
+        "quorum",
+        "sleep",
+        |caller: Caller<'_, Host>, ms: u32| -> wasmtime::Result<()> {
+            let host = caller.data();
+            let now = Instant::now();
+            let until = now + Duration::from_millis(u64::from(ms));
+            if until >= host.deadline {
+                std::thread::sleep(host.deadline.saturating_duration_since(now));
+                return Err(host.timeout());
+            }
+            std::thread::sleep(until - now);
+            Ok(())
+        },
+    )?;
+    l.func_wrap("quorum", "finish", |mut caller: Caller<'_, Host>, ptr: u32, len: u32| -> wasmtime::Result<()> {
+        let cap = caller.data().limits.max_result_bytes;
+        let outcome = if u64::from(len) > cap + RESULT_SLACK {
+            format!(
+                r#"{{"error":{{"kind":"output_limit","message":"the returned value takes {len} bytes; the limit is {cap} bytes"}}}}"#
+            )
+            .into_bytes()
+        } else {
+            read_guest(&mut caller, ptr, len)?
+        };
+        caller.data_mut().finished = Some(outcome);
+        Ok(())
+    })?;
+
+    // The few WASI calls the guest's libc makes, answered here: no files, no environment.
+    let wasi = "wasi_snapshot_preview1";
+    l.func_wrap(
+        wasi,
+        "random_get",
+        |mut caller: Caller<'_, Host>, ptr: u32, len: u32| -> wasmtime::Result<i32> {
+            if len > 4096 {
+                return Ok(WASI_EINVAL);
+            }
+            let mut buf = vec![0u8; len as usize];
+            fill_random(&mut buf);
+            Ok(if write_guest(&mut caller, ptr, &buf).is_ok() {
+                WASI_ESUCCESS
+            } else {
+                WASI_EFAULT
+            })
+        },
+    )?;
+    l.func_wrap(
+        wasi,
+        "environ_get",
+        |_: Caller<'_, Host>, _: u32, _: u32| WASI_ESUCCESS,
+    )?;
+    l.func_wrap(
+        wasi,
+        "environ_sizes_get",
+        |mut caller: Caller<'_, Host>, count: u32, size: u32| -> wasmtime::Result<i32> {
+            write_guest(&mut caller, count, &0u32.to_le_bytes())?;
+            write_guest(&mut caller, size, &0u32.to_le_bytes())?;
+            Ok(WASI_ESUCCESS)
+        },
+    )?;
+    l.func_wrap(
+        wasi,
+        "clock_time_get",
+        |mut caller: Caller<'_, Host>,
+         id: u32,
+         _precision: u64,
+         out: u32|
+         -> wasmtime::Result<i32> {
+            let nanos = match id {
+                // Monotonic: time since the job started.
+                1 => caller.data().started.elapsed().as_nanos(),
+                _ => SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0),
+            };
+            let nanos = u64::try_from(nanos).unwrap_or(u64::MAX);
+            write_guest(&mut caller, out, &nanos.to_le_bytes())?;
+            Ok(WASI_ESUCCESS)
+        },
+    )?;
+    l.func_wrap(wasi, "fd_close", |_: Caller<'_, Host>, _fd: u32| WASI_EBADF)?;
+    l.func_wrap(
+        wasi,
+        "fd_fdstat_get",
+        |_: Caller<'_, Host>, _fd: u32, _out: u32| WASI_EBADF,
+    )?;
+    l.func_wrap(
+        wasi,
+        "fd_seek",
+        |_: Caller<'_, Host>, _fd: u32, _off: i64, _whence: i32, _out: u32| WASI_EBADF,
+    )?;
+    l.func_wrap(
+        wasi,
+        "fd_write",
+        |mut caller: Caller<'_, Host>,
+         fd: u32,
+         iovs: u32,
+         iovs_len: u32,
+         written: u32|
+         -> wasmtime::Result<i32> {
+            if fd != 1 && fd != 2 {
+                return Ok(WASI_EBADF);
+            }
+            if iovs_len > 1024 {
+                return Ok(WASI_EINVAL);
+            }
+            let table = read_guest(&mut caller, iovs, iovs_len * 8)?;
+            let mut total: u32 = 0;
+            for iov in table.chunks_exact(8) {
+                let ptr = u32::from_le_bytes([iov[0], iov[1], iov[2], iov[3]]);
+                let len = u32::from_le_bytes([iov[4], iov[5], iov[6], iov[7]]);
+                total = total.saturating_add(len);
+                // The guest's stdout and stderr only ever carry libc or panic messages: pass a
+                // little of them on to our stderr for the executor's log, drop the rest.
+                let room = MAX_STDERR.saturating_sub(caller.data().stderr_bytes);
+                let take = (len as usize).min(room) as u32;
+                if take > 0 {
+                    let bytes = read_guest(&mut caller, ptr, take)?;
+                    caller.data_mut().stderr_bytes += bytes.len();
+                    let _ = io::stderr().write_all(&bytes);
+                }
+            }
+            write_guest(&mut caller, written, &total.to_le_bytes())?;
+            Ok(WASI_ESUCCESS)
+        },
+    )?;
+    l.func_wrap(
+        wasi,
+        "proc_exit",
+        |_: Caller<'_, Host>, code: i32| -> wasmtime::Result<()> {
+            Err(wasmtime::Error::new(Exit(code)))
+        },
+    )?;
+    Ok(l)
+}
+
+fn fill_random(buf: &mut [u8]) {
+    #[expect(unsafe_code, reason = "getrandom(2) into a buffer we own")]
+    // SAFETY: the pointer and length describe `buf`, which outlives the call.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if usize::try_from(n).ok() != Some(buf.len()) {
+        // Never reached on Linux for requests this small; fall back to the clock.
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = (seed >> ((i % 16) * 8)) as u8;
+        }
+    }
+}
+
+/// What the guest hands to `finish`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GuestOutcome {
+    #[serde(default)]
+    value: Option<Box<RawValue>>,
+    #[serde(default)]
+    error: Option<Failure>,
+}
+
+fn failure(kind: ErrorKind, message: impl Into<String>) -> Failure {
+    Failure {
+        kind,
+        message: message.into(),
+        line: None,
+        column: None,
+    }
+}
+
+/// Runs the guest to completion and says how it ended.
+fn execute(engine: &Engine, module: &Module, host: Host) -> Outcome {
+    let wall_ms = host.limits.wall_ms;
+    let mut store = Store::new(engine, host);
+    store.limiter(|h| &mut h.limiter);
+    store.set_epoch_deadline(wall_ms / EPOCH_TICK_MS + 1);
+    store.epoch_deadline_trap();
+    let ran = linker(engine)
+        .and_then(|l| l.instantiate(&mut store, module))
+        .and_then(|i| i.get_typed_func::<(), ()>(&mut store, "_start"))
+        .and_then(|start| start.call(&mut store, ()));
+    let host = store.into_data();
+    let memory_denied = host.limiter.denied;
+    let (value, error) = match (&ran, host.finished) {
+        (Ok(()), Some(json)) | (Err(_), Some(json)) if exited_cleanly(&ran) => {
+            match serde_json::from_slice::<GuestOutcome>(&json) {
+                Ok(GuestOutcome {
+                    value,
+                    error: Some(mut f),
+                }) => {
+                    if memory_denied && f.kind != ErrorKind::Syntax {
+                        f.kind = ErrorKind::MemoryLimit;
+                    }
+                    (value, Some(f))
+                }
+                Ok(GuestOutcome { value, error: None }) => (value, None),
+                Err(e) => (
+                    None,
+                    Some(failure(
+                        ErrorKind::Internal,
+                        format!("the guest's outcome was malformed: {e}"),
+                    )),
+                ),
+            }
+        }
+        (Err(e), _) => (None, Some(classify(e, memory_denied, wall_ms))),
+        (Ok(()), _) => (
+            None,
+            Some(failure(
+                ErrorKind::Internal,
+                "the guest ended without an outcome",
+            )),
+        ),
+    };
+    Outcome {
+        value,
+        error,
+        logs_truncated: host.logs_truncated,
+        peak_memory_bytes: host.limiter.peak as u64,
+    }
+}
+
+/// `finish` was called and then the guest returned or exited with status 0.
+fn exited_cleanly(ran: &wasmtime::Result<()>) -> bool {
+    match ran {
+        Ok(()) => true,
+        Err(e) => matches!(e.downcast_ref::<Exit>(), Some(Exit(0))),
+    }
+}
+
+fn classify(e: &wasmtime::Error, memory_denied: bool, wall_ms: u64) -> Failure {
+    if let Some(Fatal(f)) = e.downcast_ref::<Fatal>() {
+        return f.clone();
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => failure(
+            ErrorKind::Timeout,
+            format!("the script ran longer than {wall_ms} ms"),
+        ),
+        Some(Trap::StackOverflow) => failure(
+            ErrorKind::StackOverflow,
+            "the script's call stack overflowed",
+        ),
+        _ if memory_denied => failure(ErrorKind::MemoryLimit, "the script ran out of memory"),
+        Some(trap) => failure(ErrorKind::Internal, format!("the guest stopped: {trap}")),
+        None => match e.downcast_ref::<Exit>() {
+            Some(Exit(code)) => failure(
+                ErrorKind::Internal,
+                format!("the guest exited with status {code}"),
+            ),
+            None => failure(ErrorKind::Internal, format!("the guest failed: {e}")),
+        },
+    }
+}
+
+/// The child: load, restrict, say ready, run one job, report, exit.
+pub fn run_child(module_path: &Path) -> anyhow::Result<()> {
+    let engine = engine::engine()?;
+    let module = engine::load(&engine, module_path)?;
+    let ticker = engine.clone();
+    std::thread::Builder::new()
+        .name("epoch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_millis(EPOCH_TICK_MS));
+                ticker.increment_epoch();
+            }
+        })
+        .context("starting the epoch thread")?;
+
+    let protections = crate::restrict::apply();
+    let mut stdout = io::stdout().lock();
+    let mut stdin = io::stdin().lock();
+
+    #[cfg(feature = "sandbox-selftest")]
+    if std::env::var_os("QUORUM_SANDBOX_SELFTEST").is_some() {
+        for (probe, result) in crate::restrict::selftest() {
+            eprintln!("selftest {probe}: {result}");
+        }
+    }
+
+    proto::write_frame(
+        &mut stdout,
+        &FromChild::Ready {
+            v: proto::VERSION,
+            protections,
+        },
+    )?;
+    let Some(body) = proto::read_frame(&mut stdin, MAX_JOB_FRAME)? else {
+        // The executor changed its mind (a pre-started child it no longer needs).
+        return Ok(());
+    };
+    let job = match proto::decode::<ToChild>(&body)? {
+        ToChild::Job(job) => job,
+        other => bail!("expected a job, got {other:?}"),
+    };
+    if job.v != proto::VERSION {
+        bail!("protocol version {} is not {}", job.v, proto::VERSION);
+    }
+    let outcome = run_job(&engine, &module, &job, stdin, stdout)?;
+    let mut stdout = io::stdout().lock();
+    proto::write_frame(&mut stdout, &FromChild::Outcome(outcome))?;
+    Ok(())
+}
+
+fn run_job(
+    engine: &Engine,
+    module: &Module,
+    job: &Job,
+    stdin: StdinLock<'static>,
+    stdout: StdoutLock<'static>,
+) -> anyhow::Result<Outcome> {
+    let started = Instant::now();
+    let cap = usize::try_from(u64::from(job.limits.memory_mb) * 1024 * 1024).unwrap_or(usize::MAX);
+    let host = Host {
+        job: serde_json::to_vec(job)?,
+        limits: job.limits,
+        started,
+        deadline: started + Duration::from_millis(job.limits.wall_ms),
+        stdin,
+        stdout,
+        reply: Vec::new(),
+        calls: 0,
+        log_bytes: 0,
+        logs_truncated: false,
+        stderr_bytes: 0,
+        finished: None,
+        limiter: Limiter {
+            cap,
+            denied: false,
+            peak: 0,
+        },
+    };
+    Ok(execute(engine, module, host))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fatal_errors_survive_wasmtime_wrapping() {
+        let e = fatal(ErrorKind::CallLimit, "too many");
+        assert_eq!(classify(&e, false, 1000).kind, ErrorKind::CallLimit);
+        let t = wasmtime::Error::new(Trap::Interrupt);
+        assert_eq!(classify(&t, false, 1000).kind, ErrorKind::Timeout);
+        let x = wasmtime::Error::new(Exit(3));
+        assert_eq!(classify(&x, false, 1000).kind, ErrorKind::Internal);
+    }
+}

@@ -1,0 +1,191 @@
+//! What the child does to itself once the guest is loaded and before it accepts a job: no new
+//! privileges, Landlock denying every filesystem access the kernel can restrict, and a seccomp
+//! filter refusing sockets, program execution, new processes and threads, file opens, and
+//! tracing. The parent has already set rlimits, the death signal, a cleared environment and
+//! closed descriptors (see the server's executor).
+
+use quorum_sandbox_protocol::Protections;
+
+/// Every system call the filter refuses, with `EPERM` (file opens with `EACCES`).
+#[cfg(target_os = "linux")]
+const DENIED: &[i64] = &[
+    libc::SYS_socket,
+    libc::SYS_socketpair,
+    libc::SYS_connect,
+    libc::SYS_bind,
+    libc::SYS_listen,
+    libc::SYS_accept,
+    libc::SYS_accept4,
+    libc::SYS_sendto,
+    libc::SYS_sendmsg,
+    libc::SYS_execve,
+    libc::SYS_execveat,
+    libc::SYS_fork,
+    libc::SYS_vfork,
+    libc::SYS_clone,
+    libc::SYS_clone3,
+    libc::SYS_ptrace,
+    libc::SYS_process_vm_readv,
+    libc::SYS_process_vm_writev,
+    libc::SYS_mount,
+    libc::SYS_umount2,
+    libc::SYS_pivot_root,
+    libc::SYS_chroot,
+    libc::SYS_setns,
+    libc::SYS_unshare,
+    libc::SYS_bpf,
+    libc::SYS_perf_event_open,
+    libc::SYS_userfaultfd,
+    libc::SYS_io_uring_setup,
+    libc::SYS_keyctl,
+    libc::SYS_add_key,
+    libc::SYS_request_key,
+    libc::SYS_personality,
+    libc::SYS_mknodat,
+    libc::SYS_mkdirat,
+    libc::SYS_unlinkat,
+    libc::SYS_renameat2,
+    libc::SYS_linkat,
+    libc::SYS_symlinkat,
+    libc::SYS_fchmodat,
+    libc::SYS_fchownat,
+    libc::SYS_truncate,
+];
+
+#[cfg(target_os = "linux")]
+const DENIED_OPEN: &[i64] = &[
+    libc::SYS_open,
+    libc::SYS_openat,
+    libc::SYS_openat2,
+    libc::SYS_creat,
+    libc::SYS_open_by_handle_at,
+];
+
+#[cfg(target_os = "linux")]
+pub fn apply() -> Protections {
+    #[expect(unsafe_code, reason = "prctl and setrlimit with constant arguments")]
+    // SAFETY: plain system calls with constant arguments and no pointers.
+    let no_new_privs = unsafe {
+        let nproc = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // No new processes for this user from here on (ignored for root; seccomp covers it).
+        libc::setrlimit(libc::RLIMIT_NPROC, &nproc);
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
+    };
+    let landlock = landlock_everything();
+    let seccomp = match seccomp_filter() {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("quorum-sandbox: seccomp filter not installed: {e}");
+            false
+        }
+    };
+    Protections {
+        seccomp,
+        landlock,
+        no_new_privs,
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn apply() -> Protections {
+    Protections {
+        seccomp: false,
+        landlock: "unsupported".into(),
+        no_new_privs: false,
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn landlock_everything() -> String {
+    use landlock::{
+        ABI, Access, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus,
+    };
+    // Handling every access right and adding no rule denies them all, everywhere.
+    let result = Ruleset::default()
+        .handle_access(AccessFs::from_all(ABI::V5))
+        .and_then(|r| r.create())
+        .and_then(|r| r.no_new_privs(true).restrict_self());
+    match result {
+        Ok(status) => match status.ruleset {
+            RulesetStatus::FullyEnforced => "full",
+            RulesetStatus::PartiallyEnforced => "partial",
+            RulesetStatus::NotEnforced => "unsupported",
+        }
+        .to_owned(),
+        Err(e) => {
+            eprintln!("quorum-sandbox: landlock: {e}");
+            "unsupported".to_owned()
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn seccomp_filter() -> anyhow::Result<()> {
+    use std::collections::BTreeMap;
+
+    use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+    let arch = TargetArch::try_from(std::env::consts::ARCH)
+        .map_err(|e| anyhow::anyhow!("unsupported architecture: {e:?}"))?;
+    let build = |calls: &[i64], errno: i32| -> anyhow::Result<BpfProgram> {
+        let rules = calls
+            .iter()
+            .map(|&nr| (nr, Vec::new()))
+            .collect::<BTreeMap<_, _>>();
+        let filter = SeccompFilter::new(
+            rules,
+            SeccompAction::Allow,
+            SeccompAction::Errno(errno as u32),
+            arch,
+        )?;
+        Ok(filter.try_into()?)
+    };
+    // Two filters: the kernel applies the most restrictive answer, so opens get EACCES and
+    // everything else EPERM. TSYNC puts them on every thread, including the epoch ticker.
+    seccompiler::apply_filter_all_threads(&build(DENIED_OPEN, libc::EACCES)?)?;
+    seccompiler::apply_filter_all_threads(&build(DENIED, libc::EPERM)?)?;
+    Ok(())
+}
+
+/// Test-only probes (feature `sandbox-selftest`): each tries something the restrictions must
+/// refuse and reports what the kernel said.
+#[cfg(feature = "sandbox-selftest")]
+pub fn selftest() -> Vec<(String, String)> {
+    use std::io::Write;
+
+    let mut results = Vec::new();
+    let mut note = |name: &str, r: std::io::Result<()>| {
+        let what = match r {
+            Ok(()) => "allowed".to_owned(),
+            Err(e) => format!(
+                "refused: {}",
+                e.raw_os_error()
+                    .map_or_else(|| e.to_string(), |n| n.to_string())
+            ),
+        };
+        results.push((name.to_owned(), what));
+    };
+    note(
+        "open /etc/passwd",
+        std::fs::File::open("/etc/passwd").map(|_| ()),
+    );
+    note(
+        "write /tmp",
+        std::fs::File::create("/tmp/quorum-sandbox-selftest").and_then(|mut f| f.write_all(b"x")),
+    );
+    note(
+        "socket",
+        std::net::TcpStream::connect("127.0.0.1:5432").map(|_| ()),
+    );
+    note(
+        "exec",
+        std::process::Command::new("/bin/true").status().map(|_| ()),
+    );
+    note(
+        "thread",
+        std::thread::Builder::new().spawn(|| ()).map(|_| ()),
+    );
+    results
+}
