@@ -61,13 +61,15 @@ pub fn precompile(dir: &Path) -> anyhow::Result<PathBuf> {
 /// Loads a precompiled guest. Only files written by [`precompile`] are ever passed here: the
 /// executor names the file, the child never chooses one.
 pub fn load(engine: &Engine, path: &Path) -> anyhow::Result<Module> {
+    // Read into memory rather than mapped, so no descriptor stays open in the child.
+    let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     #[expect(
         unsafe_code,
         reason = "deserializing a module we compiled ourselves, see above"
     )]
-    // SAFETY: `path` is an artifact `precompile` produced with this engine configuration;
-    // wasmtime also checks the version and configuration recorded in it.
-    let module = unsafe { Module::deserialize_file(engine, path) };
+    // SAFETY: the bytes are an artifact `precompile` produced with this engine configuration;
+    // wasmtime also checks the version and configuration recorded in them.
+    let module = unsafe { Module::deserialize(engine, &bytes) };
     module.map_err(|e| anyhow::anyhow!("loading {}: {e}", path.display()))
 }
 

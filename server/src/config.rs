@@ -33,12 +33,16 @@ pub struct Config {
     pub log: LogConfig,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExecutorConfig {
     pub max_concurrent: usize,
     pub max_per_instance: u32,
     pub max_per_author: u32,
+    /// The `quorum-sandbox` binary; empty means next to the running `quorum`.
+    pub sandbox_bin: String,
+    /// Data segment cap of each sandbox child, in MiB (`RLIMIT_DATA`), beyond `limits.memory_mb`.
+    pub sandbox_data_mb: u64,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize)]
@@ -59,18 +63,30 @@ pub struct SecretsConfig {
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
-    pub wall_secs: u32,
-    pub statement_timeout_secs: u32,
+    /// Wall-clock time for a whole execution.
+    pub wall_ms: u32,
+    /// One statement or `db.*` call.
+    pub db_call_ms: u32,
+    /// The script's linear memory.
+    pub memory_mb: u32,
+    /// `db.*` calls per script.
+    pub max_calls: u32,
+    /// Rows stored per result, and rows handed to a script per call.
     pub max_rows: u32,
     pub max_result_bytes: u64,
+    /// Bytes of `console` output kept per script.
+    pub max_log_bytes: u64,
 }
 
 impl LimitsConfig {
     /// Inclusive bounds each limit must stay within, for defaults and overrides alike.
-    pub const WALL_SECS: (u32, u32) = (1, 300);
-    pub const STATEMENT_TIMEOUT_SECS: (u32, u32) = (1, 300);
+    pub const WALL_MS: (u32, u32) = (100, 300_000);
+    pub const DB_CALL_MS: (u32, u32) = (100, 300_000);
+    pub const MEMORY_MB: (u32, u32) = (16, 1024);
+    pub const MAX_CALLS: (u32, u32) = (1, 1_000_000);
     pub const MAX_ROWS: (u32, u32) = (1, 1_000_000);
     pub const MAX_RESULT_BYTES: (u64, u64) = (1024, 256 * 1024 * 1024);
+    pub const MAX_LOG_BYTES: (u64, u64) = (1024, 64 * 1024 * 1024);
 
     /// The first limit outside its bounds, as "name must be between a and b".
     pub fn out_of_bounds(&self) -> Option<String> {
@@ -78,14 +94,11 @@ impl LimitsConfig {
             (!(lo..=hi).contains(&v)).then(|| format!("{name} must be between {lo} and {hi}"))
         };
         let w = |(a, b): (u32, u32)| (u64::from(a), u64::from(b));
-        check("wall_secs", self.wall_secs.into(), w(Self::WALL_SECS))
-            .or_else(|| {
-                check(
-                    "statement_timeout_secs",
-                    self.statement_timeout_secs.into(),
-                    w(Self::STATEMENT_TIMEOUT_SECS),
-                )
-            })
+        check("wall_ms", self.wall_ms.into(), w(Self::WALL_MS))
+            .or_else(|| check("db_call_ms", self.db_call_ms.into(), w(Self::DB_CALL_MS)))
+            .or_else(|| check("memory_mb", self.memory_mb.into(), w(Self::MEMORY_MB)))
+            .or_else(|| check("max_calls", self.max_calls.into(), w(Self::MAX_CALLS)))
+            .or_else(|| check("max_log_bytes", self.max_log_bytes, Self::MAX_LOG_BYTES))
             .or_else(|| check("max_rows", self.max_rows.into(), w(Self::MAX_ROWS)))
             .or_else(|| {
                 check(
@@ -95,8 +108,8 @@ impl LimitsConfig {
                 )
             })
             .or_else(|| {
-                (self.statement_timeout_secs > self.wall_secs)
-                    .then(|| "statement_timeout_secs must not exceed wall_secs".to_owned())
+                (self.db_call_ms > self.wall_ms)
+                    .then(|| "db_call_ms must not exceed wall_ms".to_owned())
             })
     }
 }

@@ -21,7 +21,7 @@ use sqlx::{Column as _, Either, Executor as _, Row, TypeInfo, ValueRef};
 use crate::config::LimitsConfig;
 use crate::domain::audit::NewAuditEvent;
 use crate::domain::execution::{
-    Column, ErrorKind, ExecError, ExecStatus, ResultSet, StatementReport,
+    Column, ErrorKind, ExecError, ExecStatus, ResultSet, ScriptReport, StatementReport,
 };
 use crate::domain::instance::Engine;
 use crate::domain::sql::{Dialect, StatementClass, classify, split_statements};
@@ -43,10 +43,12 @@ pub struct Plan {
     pub instance: Instance,
     pub secret: Option<SecretString>,
     pub database: String,
+    pub kind: Kind,
     pub mode: Mode,
     pub content: String,
     pub limits: LimitsConfig,
     pub data_dir: PathBuf,
+    pub sandbox: std::sync::Arc<crate::sandbox::Sandbox>,
 }
 
 #[derive(Debug)]
@@ -55,6 +57,7 @@ pub struct Outcome {
     pub error: Option<ExecError>,
     pub statements: Vec<StatementReport>,
     pub results: Vec<ResultSet>,
+    pub script: Option<ScriptReport>,
 }
 
 fn error(kind: ErrorKind, message: impl Into<String>, statement: Option<usize>) -> ExecError {
@@ -75,11 +78,6 @@ pub async fn launch(
 ) -> Result<ExecutionId, ApiError> {
     use axum::http::StatusCode;
     let unsupported = |m: &str| ApiError::unprocessable("unsupported", m.to_owned());
-    if request.kind != Kind::Query {
-        return Err(unsupported(
-            "scripts run in the JavaScript sandbox, which is not available yet",
-        ));
-    }
     let instance = state
         .store
         .get_instance(request.instance_id)
@@ -87,7 +85,7 @@ pub async fn launch(
         .ok_or_else(|| ApiError::not_found("instance"))?;
     if instance.engine == Engine::Mongodb {
         return Err(unsupported(
-            "MongoDB requests run in the JavaScript sandbox, which is not available yet",
+            "running requests on MongoDB instances is not available yet",
         ));
     }
     let revision = crate::http::requests::current_revision(state, request).await?;
@@ -112,12 +110,15 @@ pub async fn launch(
         owner: state.process.to_string(),
         // A live run ends within its wall limit; past this the process is presumed gone.
         lease_until: now
-            + chrono::Duration::seconds(i64::from(limits.wall_secs) + LEASE_GRACE_SECS),
+            + chrono::Duration::milliseconds(i64::from(limits.wall_ms) + LEASE_GRACE_SECS * 1000),
         target_txid: None,
         started_at: now,
         finished_at: None,
         error: None,
         statements: Vec::new(),
+        result: None,
+        logs: Vec::new(),
+        sandbox: None,
     };
     let approved_after =
         now - chrono::Duration::seconds(state.config.workflow.execution_window_secs);
@@ -158,10 +159,12 @@ pub async fn launch(
         instance,
         secret,
         database: revision.database,
+        kind: request.kind,
         mode: revision.mode,
         content: revision.content,
         limits,
         data_dir: state.config.data_dir.clone(),
+        sandbox: state.sandbox.clone(),
     };
     let store = state.store.clone();
     let state = state.clone();
@@ -177,6 +180,7 @@ pub async fn launch(
                 outcome.error.as_ref(),
                 &outcome.statements,
                 &outcome.results,
+                outcome.script.as_ref(),
                 event,
             )
             .await
@@ -192,9 +196,12 @@ pub async fn launch(
 
 /// Runs the plan under its wall-clock limit.
 pub async fn run(plan: &Plan, store: &SharedStore) -> Outcome {
+    if plan.kind == Kind::Script {
+        return run_script(plan, store).await;
+    }
     let mut statements = Vec::new();
     let mut results = Vec::new();
-    let wall = Duration::from_secs(u64::from(plan.limits.wall_secs));
+    let wall = Duration::from_millis(u64::from(plan.limits.wall_ms));
     // Boxed with an explicit `Send` bound: rustc cannot otherwise prove the sqlx futures are
     // `Send` for every lifetime when this runs inside `tokio::spawn`.
     let run: Pin<Box<dyn Future<Output = Result<(), ExecError>> + Send + '_>> =
@@ -228,6 +235,7 @@ pub async fn run(plan: &Plan, store: &SharedStore) -> Outcome {
         error,
         statements,
         results,
+        script: None,
     }
 }
 
@@ -402,31 +410,7 @@ async fn run_postgres(
     results: &mut Vec<ResultSet>,
 ) -> Result<(), ExecError> {
     let statements = preflight(plan)?;
-    let app_name = format!("quorum:{}", plan.request);
-    let mut conn = targets::connect_postgres(
-        &plan.instance,
-        plan.secret.as_ref(),
-        &plan.database,
-        &app_name,
-    )
-    .await
-    .map_err(|e| error(ErrorKind::TargetUnavailable, e.to_string(), None))?;
-    let timeout_ms = u64::from(plan.limits.statement_timeout_secs) * 1000;
-    let idle_ms = u64::from(plan.limits.wall_secs) * 1000;
-    let setup = format!(
-        "SET statement_timeout = {timeout_ms}; SET idle_in_transaction_session_timeout = {idle_ms}"
-    );
-    conn.execute(sqlx::raw_sql(&setup))
-        .await
-        .map_err(|e| db_error(&e, None, plan.mode))?;
-    let begin = if plan.mode == Mode::Read {
-        "BEGIN READ ONLY"
-    } else {
-        "BEGIN"
-    };
-    conn.execute(begin)
-        .await
-        .map_err(|e| db_error(&e, None, plan.mode))?;
+    let mut conn = pg_open(plan).await?;
     let mut used = 0;
     for (i, (sql, class)) in statements.iter().enumerate() {
         let started = Instant::now();
@@ -456,6 +440,47 @@ async fn run_postgres(
         };
         record(done, collector, columns, reports, results);
     }
+    pg_settle(plan, store, &mut conn).await
+}
+
+/// Connects to the PostgreSQL target with the timeouts set and the transaction begun: `BEGIN
+/// READ ONLY` for read requests.
+async fn pg_open(plan: &Plan) -> Result<sqlx::PgConnection, ExecError> {
+    let app_name = format!("quorum:{}", plan.request);
+    let mut conn = targets::connect_postgres(
+        &plan.instance,
+        plan.secret.as_ref(),
+        &plan.database,
+        &app_name,
+    )
+    .await
+    .map_err(|e| error(ErrorKind::TargetUnavailable, e.to_string(), None))?;
+    let timeout_ms = plan.limits.db_call_ms;
+    let idle_ms = plan.limits.wall_ms;
+    let setup = format!(
+        "SET statement_timeout = {timeout_ms}; SET idle_in_transaction_session_timeout = {idle_ms}"
+    );
+    conn.execute(sqlx::raw_sql(&setup))
+        .await
+        .map_err(|e| db_error(&e, None, plan.mode))?;
+    let begin = if plan.mode == Mode::Read {
+        "BEGIN READ ONLY"
+    } else {
+        "BEGIN"
+    };
+    conn.execute(begin)
+        .await
+        .map_err(|e| db_error(&e, None, plan.mode))?;
+    Ok(conn)
+}
+
+/// Ends a successful run: rolls a read back; commits a write, recording its transaction id
+/// first.
+async fn pg_settle(
+    plan: &Plan,
+    store: &SharedStore,
+    conn: &mut sqlx::PgConnection,
+) -> Result<(), ExecError> {
     if plan.mode == Mode::Read {
         let _ = conn.execute("ROLLBACK").await;
         return Ok(());
@@ -528,7 +553,15 @@ pub async fn reconcile(state: &AppState) -> Result<usize, StoreError> {
         let event = NewAuditEvent::new("execution.reconciled");
         match state
             .store
-            .finish_execution(e.id, status, error.as_ref(), &e.statements, &[], event)
+            .finish_execution(
+                e.id,
+                status,
+                error.as_ref(),
+                &e.statements,
+                &[],
+                None,
+                event,
+            )
             .await
         {
             Ok(()) => settled += 1,
@@ -569,17 +602,7 @@ async fn run_sqlite(
     results: &mut Vec<ResultSet>,
 ) -> Result<(), ExecError> {
     let statements = preflight(plan)?;
-    let mut conn = targets::connect_sqlite(&plan.instance, &plan.data_dir, plan.mode == Mode::Read)
-        .await
-        .map_err(|e| error(ErrorKind::TargetUnavailable, e.to_string(), None))?;
-    let begin = if plan.mode == Mode::Read {
-        "BEGIN"
-    } else {
-        "BEGIN IMMEDIATE"
-    };
-    conn.execute(begin)
-        .await
-        .map_err(|e| db_error(&e, None, plan.mode))?;
+    let mut conn = sqlite_open(plan).await?;
     let mut used = 0;
     for (i, (sql, class)) in statements.iter().enumerate() {
         let started = Instant::now();
@@ -602,6 +625,26 @@ async fn run_sqlite(
         };
         record(done, collector, columns, reports, results);
     }
+    sqlite_settle(plan, &mut conn).await
+}
+
+/// Opens the SQLite target (a read-only handle for read requests) with the transaction begun.
+async fn sqlite_open(plan: &Plan) -> Result<sqlx::SqliteConnection, ExecError> {
+    let mut conn = targets::connect_sqlite(&plan.instance, &plan.data_dir, plan.mode == Mode::Read)
+        .await
+        .map_err(|e| error(ErrorKind::TargetUnavailable, e.to_string(), None))?;
+    let begin = if plan.mode == Mode::Read {
+        "BEGIN"
+    } else {
+        "BEGIN IMMEDIATE"
+    };
+    conn.execute(begin)
+        .await
+        .map_err(|e| db_error(&e, None, plan.mode))?;
+    Ok(conn)
+}
+
+async fn sqlite_settle(plan: &Plan, conn: &mut sqlx::SqliteConnection) -> Result<(), ExecError> {
     let end = if plan.mode == Mode::Read {
         "ROLLBACK"
     } else {
@@ -730,10 +773,7 @@ pub async fn explain(
             let mut conn = targets::connect_postgres(instance, secret, database, "quorum:explain")
                 .await
                 .map_err(|e| error(ErrorKind::TargetUnavailable, e.to_string(), None))?;
-            let setup = format!(
-                "SET statement_timeout = {}",
-                u64::from(limits.statement_timeout_secs) * 1000
-            );
+            let setup = format!("SET statement_timeout = {}", limits.db_call_ms);
             conn.execute(sqlx::raw_sql(&setup))
                 .await
                 .map_err(|e| db_error(&e, None, Mode::Read))?;
@@ -885,6 +925,305 @@ fn sqlite_value(row: &sqlx::sqlite::SqliteRow, i: usize) -> Value {
         _ => row.try_get::<String, _>(i).map(Value::from),
     };
     v.unwrap_or_else(|_| Value::String(format!("<{class} value>")))
+}
+
+/// Runs a script request in the sandbox: the target's transaction is opened here, every
+/// `db.query` goes through [`SqlHandle`], and the transaction commits only if the script
+/// returned without error and none of its calls failed.
+async fn run_script(plan: &Plan, store: &SharedStore) -> Outcome {
+    use quorum_sandbox_protocol as proto;
+    let (engine, kind) = match plan.instance.engine {
+        Engine::Postgres => (proto::Engine::Postgres, proto::SourceKind::Script),
+        Engine::Sqlite => (proto::Engine::Sqlite, proto::SourceKind::Script),
+        Engine::Mongodb => {
+            return failed(error(
+                ErrorKind::Unsupported,
+                "running scripts on MongoDB instances is not available yet",
+                None,
+            ));
+        }
+    };
+    // Compile the guest (first run only) before the target's transaction and its idle timeout
+    // start.
+    if let Err(e) = plan.sandbox.module().await {
+        return failed(error(
+            ErrorKind::Unsupported,
+            format!("the script sandbox is not available: {e}"),
+            None,
+        ));
+    }
+    let job = |_: ()| crate::sandbox::ScriptJob {
+        sandbox: &plan.sandbox,
+        engine,
+        mode: plan.mode,
+        kind,
+        source: &plan.content,
+        limits: &plan.limits,
+    };
+    let (run, settled) = match plan.instance.engine {
+        Engine::Postgres => {
+            let mut conn = match pg_open(plan).await {
+                Ok(c) => c,
+                Err(e) => return failed(e),
+            };
+            let mut handle = SqlHandle::new(&mut conn, plan);
+            let run = crate::sandbox::run_script(job(()), &mut handle).await;
+            let settled = if run.error.is_none() && !run.any_call_failed {
+                pg_settle(plan, store, &mut conn).await
+            } else {
+                let _ = conn.execute("ROLLBACK").await;
+                Ok(())
+            };
+            (run, settled)
+        }
+        _ => {
+            let mut conn = match sqlite_open(plan).await {
+                Ok(c) => c,
+                Err(e) => return failed(e),
+            };
+            let mut handle = SqlHandle::new(&mut conn, plan);
+            let run = crate::sandbox::run_script(job(()), &mut handle).await;
+            let settled = if run.error.is_none() && !run.any_call_failed {
+                sqlite_settle(plan, &mut conn).await
+            } else {
+                let _ = conn.execute("ROLLBACK").await;
+                Ok(())
+            };
+            (run, settled)
+        }
+    };
+    let mut error = run.error.or(settled.err());
+    if error.is_none() && run.any_call_failed && plan.mode == Mode::Write {
+        error = Some(self::error(
+            ErrorKind::DbError,
+            "a database call failed (the script caught the error), so nothing was committed",
+            None,
+        ));
+    }
+    let status = error
+        .as_ref()
+        .map(|e| e.kind.status())
+        .unwrap_or(ExecStatus::Succeeded);
+    Outcome {
+        status,
+        error,
+        statements: Vec::new(),
+        results: run.display.into_iter().collect(),
+        script: Some(run.report),
+    }
+}
+
+fn failed(e: ExecError) -> Outcome {
+    Outcome {
+        status: e.kind.status(),
+        error: Some(e),
+        statements: Vec::new(),
+        results: Vec::new(),
+        script: Some(ScriptReport::default()),
+    }
+}
+
+/// The wrapped handle scripts reach SQL targets through: one statement per call, classified
+/// before it is sent (read requests refuse writes, nobody may control the transaction),
+/// parameters bound and never interpolated, rows and bytes capped, each call timed out.
+struct SqlHandle<'a, C> {
+    conn: &'a mut C,
+    mode: Mode,
+    dialect: Dialect,
+    limits: LimitsConfig,
+}
+
+impl<'a, C> SqlHandle<'a, C> {
+    fn new(conn: &'a mut C, plan: &Plan) -> Self {
+        let dialect = match plan.instance.engine {
+            Engine::Sqlite => Dialect::Sqlite,
+            _ => Dialect::Postgres,
+        };
+        Self {
+            conn,
+            mode: plan.mode,
+            dialect,
+            limits: plan.limits,
+        }
+    }
+
+    /// The statement, or the reason it may not run.
+    fn admit(
+        &self,
+        op: quorum_sandbox_protocol::DbOp,
+    ) -> Result<(String, Vec<Value>), crate::sandbox::Reply> {
+        use crate::sandbox::Reply;
+        use quorum_sandbox_protocol::{DbOp, ErrorKind as K};
+        let DbOp::Query { sql, params } = op else {
+            return Err(Reply::Error {
+                message: "this is a SQL instance: use db.query(sql, params)".into(),
+                code: None,
+            });
+        };
+        let statements = split_statements(&sql, self.dialect);
+        if statements.len() != 1 {
+            return Err(Reply::Error {
+                message: format!(
+                    "db.query runs exactly one statement; this holds {}",
+                    statements.len()
+                ),
+                code: None,
+            });
+        }
+        let keyword = crate::domain::sql::leading_keyword(&sql);
+        match (classify(&sql), self.mode) {
+            (StatementClass::Forbidden | StatementClass::Write, Mode::Read) => Err(Reply::Fatal {
+                kind: K::ReadOnlyViolation,
+                message: format!("{keyword} is not allowed in a read request"),
+            }),
+            (StatementClass::Forbidden, Mode::Write) => Err(Reply::Fatal {
+                kind: K::ForbiddenStatement,
+                message: format!(
+                    "{keyword} is not allowed: the portal runs the whole script in one transaction it controls"
+                ),
+            }),
+            _ => Ok((sql, params)),
+        }
+    }
+
+    fn timeout(&self) -> Duration {
+        // The server-side statement_timeout normally answers first, with its own error.
+        Duration::from_millis(u64::from(self.limits.db_call_ms) + 500)
+    }
+
+    /// A database error as the script sees it; limits and lost connections end the script.
+    fn db_failure(&self, e: &sqlx::Error) -> crate::sandbox::Reply {
+        use crate::sandbox::Reply;
+        use quorum_sandbox_protocol::ErrorKind as K;
+        let err = db_error(e, None, self.mode);
+        match err.kind {
+            ErrorKind::Timeout => Reply::Fatal {
+                kind: K::Timeout,
+                message: format!(
+                    "a database call ran longer than {} ms and was cancelled",
+                    self.limits.db_call_ms
+                ),
+            },
+            ErrorKind::ReadOnlyViolation => Reply::Fatal {
+                kind: K::ReadOnlyViolation,
+                message: err.message,
+            },
+            ErrorKind::TargetUnavailable => Reply::Fatal {
+                kind: K::DbError,
+                message: err.message,
+            },
+            _ => Reply::Error {
+                message: err.message,
+                code: err.sqlstate,
+            },
+        }
+    }
+}
+
+/// Binds JSON parameters: null, booleans, integers, floats and strings as themselves; anything
+/// else as its JSON text.
+macro_rules! bind_params {
+    ($query:expr, $params:expr) => {{
+        let mut q = $query;
+        for p in $params {
+            q = match p {
+                Value::Null => q.bind(None::<String>),
+                Value::Bool(b) => q.bind(*b),
+                Value::Number(n) => match n.as_i64() {
+                    Some(i) => q.bind(i),
+                    None => q.bind(n.as_f64().unwrap_or(f64::NAN)),
+                },
+                Value::String(s) => q.bind(s.as_str()),
+                other => q.bind(other.to_string()),
+            };
+        }
+        q
+    }};
+}
+
+/// Streams a statement's rows into `{rows, rowCount, fields, truncated}` within the limits.
+macro_rules! sql_call {
+    ($self:ident, $op:ident, $query:expr, $value:path) => {{
+        use crate::sandbox::Reply;
+        let (sql, params) = match $self.admit($op) {
+            Ok(v) => v,
+            Err(reply) => return reply,
+        };
+        let max_rows = $self.limits.max_rows as usize;
+        let max_bytes = $self.limits.max_result_bytes;
+        let timeout = $self.timeout();
+        let db_call_ms = $self.limits.db_call_ms;
+        let query = bind_params!($query(&sql), &params);
+        let work = async {
+            let mut rows: Vec<Value> = Vec::new();
+            let mut fields: Option<Value> = None;
+            let mut affected = 0u64;
+            let mut bytes = 0u64;
+            let mut truncated = false;
+            let mut stream = $self.conn.fetch_many(query);
+            while let Some(item) = stream.try_next().await? {
+                match item {
+                    Either::Left(done) => affected += done.rows_affected(),
+                    Either::Right(row) => {
+                        if fields.is_none() {
+                            let cols = columns_of(&row);
+                            fields = Some(json!(cols
+                                .iter()
+                                .map(|c| json!({"name": c.name, "type": c.type_name}))
+                                .collect::<Vec<_>>()));
+                        }
+                        if truncated {
+                            continue;
+                        }
+                        let mut obj = serde_json::Map::new();
+                        for (i, c) in row.columns().iter().enumerate() {
+                            obj.insert(c.name().to_owned(), $value(&row, i));
+                        }
+                        let obj = Value::Object(obj);
+                        let size = obj.to_string().len() as u64;
+                        if rows.len() >= max_rows || bytes + size > max_bytes {
+                            truncated = true;
+                            continue;
+                        }
+                        bytes += size;
+                        rows.push(obj);
+                    }
+                }
+            }
+            Ok::<_, sqlx::Error>((rows, fields, affected, truncated))
+        };
+        match tokio::time::timeout(timeout, work).await {
+            Err(_) => Reply::Fatal {
+                kind: quorum_sandbox_protocol::ErrorKind::Timeout,
+                message: format!("a database call ran longer than {db_call_ms} ms and was cancelled"),
+            },
+            Ok(Err(e)) => $self.db_failure(&e),
+            Ok(Ok((rows, fields, affected, truncated))) => {
+                let count = if fields.is_some() { rows.len() as u64 } else { affected };
+                Reply::Ok {
+                    rows: count,
+                    value: json!({
+                        "rows": rows,
+                        "rowCount": count,
+                        "fields": fields.unwrap_or_else(|| json!([])),
+                        "truncated": truncated,
+                    }),
+                }
+            }
+        }
+    }};
+}
+
+impl crate::sandbox::Handle for SqlHandle<'_, sqlx::PgConnection> {
+    async fn call(&mut self, op: quorum_sandbox_protocol::DbOp) -> crate::sandbox::Reply {
+        sql_call!(self, op, |s| sqlx::query(s).persistent(false), pg_value)
+    }
+}
+
+impl crate::sandbox::Handle for SqlHandle<'_, sqlx::SqliteConnection> {
+    async fn call(&mut self, op: quorum_sandbox_protocol::DbOp) -> crate::sandbox::Reply {
+        sql_call!(self, op, |s| sqlx::query(s).persistent(false), sqlite_value)
+    }
 }
 
 #[cfg(test)]

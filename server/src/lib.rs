@@ -11,6 +11,7 @@ pub mod demo;
 pub mod domain;
 pub mod exec;
 pub mod http;
+pub mod sandbox;
 pub mod secrets;
 pub mod store;
 pub mod targets;
@@ -130,6 +131,7 @@ pub fn build_state(
             },
         )),
         slot_freed: Arc::default(),
+        sandbox: Arc::new(sandbox::Sandbox::new(&config)),
         hasher: PasswordHasher::new(a.hash_concurrency)?,
         tokens: Arc::new(tokens),
         config: Arc::new(config),

@@ -362,7 +362,7 @@ async fn a_statement_past_its_timeout_is_cancelled_on_the_target() {
         .patch(
             &format!("/api/v1/instances/{instance}"),
             &admin.token,
-            json!({"limits": {"statement_timeout_secs": 1}}),
+            json!({"limits": {"db_call_ms": 1000}}),
         )
         .await;
     assert_eq!(status, StatusCode::OK);

@@ -13,7 +13,7 @@ fn pg_body(t: &PgTarget, name: &str, pods: &[String]) -> Value {
         "name": name, "engine": "postgres", "host": t.host, "port": t.port, "user": t.user,
         "secret": t.password, "tls": "disable", "environment": "production",
         "allowed_pod_ids": pods, "required_approvals": 2, "run_mode": "manual",
-        "limits": {"max_rows": 500, "statement_timeout_secs": 5}
+        "limits": {"max_rows": 500, "db_call_ms": 5000}
     })
 }
 
@@ -72,7 +72,7 @@ store_tests! {
         assert_eq!(created["connection"]["has_secret"], true);
         assert_eq!(created["required_approvals"], 2);
         assert_eq!(created["effective_limits"]["max_rows"], 500);
-        assert_eq!(created["effective_limits"]["wall_secs"], 30);
+        assert_eq!(created["effective_limits"]["wall_ms"], 30000);
         let id = created["id"].as_str().expect("id").to_owned();
 
         // Created and synced at once: the least-privilege role sees its own database.
@@ -175,7 +175,7 @@ store_tests! {
             (with(json!({"environment": "Production!"})), 422, "invalid_instance"),
             (with(json!({"required_approvals": 4})), 422, "invalid_instance"),
             (with(json!({"limits": {"max_rows": 0}})), 422, "invalid_instance"),
-            (with(json!({"limits": {"wall_secs": 5, "statement_timeout_secs": 10}})), 422, "invalid_instance"),
+            (with(json!({"limits": {"wall_ms": 5000, "db_call_ms": 10000}})), 422, "invalid_instance"),
             (with(json!({"limits": {"max_rowz": 5}})), 422, "unknown_field"),
             (with(json!({"allowed_pod_ids": [uuid::Uuid::new_v4()]})), 422, "unknown_pod"),
             (with(json!({"engine": "oracle"})), 422, "invalid_body"),

@@ -14,3 +14,4 @@ mod openapi;
 mod rbac;
 mod replicas;
 mod requests;
+mod scripts;

@@ -173,7 +173,7 @@ async fn approved_write(
     let body = serde_json::json!({"name": "crashy", "engine": "postgres", "host": target.host, "port": target.port,
         "user": target.user, "secret": target.password, "tls": "disable", "environment": "staging",
         "allowed_pod_ids": [app.pod_id("payments").await], "run_mode": "manual",
-        "limits": {"wall_secs": 2, "statement_timeout_secs": 1}});
+        "limits": {"wall_ms": 2000, "db_call_ms": 1000}});
     let (status, instance) = app.post("/api/v1/instances", &admin.token, body).await;
     assert_eq!(status, StatusCode::CREATED, "{instance}");
     let dan = app.login(Actor::Developer).await;

@@ -92,9 +92,18 @@ fn status(mut cmd: Command, what: &str) -> Result<()> {
 }
 
 fn run(args: &[String]) -> Result<()> {
-    step("building quorum");
+    step("building quorum and its script sandbox");
+    wasm_toolchain()?;
     let mut build = cargo();
-    build.args(["build", "--package", "quorum-server", "--bin", "quorum"]);
+    build.args([
+        "build",
+        "--package",
+        "quorum-server",
+        "--bin",
+        "quorum",
+        "--package",
+        "quorum-sandbox",
+    ]);
     status(build, "cargo build")?;
     step("starting the portal (Ctrl-C to stop)");
     let mut serve = Command::new(target_dir().join("debug").join("quorum"));
@@ -120,6 +129,16 @@ fn test(args: &[String]) -> Result<()> {
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--", "--check"]);
     status(fmt, "cargo fmt --check")?;
+    let mut fmt_guest = cargo();
+    fmt_guest.args([
+        "fmt",
+        "--manifest-path",
+        "sandbox/guest/Cargo.toml",
+        "--",
+        "--check",
+    ]);
+    status(fmt_guest, "cargo fmt --check (sandbox guest)")?;
+    wasm_toolchain()?;
 
     step("cargo clippy --workspace --all-targets -- -D warnings");
     let mut clippy = cargo();
@@ -133,7 +152,7 @@ fn test(args: &[String]) -> Result<()> {
     ]);
     status(clippy, "cargo clippy")?;
 
-    step("building the quorum binary the tests drive (with test-only failpoints)");
+    step("building the binaries the tests drive (with test-only failpoints and sandbox probes)");
     let mut build = cargo();
     build.args([
         "build",
@@ -141,8 +160,10 @@ fn test(args: &[String]) -> Result<()> {
         "quorum-server",
         "--bin",
         "quorum",
+        "--package",
+        "quorum-sandbox",
         "--features",
-        "failpoints",
+        TEST_FEATURES,
     ]);
     status(build, "cargo build")?;
 
@@ -167,7 +188,10 @@ fn test(args: &[String]) -> Result<()> {
     } else {
         tests.args(["test", "--workspace", "--no-fail-fast"]);
     }
+    // The same features as the build above, so building the tests does not replace the
+    // binaries they drive with ones lacking the test hooks.
     tests
+        .args(["--features", TEST_FEATURES])
         .args(args)
         .env("QUORUM_TEST_PG_URL", cluster.url())
         .env("INSTA_UPDATE", "no");
@@ -351,6 +375,61 @@ fn is_root() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
+/// Test-only hooks: crash points in the portal, forbidden-syscall probes in the sandbox.
+const TEST_FEATURES: &str = "quorum-server/failpoints,quorum-sandbox/sandbox-selftest";
+
+/// Debian packages the sandbox guest (QuickJS for wasm32-wasip1) is built with.
+const WASM_PACKAGES: &[&str] = &[
+    "clang",
+    "llvm",
+    "lld",
+    "wasi-libc",
+    "libclang-rt-14-dev-wasm32",
+];
+
+/// Installs what building the sandbox guest needs: the `wasm32-wasip1` Rust target and a C
+/// toolchain for WebAssembly.
+fn wasm_toolchain() -> Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .current_dir(root())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("wasm32-wasip1"))
+        .unwrap_or(false);
+    if !installed {
+        let mut add = cmd_in("rustup", &["target", "add", "wasm32-wasip1"]);
+        add.current_dir(root());
+        status(add, "rustup target add wasm32-wasip1")?;
+    }
+    let have = |p: &str| {
+        Command::new("dpkg-query")
+            .args(["-W", "-f=${Status}", p])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+    };
+    let missing: Vec<&str> = WASM_PACKAGES.iter().copied().filter(|p| !have(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        return Err(format!(
+            "building the script sandbox needs Debian's {}; install them with `sudo apt-get install {}`",
+            missing.join(", "),
+            missing.join(" ")
+        ));
+    }
+    eprintln!(
+        "    installing {} for the script sandbox",
+        missing.join(" ")
+    );
+    status(cmd_in("apt-get", &["update", "-qq"]), "apt-get update")?;
+    let mut args = vec!["install", "-y", "-qq"];
+    args.extend(&missing);
+    let mut install = cmd_in("apt-get", &args);
+    install.env("DEBIAN_FRONTEND", "noninteractive");
+    status(install, "apt-get install (wasm toolchain)")
+}
+
 /// The directory holding `initdb` and `pg_ctl`, installing Debian's `postgresql` if needed.
 fn postgres_bin_dir() -> Result<PathBuf> {
     if let Some(dir) = find_postgres() {
@@ -451,11 +530,14 @@ fn bench(args: &[String]) -> Result<()> {
         .map(|a| a.parse().map_err(|_| format!("{a:?} is not a number")))
         .transpose()?
         .unwrap_or(100);
-    step("building quorum (release)");
+    step("building quorum and its sandbox (release)");
+    wasm_toolchain()?;
     let mut build = cargo();
     build.args([
         "build",
         "--release",
+        "--package",
+        "quorum-sandbox",
         "--package",
         "quorum-server",
         "--bin",

@@ -122,6 +122,7 @@ pub enum ErrorKind {
     OutputLimit,
     CallLimit,
     ReadOnlyViolation,
+    ForbiddenStatement,
     Internal,
 }
 
@@ -137,6 +138,7 @@ impl ErrorKind {
             Self::OutputLimit => "output_limit",
             Self::CallLimit => "call_limit",
             Self::ReadOnlyViolation => "read_only_violation",
+            Self::ForbiddenStatement => "forbidden_statement",
             Self::Internal => "internal",
         }
     }

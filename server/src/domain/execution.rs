@@ -36,6 +36,13 @@ str_enum!(ErrorKind {
     TargetUnavailable = "target_unavailable",
     Interrupted = "interrupted",
     Unsupported = "unsupported",
+    Syntax = "syntax",
+    Script = "script",
+    MemoryLimit = "memory_limit",
+    StackOverflow = "stack_overflow",
+    OutputLimit = "output_limit",
+    CallLimit = "call_limit",
+    Internal = "internal",
 });
 
 impl ErrorKind {
@@ -89,6 +96,54 @@ pub struct ResultSet {
     pub columns: Vec<Column>,
     pub rows: Vec<Vec<serde_json::Value>>,
     pub truncated: bool,
+}
+
+/// One `console` line of a script, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LogLine {
+    /// `log`, `info`, `warn` or `error`.
+    pub level: String,
+    pub message: String,
+    /// Milliseconds since the script started.
+    pub at_ms: u64,
+}
+
+/// One `db.*` call a script made, as the executor ran it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CallRecord {
+    pub seq: u32,
+    /// `query`, or the MongoDB method.
+    pub op: String,
+    /// The statement (first 500 characters) or the collection.
+    pub target: String,
+    /// Milliseconds since the script started.
+    pub at_ms: u64,
+    pub duration_ms: f64,
+    /// Rows returned, or affected by a write.
+    pub rows: u64,
+    pub error: Option<String>,
+}
+
+/// What the sandbox child reported about itself.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+pub struct SandboxReport {
+    /// The console output was cut at `max_log_bytes`.
+    pub logs_truncated: bool,
+    pub peak_memory_bytes: u64,
+    /// seccomp filter installed in the child.
+    pub seccomp: bool,
+    /// Landlock: `full`, `partial` or `unsupported` (by the kernel).
+    pub landlock: String,
+    pub no_new_privs: bool,
+}
+
+/// What a script run leaves behind besides rows.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ScriptReport {
+    pub result: Option<serde_json::Value>,
+    pub logs: Vec<LogLine>,
+    pub calls: Vec<CallRecord>,
+    pub sandbox: SandboxReport,
 }
 
 /// RFC 4180 CSV: a header, CRLF line ends, fields quoted when they hold `,` `"` CR or LF, NULL as

@@ -56,9 +56,15 @@ str_enum!(RunMode { OnApproval = "on_approval", Manual = "manual" });
 #[serde(deny_unknown_fields)]
 pub struct LimitOverrides {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub wall_secs: Option<u32>,
+    pub wall_ms: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub statement_timeout_secs: Option<u32>,
+    pub db_call_ms: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_calls: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_log_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_rows: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -68,10 +74,11 @@ pub struct LimitOverrides {
 impl LimitOverrides {
     pub fn apply(&self, defaults: LimitsConfig) -> LimitsConfig {
         LimitsConfig {
-            wall_secs: self.wall_secs.unwrap_or(defaults.wall_secs),
-            statement_timeout_secs: self
-                .statement_timeout_secs
-                .unwrap_or(defaults.statement_timeout_secs),
+            wall_ms: self.wall_ms.unwrap_or(defaults.wall_ms),
+            db_call_ms: self.db_call_ms.unwrap_or(defaults.db_call_ms),
+            memory_mb: self.memory_mb.unwrap_or(defaults.memory_mb),
+            max_calls: self.max_calls.unwrap_or(defaults.max_calls),
+            max_log_bytes: self.max_log_bytes.unwrap_or(defaults.max_log_bytes),
             max_rows: self.max_rows.unwrap_or(defaults.max_rows),
             max_result_bytes: self.max_result_bytes.unwrap_or(defaults.max_result_bytes),
         }
@@ -153,8 +160,11 @@ mod tests {
     #[test]
     fn overrides_apply_over_defaults() {
         let d = LimitsConfig {
-            wall_secs: 30,
-            statement_timeout_secs: 10,
+            wall_ms: 30_000,
+            db_call_ms: 10_000,
+            memory_mb: 128,
+            max_calls: 1000,
+            max_log_bytes: 1 << 20,
             max_rows: 10_000,
             max_result_bytes: 1 << 20,
         };

@@ -74,18 +74,20 @@ pub fn revision_hash(
     limits: &LimitsConfig,
 ) -> String {
     let canonical = serde_json::json!([
-        "quorum-revision-v1",
+        "quorum-revision-v2",
         kind.as_str(),
         mode.as_str(),
         content,
         instance.0.to_string(),
         database,
         [
-            limits.wall_secs,
-            limits.statement_timeout_secs,
+            limits.wall_ms,
+            limits.db_call_ms,
+            limits.memory_mb,
+            limits.max_calls,
             limits.max_rows
         ],
-        limits.max_result_bytes,
+        [limits.max_result_bytes, limits.max_log_bytes],
     ]);
     hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
 }
@@ -392,8 +394,11 @@ mod tests {
     #[test]
     fn hash_covers_everything_that_decides_what_runs() {
         let l = LimitsConfig {
-            wall_secs: 30,
-            statement_timeout_secs: 10,
+            wall_ms: 30_000,
+            db_call_ms: 10_000,
+            memory_mb: 128,
+            max_calls: 1000,
+            max_log_bytes: 1 << 20,
             max_rows: 10,
             max_result_bytes: 1024,
         };

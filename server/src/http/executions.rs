@@ -44,6 +44,15 @@ pub struct ExecutionView {
     pub finished_at: Option<DateTime<Utc>>,
     pub duration_ms: Option<i64>,
     pub statements: Vec<StatementReport>,
+    /// Scripts: the value the script returned.
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<serde_json::Value>,
+    /// Scripts: `console` output in order.
+    pub logs: Vec<crate::domain::execution::LogLine>,
+    /// Scripts: every `db.*` call in order (only on `GET /executions/{id}`).
+    pub calls: Vec<crate::domain::execution::CallRecord>,
+    /// Scripts: what the sandbox child reported (protections in force, peak memory).
+    pub sandbox: Option<crate::domain::execution::SandboxReport>,
 }
 
 impl From<&Execution> for ExecutionView {
@@ -59,6 +68,10 @@ impl From<&Execution> for ExecutionView {
             finished_at: e.finished_at,
             duration_ms: e.finished_at.map(|f| (f - e.started_at).num_milliseconds()),
             statements: e.statements.clone(),
+            result: e.result.clone(),
+            logs: e.logs.clone(),
+            calls: Vec::new(),
+            sandbox: e.sandbox.clone(),
         }
     }
 }
@@ -115,7 +128,9 @@ pub async fn get_execution(
 ) -> ApiResult<axum::Json<ExecutionView>> {
     let actor = auth.actor(&state).await?;
     let e = visible_execution(&state, &actor, id).await?;
-    Ok(axum::Json(ExecutionView::from(&e)))
+    let mut view = ExecutionView::from(&e);
+    view.calls = state.store.execution_calls(e.id).await?;
+    Ok(axum::Json(view))
 }
 
 #[derive(Debug, Deserialize, Validate, IntoParams)]
@@ -158,7 +173,8 @@ async fn result_of(
             .rev()
             .find(|s| s.class == "read" || s.rows_returned > 0)
             .map(|s| s.index)
-            .ok_or_else(|| ApiError::not_found("result"))?,
+            // Scripts have no statements: their displayed rows are result 0.
+            .unwrap_or(0),
     };
     state
         .store

@@ -53,6 +53,8 @@ pub struct AppState {
     pub executions: Arc<tokio::sync::Semaphore>,
     /// Signalled when an execution ends, so waiting approved requests start without delay.
     pub slot_freed: Arc<tokio::sync::Notify>,
+    /// Starts the single-use children scripts run in.
+    pub sandbox: Arc<crate::sandbox::Sandbox>,
 }
 
 impl AppState {

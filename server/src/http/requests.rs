@@ -264,7 +264,6 @@ pub async fn start_if_automatic(state: &AppState, r: &RequestRecord) {
                 && i.engine != crate::domain::instance::Engine::Mongodb
         });
     if automatic
-        && r.kind == Kind::Query
         && r.status == Status::Approved
         && let Err(e) = crate::exec::launch(state, r, None).await
     {

@@ -286,6 +286,10 @@ pub struct Execution {
     pub finished_at: Option<DateTime<Utc>>,
     pub error: Option<ExecError>,
     pub statements: Vec<StatementReport>,
+    /// Scripts: the returned value, console output and what the sandbox reported.
+    pub result: Option<serde_json::Value>,
+    pub logs: Vec<crate::domain::execution::LogLine>,
+    pub sandbox: Option<crate::domain::execution::SandboxReport>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -525,6 +529,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Remembers the target transaction id just before COMMIT (crash reconciliation).
     async fn record_target_txid(&self, id: ExecutionId, txid: &str) -> StoreResult<()>;
     /// Stores the outcome and results and moves the request to its final status.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the parts of one outcome, written in one transaction"
+    )]
     async fn finish_execution(
         &self,
         id: ExecutionId,
@@ -532,6 +540,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         error: Option<&ExecError>,
         statements: &[StatementReport],
         results: &[ResultSet],
+        script: Option<&crate::domain::execution::ScriptReport>,
         audit: NewAuditEvent,
     ) -> StoreResult<()>;
     async fn get_execution(&self, id: ExecutionId) -> StoreResult<Option<Execution>>;
@@ -541,6 +550,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         id: ExecutionId,
         statement: usize,
     ) -> StoreResult<Option<ResultSet>>;
+    /// The `db.*` calls of a script run, in order.
+    async fn execution_calls(
+        &self,
+        id: ExecutionId,
+    ) -> StoreResult<Vec<crate::domain::execution::CallRecord>>;
     /// Executions still `running` whose lease ran out: their process died or hung.
     async fn stale_executions(&self) -> StoreResult<Vec<Execution>>;
 

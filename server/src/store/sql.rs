@@ -433,7 +433,7 @@ pub(super) fn like_pattern(s: &str) -> String {
 }
 
 pub(super) const EXECUTION_COLUMNS: &str = "id, request_id, revision, revision_hash, status, owner, lease_until, target_txid, \
-    started_at, finished_at, error, statements";
+    started_at, finished_at, error, statements, result, logs, sandbox";
 
 #[derive(sqlx::FromRow)]
 pub(super) struct ExecutionRow {
@@ -449,6 +449,9 @@ pub(super) struct ExecutionRow {
     finished_at: Option<DateTime<Utc>>,
     error: Option<String>,
     statements: String,
+    result: Option<String>,
+    logs: String,
+    sandbox: Option<String>,
 }
 
 impl TryFrom<ExecutionRow> for super::Execution {
@@ -467,6 +470,19 @@ impl TryFrom<ExecutionRow> for super::Execution {
                 .transpose()
                 .map_err(|_| corrupt("error"))?,
             statements: serde_json::from_str(&r.statements).map_err(|_| corrupt("statements"))?,
+            result: r
+                .result
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|_| corrupt("result"))?,
+            logs: serde_json::from_str(&r.logs).map_err(|_| corrupt("logs"))?,
+            sandbox: r
+                .sandbox
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|_| corrupt("sandbox"))?,
             revision: r.revision,
             revision_hash: r.revision_hash,
             owner: r.owner,
@@ -1898,25 +1914,46 @@ macro_rules! impl_store {
                 error: Option<&$crate::domain::execution::ExecError>,
                 statements: &[$crate::domain::execution::StatementReport],
                 results: &[$crate::domain::execution::ResultSet],
+                script: Option<&$crate::domain::execution::ScriptReport>,
                 audit: $crate::domain::audit::NewAuditEvent,
             ) -> $crate::store::StoreResult<()> {
                 use $crate::store::sql::to_json;
                 let now = self.clock.now();
                 let mut tx = self.write_tx().await?;
                 let request: Option<uuid::Uuid> = sqlx::query_scalar(
-                    "UPDATE executions SET status = $1, finished_at = $2, error = $3, statements = $4 \
-                     WHERE id = $5 AND status = 'running' RETURNING request_id",
+                    "UPDATE executions SET status = $1, finished_at = $2, error = $3, statements = $4, \
+                     result = $5, logs = $6, sandbox = $7 \
+                     WHERE id = $8 AND status = 'running' RETURNING request_id",
                 )
                 .bind(status.as_str())
                 .bind(now)
                 .bind(error.map(to_json).transpose()?)
                 .bind(to_json(&statements)?)
+                .bind(script.and_then(|s| s.result.as_ref()).map(to_json).transpose()?)
+                .bind(to_json(&script.map(|s| s.logs.as_slice()).unwrap_or_default())?)
+                .bind(script.map(|s| to_json(&s.sandbox)).transpose()?)
                 .bind(id)
                 .fetch_optional(&mut *tx.tx)
                 .await?;
                 let Some(request) = request else {
                     return Err($crate::store::StoreError::Conflict("execution is not running".into()));
                 };
+                for c in script.map(|s| s.calls.as_slice()).unwrap_or_default() {
+                    sqlx::query(
+                        "INSERT INTO execution_calls (execution_id, seq, op, target, at_ms, duration_ms, rows, error) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    )
+                    .bind(id)
+                    .bind(i64::from(c.seq))
+                    .bind(&c.op)
+                    .bind(&c.target)
+                    .bind(i64::try_from(c.at_ms).unwrap_or(i64::MAX))
+                    .bind(c.duration_ms)
+                    .bind(i64::try_from(c.rows).unwrap_or(i64::MAX))
+                    .bind(&c.error)
+                    .execute(&mut *tx.tx)
+                    .await?;
+                }
                 for r in results {
                     sqlx::query(
                         "INSERT INTO execution_results (execution_id, statement_index, columns, rows, row_count, truncated) \
@@ -1976,6 +2013,32 @@ macro_rules! impl_store {
                     rows: serde_json::from_str(&rows).map_err(corrupt)?,
                     truncated,
                 }))
+            }
+
+            async fn execution_calls(
+                &self,
+                id: $crate::domain::ExecutionId,
+            ) -> $crate::store::StoreResult<Vec<$crate::domain::execution::CallRecord>> {
+                let rows: Vec<(i64, String, String, i64, f64, i64, Option<String>)> = sqlx::query_as(
+                    "SELECT CAST(seq AS BIGINT), op, target, CAST(at_ms AS BIGINT), duration_ms, CAST(rows AS BIGINT), error \
+                     FROM execution_calls \
+                     WHERE execution_id = $1 ORDER BY seq",
+                )
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(seq, op, target, at_ms, duration_ms, rows, error)| $crate::domain::execution::CallRecord {
+                        seq: u32::try_from(seq).unwrap_or(u32::MAX),
+                        op,
+                        target,
+                        at_ms: u64::try_from(at_ms).unwrap_or(0),
+                        duration_ms,
+                        rows: u64::try_from(rows).unwrap_or(0),
+                        error,
+                    })
+                    .collect())
             }
 
             async fn stale_executions(&self) -> $crate::store::StoreResult<Vec<$crate::store::Execution>> {

@@ -1,0 +1,582 @@
+//! The executor's side of script runs: starts one `quorum-sandbox` child per execution, answers
+//! its `db.*` calls through a handle this process owns, enforces the limits again on this side,
+//! and turns the child's outcome into an execution outcome.
+//!
+//! The child gets a cleared environment, only stdin/stdout/stderr, `PR_SET_PDEATHSIG`, its own
+//! process group and rlimits (data, open files, core, CPU, file size); it then installs seccomp
+//! and Landlock itself (see `sandbox/src/restrict.rs`) and reports what is in force.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use quorum_sandbox_protocol::{self as proto, DbOp, FromChild, Job, JobLimits, ToChild};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::OnceCell;
+
+use crate::config::{Config, LimitsConfig};
+use crate::domain::execution::{
+    CallRecord, Column, ErrorKind, ExecError, LogLine, ResultSet, SandboxReport, ScriptReport,
+};
+use crate::domain::workflow::Mode;
+
+/// How long a child may take to start and say it is ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Past the wall limit, how long the child has to report before its process group is killed.
+const KILL_GRACE: Duration = Duration::from_millis(1500);
+/// Bytes of the child's stderr kept for the portal's log.
+const MAX_STDERR: usize = 16 * 1024;
+
+/// Where the sandbox binary is and, once compiled, the guest module it loads.
+#[derive(Debug)]
+pub struct Sandbox {
+    bin: PathBuf,
+    cache_dir: PathBuf,
+    data_mb: u64,
+    module: OnceCell<Result<PathBuf, String>>,
+}
+
+impl Sandbox {
+    pub fn new(config: &Config) -> Self {
+        let bin = if config.executor.sandbox_bin.is_empty() {
+            default_bin()
+        } else {
+            PathBuf::from(&config.executor.sandbox_bin)
+        };
+        Self {
+            bin,
+            cache_dir: config.data_dir.join("sandbox-cache"),
+            data_mb: config.executor.sandbox_data_mb,
+            module: OnceCell::new(),
+        }
+    }
+
+    /// The precompiled guest, compiled on first use (once per wasmtime version and guest).
+    /// Called before a target transaction is opened, so compiling never eats into it.
+    pub async fn module(&self) -> Result<&Path, String> {
+        let result = self
+            .module
+            .get_or_init(|| async {
+                let out = Command::new(&self.bin)
+                    .arg("precompile")
+                    .arg("--cache-dir")
+                    .arg(&self.cache_dir)
+                    .env_clear()
+                    .kill_on_drop(true)
+                    .output()
+                    .await
+                    .map_err(|e| format!("cannot start {}: {e}", self.bin.display()))?;
+                if !out.status.success() {
+                    return Err(format!(
+                        "{} precompile failed: {}",
+                        self.bin.display(),
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ));
+                }
+                Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+            })
+            .await;
+        result.as_deref().map_err(Clone::clone)
+    }
+}
+
+/// `quorum-sandbox` beside the running binary (or beside its parent directory, for test
+/// binaries under `target/*/deps`).
+fn default_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    let beside = dir.join("quorum-sandbox");
+    if beside.is_file() {
+        return beside;
+    }
+    dir.parent()
+        .map(|p| p.join("quorum-sandbox"))
+        .unwrap_or(beside)
+}
+
+fn fail(kind: ErrorKind, message: impl Into<String>) -> ExecError {
+    ExecError {
+        kind,
+        message: message.into(),
+        sqlstate: None,
+        statement: None,
+    }
+}
+
+fn kind_from(k: proto::ErrorKind) -> ErrorKind {
+    match k {
+        proto::ErrorKind::Syntax => ErrorKind::Syntax,
+        proto::ErrorKind::Script => ErrorKind::Script,
+        proto::ErrorKind::DbError => ErrorKind::DbError,
+        proto::ErrorKind::Timeout => ErrorKind::Timeout,
+        proto::ErrorKind::MemoryLimit => ErrorKind::MemoryLimit,
+        proto::ErrorKind::StackOverflow => ErrorKind::StackOverflow,
+        proto::ErrorKind::OutputLimit => ErrorKind::OutputLimit,
+        proto::ErrorKind::CallLimit => ErrorKind::CallLimit,
+        proto::ErrorKind::ReadOnlyViolation => ErrorKind::ReadOnlyViolation,
+        proto::ErrorKind::ForbiddenStatement => ErrorKind::ForbiddenStatement,
+        proto::ErrorKind::Internal => ErrorKind::Internal,
+    }
+}
+
+/// The answer to one `db.*` call.
+#[derive(Debug)]
+pub enum Reply {
+    /// `{rows, rowCount, fields, truncated}` for SQL; the method's value for MongoDB.
+    Ok { value: Value, rows: u64 },
+    /// A database error the script may catch.
+    Error {
+        message: String,
+        code: Option<String>,
+    },
+    /// A broken limit that ends the script.
+    Fatal {
+        kind: proto::ErrorKind,
+        message: String,
+    },
+}
+
+/// The wrapped database handle of one execution: every call goes through it.
+pub trait Handle: Send {
+    fn call(&mut self, op: DbOp) -> impl std::future::Future<Output = Reply> + Send;
+}
+
+/// One script execution's result, before the transaction is settled.
+#[derive(Debug)]
+pub struct ScriptRun {
+    pub report: ScriptReport,
+    pub error: Option<ExecError>,
+    /// Rows to show: the returned rows, else those of the last `db.query`.
+    pub display: Option<ResultSet>,
+    /// A call failed (even if the script caught it): writes must not commit.
+    pub any_call_failed: bool,
+}
+
+pub fn job_limits(l: &LimitsConfig) -> JobLimits {
+    JobLimits {
+        wall_ms: u64::from(l.wall_ms),
+        memory_mb: l.memory_mb,
+        max_calls: l.max_calls,
+        // One call's arguments may be as large as a stored result.
+        max_call_bytes: l.max_result_bytes,
+        max_log_bytes: l.max_log_bytes,
+        max_result_bytes: l.max_result_bytes,
+    }
+}
+
+fn spawn(sandbox: &Sandbox, module: &Path, limits: &LimitsConfig) -> std::io::Result<Child> {
+    let mut cmd = Command::new(&sandbox.bin);
+    cmd.arg("run")
+        .arg("--module")
+        .arg(module)
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let data = (u64::from(limits.memory_mb) + sandbox.data_mb) * 1024 * 1024;
+    let cpu = u64::from(limits.wall_ms).div_ceil(1000) + 2;
+    let parent = std::process::id();
+    #[expect(
+        unsafe_code,
+        reason = "pre_exec runs async-signal-safe system calls in the child"
+    )]
+    // SAFETY: between fork and exec the closure only makes async-signal-safe system calls
+    // (prctl, getppid, setrlimit, close_range, _exit), allocates nothing and takes no locks.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before the death signal was armed.
+            if libc::getppid() as u32 != parent {
+                libc::_exit(1);
+            }
+            let limit = |resource, value: u64| {
+                let r = libc::rlimit {
+                    rlim_cur: value,
+                    rlim_max: value,
+                };
+                if libc::setrlimit(resource, &r) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            };
+            limit(libc::RLIMIT_DATA, data)?;
+            limit(libc::RLIMIT_NOFILE, 16)?;
+            limit(libc::RLIMIT_CORE, 0)?;
+            limit(libc::RLIMIT_CPU, cpu)?;
+            limit(libc::RLIMIT_FSIZE, 0)?;
+            // Nothing but stdin, stdout and stderr crosses exec.
+            libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// Reads one frame with the cap checked before the body is allocated.
+async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    cap: usize,
+) -> Result<Option<Vec<u8>>, String> {
+    let mut prefix = [0u8; 4];
+    match r.read_exact(&mut prefix).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    }
+    let len = proto::check_len(prefix, cap).map_err(|e| e.to_string())?;
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await.map_err(|e| e.to_string())?;
+    Ok(Some(body))
+}
+
+async fn send(stdin: &mut ChildStdin, frame: &ToChild) -> Result<(), String> {
+    let bytes = proto::encode(frame).map_err(|e| e.to_string())?;
+    stdin.write_all(&bytes).await.map_err(|e| e.to_string())?;
+    stdin.flush().await.map_err(|e| e.to_string())
+}
+
+fn kill_group(child: &Child) {
+    if let Some(pid) = child.id() {
+        #[expect(unsafe_code, reason = "kill(2) on the child's own process group")]
+        // SAFETY: a plain system call; the group is the child's, created by `process_group(0)`.
+        unsafe {
+            libc::kill(-(pid as i32), libc::SIGKILL);
+        }
+    }
+}
+
+/// Everything a run needs besides the handle.
+#[derive(Debug)]
+pub struct ScriptJob<'a> {
+    pub sandbox: &'a Sandbox,
+    pub engine: proto::Engine,
+    pub mode: Mode,
+    pub kind: proto::SourceKind,
+    pub source: &'a str,
+    pub limits: &'a LimitsConfig,
+}
+
+/// Runs one script in a fresh child, answering its calls through `handle`.
+pub async fn run_script<H: Handle>(job: ScriptJob<'_>, handle: &mut H) -> ScriptRun {
+    let mut run = ScriptRun {
+        report: ScriptReport::default(),
+        error: None,
+        display: None,
+        any_call_failed: false,
+    };
+    let module = match job.sandbox.module().await {
+        Ok(m) => m.to_path_buf(),
+        Err(e) => {
+            run.error = Some(fail(
+                ErrorKind::Unsupported,
+                format!("the script sandbox is not available: {e}"),
+            ));
+            return run;
+        }
+    };
+    let mut child = match spawn(job.sandbox, &module, job.limits) {
+        Ok(c) => c,
+        Err(e) => {
+            run.error = Some(fail(
+                ErrorKind::Internal,
+                format!("cannot start the sandbox: {e}"),
+            ));
+            return run;
+        }
+    };
+    let stderr = child.stderr.take().map(|mut s| {
+        tokio::spawn(async move {
+            let mut kept = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = s.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                let room = MAX_STDERR.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+            String::from_utf8_lossy(&kept).into_owned()
+        })
+    });
+    let deadline =
+        Instant::now() + Duration::from_millis(u64::from(job.limits.wall_ms)) + KILL_GRACE;
+    let result = tokio::time::timeout_at(
+        deadline.into(),
+        converse(&job, &mut child, handle, &mut run),
+    )
+    .await;
+    match result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            kill_group(&child);
+            let stderr = match stderr {
+                Some(h) => h.await.unwrap_or_default(),
+                None => String::new(),
+            };
+            if !stderr.is_empty() {
+                tracing::warn!(stderr = %stderr, "sandbox child stderr");
+            }
+            run.error = Some(fail(ErrorKind::Internal, e));
+            let _ = child.wait().await;
+            return run;
+        }
+        Err(_) => {
+            kill_group(&child);
+            run.error = Some(fail(
+                ErrorKind::Timeout,
+                format!(
+                    "the script ran longer than {} ms and was stopped",
+                    job.limits.wall_ms
+                ),
+            ));
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+    kill_group(&child);
+    run
+}
+
+async fn converse<H: Handle>(
+    job: &ScriptJob<'_>,
+    child: &mut Child,
+    handle: &mut H,
+    run: &mut ScriptRun,
+) -> Result<(), String> {
+    let (Some(mut stdin), Some(mut stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err("the sandbox's pipes are missing".into());
+    };
+    let ready = tokio::time::timeout(READY_TIMEOUT, read_frame(&mut stdout, 64 * 1024))
+        .await
+        .map_err(|_| "the sandbox did not start in time".to_owned())??
+        .ok_or("the sandbox exited before it was ready")?;
+    match proto::decode::<FromChild>(&ready).map_err(|e| e.to_string())? {
+        FromChild::Ready { v, protections } if v == proto::VERSION => {
+            run.report.sandbox = SandboxReport {
+                seccomp: protections.seccomp,
+                landlock: protections.landlock,
+                no_new_privs: protections.no_new_privs,
+                ..SandboxReport::default()
+            };
+        }
+        other => {
+            return Err(format!(
+                "unexpected first frame from the sandbox: {other:?}"
+            ));
+        }
+    }
+    let frame = ToChild::Job(Job {
+        v: proto::VERSION,
+        engine: job.engine,
+        mode: match job.mode {
+            Mode::Read => proto::Mode::Read,
+            Mode::Write => proto::Mode::Write,
+        },
+        kind: job.kind,
+        source: job.source.to_owned(),
+        limits: job_limits(job.limits),
+        check_only: false,
+    });
+    send(&mut stdin, &frame).await?;
+
+    let started = Instant::now();
+    let limits = job.limits;
+    // A frame from the child is at most one call's arguments, a log line, or the outcome.
+    let cap = usize::try_from(limits.max_result_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(2)
+        + (1 << 20);
+    let mut log_bytes: u64 = 0;
+    let mut last_rows: Option<Value> = None;
+    loop {
+        let body = read_frame(&mut stdout, cap)
+            .await?
+            .ok_or("the sandbox process ended without an outcome (it crashed or was killed)")?;
+        match proto::decode::<FromChild>(&body).map_err(|e| e.to_string())? {
+            FromChild::Log {
+                level,
+                message,
+                at_ms,
+            } => {
+                let size = message.len() as u64;
+                if log_bytes + size > limits.max_log_bytes {
+                    run.report.sandbox.logs_truncated = true;
+                    continue;
+                }
+                log_bytes += size;
+                let level = serde_json::to_value(level)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                run.report.logs.push(LogLine {
+                    level,
+                    message,
+                    at_ms,
+                });
+            }
+            FromChild::DbCall { id, call } => {
+                let seq = u32::try_from(run.report.calls.len()).unwrap_or(u32::MAX) + 1;
+                let at_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                let t0 = Instant::now();
+                let (reply, record) = if seq > limits.max_calls {
+                    let message = format!(
+                        "the script made more than {} database calls",
+                        limits.max_calls
+                    );
+                    (
+                        Reply::Fatal {
+                            kind: proto::ErrorKind::CallLimit,
+                            message,
+                        },
+                        ("limit".to_owned(), String::new()),
+                    )
+                } else {
+                    match serde_json::from_str::<DbOp>(call.get()) {
+                        Ok(op) => {
+                            let described = describe(&op);
+                            (handle.call(op).await, described)
+                        }
+                        Err(e) => (
+                            Reply::Error {
+                                message: format!("malformed database call: {e}"),
+                                code: None,
+                            },
+                            ("invalid".to_owned(), String::new()),
+                        ),
+                    }
+                };
+                let duration_ms = (t0.elapsed().as_secs_f64() * 100_000.0).round() / 100.0;
+                let (reply_json, fatal, rows, error) = match reply {
+                    Reply::Ok { value, rows } => {
+                        if value.get("rows").is_some() {
+                            last_rows = Some(value.clone());
+                        }
+                        (json!({ "ok": value }), None, rows, None)
+                    }
+                    Reply::Error { message, code } => {
+                        run.any_call_failed = true;
+                        let e = json!({"error": {"kind": "db_error", "message": message, "code": code}});
+                        (e, None, 0, Some(message))
+                    }
+                    Reply::Fatal { kind, message } => {
+                        run.any_call_failed = true;
+                        let f = proto::Failure {
+                            kind,
+                            message: message.clone(),
+                            line: None,
+                            column: None,
+                        };
+                        (Value::Null, Some(f), 0, Some(message))
+                    }
+                };
+                run.report.calls.push(CallRecord {
+                    seq,
+                    op: record.0,
+                    target: record.1,
+                    at_ms,
+                    duration_ms,
+                    rows,
+                    error,
+                });
+                let reply =
+                    RawValue::from_string(reply_json.to_string()).map_err(|e| e.to_string())?;
+                send(&mut stdin, &ToChild::DbReply { id, reply, fatal }).await?;
+            }
+            FromChild::Outcome(outcome) => {
+                run.report.sandbox.logs_truncated |= outcome.logs_truncated;
+                run.report.sandbox.peak_memory_bytes = outcome.peak_memory_bytes;
+                let value: Option<Value> = outcome
+                    .value
+                    .as_deref()
+                    .and_then(|v| serde_json::from_str(v.get()).ok());
+                run.display = display_rows(value.as_ref(), last_rows.as_ref(), limits);
+                run.report.result = value;
+                if let Some(f) = outcome.error {
+                    let where_ = match (f.line, f.column) {
+                        (Some(l), Some(c)) => format!(" (line {l}, column {c})"),
+                        (Some(l), None) => format!(" (line {l})"),
+                        _ => String::new(),
+                    };
+                    run.error = Some(ExecError {
+                        kind: kind_from(f.kind),
+                        message: format!("{}{where_}", f.message),
+                        sqlstate: None,
+                        statement: f.line.map(|l| l as usize),
+                    });
+                }
+                return Ok(());
+            }
+            FromChild::Ready { .. } => return Err("the sandbox said ready twice".into()),
+        }
+    }
+}
+
+/// `(op, target)` for the call record.
+fn describe(op: &DbOp) -> (String, String) {
+    match op {
+        DbOp::Query { sql, .. } => ("query".to_owned(), sql.chars().take(500).collect()),
+        DbOp::Mongo {
+            collection, method, ..
+        } => (method.clone(), collection.chars().take(200).collect()),
+    }
+}
+
+/// The rows shown for a script: an explicitly returned array of objects, else the last query's.
+fn display_rows(
+    value: Option<&Value>,
+    last: Option<&Value>,
+    limits: &LimitsConfig,
+) -> Option<ResultSet> {
+    let objects = |v: &Value| -> Option<Vec<Map<String, Value>>> {
+        v.as_array()?
+            .iter()
+            .map(|r| r.as_object().cloned())
+            .collect()
+    };
+    let rows = value
+        .and_then(|v| objects(v).or_else(|| v.get("rows").and_then(objects)))
+        .or_else(|| last.and_then(|l| l.get("rows")).and_then(objects))?;
+    let mut names: Vec<String> = Vec::new();
+    for r in &rows {
+        for k in r.keys() {
+            if !names.contains(k) {
+                names.push(k.clone());
+            }
+        }
+    }
+    let max = limits.max_rows as usize;
+    let truncated = rows.len() > max;
+    let rows = rows
+        .into_iter()
+        .take(max)
+        .map(|r| {
+            names
+                .iter()
+                .map(|n| r.get(n).cloned().unwrap_or(Value::Null))
+                .collect()
+        })
+        .collect();
+    Some(ResultSet {
+        statement: 0,
+        columns: names
+            .into_iter()
+            .map(|name| Column {
+                name,
+                type_name: "JSON".into(),
+            })
+            .collect(),
+        rows,
+        truncated,
+    })
+}

@@ -1,0 +1,459 @@
+//! Script requests: JavaScript run in a single-use sandbox child, every `db.query` brokered by
+//! the portal, each limit as an obeyed / violated pair, and the child's confinement.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::{Actor, PgTarget, StoreKind, TestApp, pg_target};
+
+/// Limits small enough that the violating scripts fail fast.
+const TIGHT: &str = "[limits]\nwall_ms = 2000\ndb_call_ms = 1000\nmemory_mb = 32\nmax_calls = 50\nmax_log_bytes = 4096\nmax_result_bytes = 65536";
+
+async fn finished(app: &TestApp, token: &str, id: &str) -> Value {
+    for _ in 0..600 {
+        let (status, e) = app.get(&format!("/api/v1/executions/{id}"), token).await;
+        assert_eq!(status, StatusCode::OK, "{e}");
+        if e["status"] != "running" && e["status"] != "queued" {
+            return e;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("execution {id} did not finish");
+}
+
+/// Files a script on `instance`, has it approved, and returns its finished execution.
+async fn run(app: &TestApp, instance: &str, database: &str, mode: &str, script: &str) -> Value {
+    let dan = app.login(Actor::Developer).await;
+    let body = json!({"pod_id": app.pod_id("payments").await, "instance_id": instance, "database": database,
+        "kind": "script", "mode": mode, "content": script, "justification": "Backfilling data for ticket 4711"});
+    let (status, created) = app.post("/api/v1/requests", &dan.token, body).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().expect("id");
+    let maya = app.login(Actor::Manager).await;
+    let decision = json!({"decision": "approve", "revision_hash": created["revision_hash"]});
+    let (status, r) = app
+        .post(
+            &format!("/api/v1/requests/{id}/reviews"),
+            &maya.token,
+            decision,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    for _ in 0..400 {
+        let (_, r) = app.get(&format!("/api/v1/requests/{id}"), &dan.token).await;
+        if let Some(e) = r["executions"].as_array().and_then(|a| a.first()) {
+            return finished(app, &dan.token, e["id"].as_str().expect("execution id")).await;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("request {id} did not start");
+}
+
+async fn demo(app: &TestApp, script: &str) -> Value {
+    run(app, &app.shop_id().await, "main", "read", script).await
+}
+
+fn kind(e: &Value) -> &str {
+    e["error"]["kind"].as_str().unwrap_or("")
+}
+
+#[tokio::test]
+async fn a_script_from_the_node_portal_runs_unchanged() {
+    for store in [StoreKind::Sqlite, StoreKind::Postgres] {
+        let app = TestApp::spawn(store).await;
+        let script = "const id = 3;\nconst r = await db.query('SELECT id, email FROM customers WHERE id <= $1 ORDER BY id', [id]);\nconsole.log(r.rows.length);\nreturn r.rowCount;";
+        let e = demo(&app, script).await;
+        assert_eq!(e["status"], "succeeded", "{e}");
+        assert_eq!(e["result"], 3);
+        assert_eq!(e["logs"][0]["level"], "log");
+        assert_eq!(e["logs"][0]["message"], "3");
+        let calls = e["calls"].as_array().expect("calls");
+        assert_eq!(calls.len(), 1, "{e}");
+        assert_eq!(calls[0]["op"], "query");
+        assert_eq!(calls[0]["rows"], 3);
+        assert!(
+            calls[0]["target"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("SELECT id, email"))
+        );
+        assert_eq!(e["sandbox"]["seccomp"], true, "{e}");
+        assert_eq!(e["sandbox"]["no_new_privs"], true, "{e}");
+        // The last query's rows are the execution's displayed rows.
+        let dan = app.login(Actor::Developer).await;
+        let id = e["id"].as_str().expect("id");
+        let (status, rows) = app
+            .get(&format!("/api/v1/executions/{id}/rows"), &dan.token)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{rows}");
+        assert_eq!(rows["rows"].as_array().map(Vec::len), Some(3), "{rows}");
+    }
+}
+
+#[tokio::test]
+async fn each_limit_holds_and_is_named() {
+    let app = TestApp::spawn_with(StoreKind::Sqlite, TIGHT).await;
+    // (script, expected status, expected error kind); every violation pairs with an obeyed run.
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "let n = 0; for (let i = 0; i < 1e5; i++) n += i; return n;",
+            "succeeded",
+            "",
+        ),
+        ("for (;;) {}", "timed_out", "timeout"),
+        (
+            "const a = []; for (let i = 0; i < 100; i++) a.push(new Array(1000).fill(i)); return a.length;",
+            "succeeded",
+            "",
+        ),
+        (
+            "const a = []; for (;;) a.push(new Array(1e6).fill(1));",
+            "failed",
+            "memory_limit",
+        ),
+        (
+            "const f = (n) => n === 0 ? 0 : 1 + f(n - 1); return f(500);",
+            "succeeded",
+            "",
+        ),
+        ("const f = () => f(); f();", "failed", "stack_overflow"),
+        (
+            "for (let i = 0; i < 10; i++) await db.query('SELECT 1'); return 'ok';",
+            "succeeded",
+            "",
+        ),
+        (
+            "for (let i = 0; i < 1e6; i++) await db.query('SELECT 1');",
+            "failed",
+            "call_limit",
+        ),
+        (
+            "try { for (let i = 0; i < 1e6; i++) await db.query('SELECT 1'); } catch (e) {} return 1;",
+            "failed",
+            "call_limit",
+        ),
+        (
+            "await db.query('SELECT ?1', ['x'.repeat(1000)]); return 1;",
+            "succeeded",
+            "",
+        ),
+        (
+            "await db.query('SELECT ?1', ['x'.repeat(100 * 1024 * 1024)]);",
+            "failed",
+            "",
+        ),
+        ("return 'x'.repeat(1000);", "succeeded", ""),
+        ("return 'x'.repeat(200000);", "failed", "output_limit"),
+        (
+            "await new Promise((r) => setTimeout(r, 20)); return 2;",
+            "succeeded",
+            "",
+        ),
+        (
+            "await new Promise((r) => setTimeout(r, 60000));",
+            "timed_out",
+            "timeout",
+        ),
+    ];
+    for (script, status, error) in cases {
+        let e = demo(&app, script).await;
+        assert_eq!(e["status"], *status, "{script}: {e}");
+        if !error.is_empty() {
+            assert_eq!(kind(&e), *error, "{script}: {e}");
+        }
+    }
+    // A 100 MiB argument dies inside the sandbox (memory) or at the argument check, never in the
+    // portal; both are reported as limits.
+    let e = demo(
+        &app,
+        "await db.query('SELECT ?1', ['x'.repeat(100 * 1024 * 1024)]);",
+    )
+    .await;
+    assert!(["memory_limit", "call_limit"].contains(&kind(&e)), "{e}");
+}
+
+#[tokio::test]
+async fn the_console_is_captured_in_order_and_capped() {
+    let app = TestApp::spawn_with(StoreKind::Sqlite, TIGHT).await;
+    let e = demo(&app, "console.log('a', 1, {b: 2}); console.warn('w'); console.error(new Error('boom')); return null;").await;
+    assert_eq!(e["status"], "succeeded", "{e}");
+    let logs: Vec<(String, String)> = e["logs"]
+        .as_array()
+        .expect("logs")
+        .iter()
+        .map(|l| {
+            (
+                l["level"].as_str().unwrap_or("").to_owned(),
+                l["message"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        logs,
+        [
+            ("log".to_owned(), "a 1 {\"b\":2}".to_owned()),
+            ("warn".to_owned(), "w".to_owned()),
+            ("error".to_owned(), "Error: boom".to_owned())
+        ]
+    );
+    assert_eq!(e["sandbox"]["logs_truncated"], false);
+
+    let e = demo(
+        &app,
+        "for (let i = 0; i < 100000; i++) console.log('x'.repeat(100)); return 'done';",
+    )
+    .await;
+    assert_eq!(e["status"], "succeeded", "{e}");
+    assert_eq!(e["result"], "done");
+    assert_eq!(e["sandbox"]["logs_truncated"], true, "{}", e["sandbox"]);
+    let kept: usize = e["logs"]
+        .as_array()
+        .expect("logs")
+        .iter()
+        .map(|l| l["message"].as_str().map_or(0, str::len))
+        .sum();
+    assert!(kept <= 4096, "kept {kept} bytes of log");
+}
+
+#[tokio::test]
+async fn capabilities_outside_db_and_console_do_not_exist() {
+    let app = TestApp::spawn_with(StoreKind::Sqlite, TIGHT).await;
+    for (script, message) in [
+        ("require('fs')", "ReferenceError: require is not defined"),
+        ("process.env", "ReferenceError: process is not defined"),
+        (
+            "await fetch('http://example.com')",
+            "ReferenceError: fetch is not defined",
+        ),
+        (
+            "WebAssembly.instantiate(new Uint8Array(8))",
+            "ReferenceError: WebAssembly is not defined",
+        ),
+        (
+            "Deno.readFile('/etc/passwd')",
+            "ReferenceError: Deno is not defined",
+        ),
+    ] {
+        let e = demo(&app, script).await;
+        assert_eq!(e["status"], "failed", "{script}: {e}");
+        assert_eq!(kind(&e), "script", "{script}: {e}");
+        assert!(
+            e["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(message)),
+            "{script}: {e}"
+        );
+    }
+    let e = demo(&app, "await import('fs')").await;
+    assert_eq!(kind(&e), "script", "{e}");
+    // Syntax errors name the line and column.
+    let e = demo(&app, "const a = 1;\nconst b = ;\nreturn a;").await;
+    assert_eq!(kind(&e), "syntax", "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("line 2")),
+        "{e}"
+    );
+}
+
+async fn pg_instance(app: &TestApp, target: &PgTarget) -> String {
+    let admin = app.login(Actor::Admin).await;
+    let body = json!({"name": format!("shop-{}", &target.database[8..]), "engine": "postgres", "host": target.host, "port": target.port,
+        "user": target.user, "secret": target.password, "tls": "disable", "environment": "staging",
+        "allowed_pod_ids": [app.pod_id("payments").await], "run_mode": "on_approval"});
+    let (status, i) = app.post("/api/v1/instances", &admin.token, body).await;
+    assert_eq!(status, StatusCode::CREATED, "{i}");
+    i["id"].as_str().expect("id").to_owned()
+}
+
+async fn prices(target: &PgTarget) -> Vec<String> {
+    let mut c = target.inspect().await;
+    sqlx::query_scalar("SELECT price::text FROM items ORDER BY id")
+        .fetch_all(&mut c)
+        .await
+        .expect("prices")
+}
+
+#[tokio::test]
+async fn postgres_reads_write_nothing_and_failed_writes_roll_back() {
+    let app = TestApp::spawn_with(StoreKind::Sqlite, TIGHT).await;
+    let target = pg_target().await;
+    let instance = pg_instance(&app, &target).await;
+    let before = prices(&target).await;
+
+    // Every write path from a read request is refused before or at the database.
+    for attempt in [
+        "await db.query('UPDATE items SET price = 0')",
+        "await db.query('SET TRANSACTION READ WRITE'); await db.query('UPDATE items SET price = 0')",
+        "await db.query('COMMIT'); await db.query('DROP TABLE items')",
+        "await db.query('DO $$ BEGIN UPDATE items SET price = 0; END $$')",
+        "await db.query('SELECT 1; UPDATE items SET price = 0')",
+        "try { await db.query('DELETE FROM items') } catch (e) {} return 'caught';",
+    ] {
+        let e = run(&app, &instance, &target.database, "read", attempt).await;
+        assert_eq!(e["status"], "failed", "{attempt}: {e}");
+        assert_eq!(prices(&target).await, before, "{attempt}");
+    }
+
+    // A write script that fails half way leaves the target as it was.
+    let e = run(&app, &instance, &target.database, "write",
+        "await db.query('UPDATE items SET price = price + 1');\nthrow new Error('changed my mind');").await;
+    assert_eq!(e["status"], "failed", "{e}");
+    assert_eq!(kind(&e), "script");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("line 2")),
+        "{e}"
+    );
+    assert_eq!(prices(&target).await, before);
+
+    // One that returns commits, with bound parameters.
+    let e = run(&app, &instance, &target.database, "write",
+        "const r = await db.query('UPDATE items SET price = price + $1 WHERE id = $2', [10, 1]);\nreturn r.rowCount;").await;
+    assert_eq!(e["status"], "succeeded", "{e}");
+    assert_eq!(e["result"], 1);
+    assert_ne!(prices(&target).await, before);
+}
+
+#[tokio::test]
+async fn a_database_call_that_hangs_is_cancelled_on_the_server() {
+    let app = TestApp::spawn_with(StoreKind::Sqlite, TIGHT).await;
+    let target = pg_target().await;
+    let instance = pg_instance(&app, &target).await;
+    let started = std::time::Instant::now();
+    let e = run(
+        &app,
+        &instance,
+        &target.database,
+        "read",
+        "await db.query('SELECT pg_sleep(600)')",
+    )
+    .await;
+    assert_eq!(e["status"], "timed_out", "{e}");
+    assert_eq!(kind(&e), "timeout");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let mut c = target.inspect().await;
+    let mut left = 1;
+    for _ in 0..40 {
+        left = sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(600)%' AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(&mut c)
+        .await
+        .expect("pg_stat_activity");
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, 0, "the sleeping backend is still there");
+}
+
+/// The sandbox children of this test process: (pid, environ, open fds).
+fn sandbox_children() -> Vec<(u32, Vec<u8>, Vec<String>)> {
+    let me = std::process::id();
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if !String::from_utf8_lossy(&cmdline).contains("quorum-sandbox\0run") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit(')')
+            .next()
+            .and_then(|s| s.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid != Some(me) {
+            continue;
+        }
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        fds.sort();
+        out.push((pid, environ, fds));
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_child_has_no_environment_and_no_extra_descriptors() {
+    let app = TestApp::spawn(StoreKind::Sqlite).await;
+    let dan = app.login(Actor::Developer).await;
+    let instance = app.shop_id().await;
+    let body = json!({"pod_id": app.pod_id("payments").await, "instance_id": instance, "database": "main",
+        "kind": "script", "mode": "read", "content": "await new Promise((r) => setTimeout(r, 3000)); return 1;",
+        "justification": "Checking what the sandbox child can see"});
+    let (_, created) = app.post("/api/v1/requests", &dan.token, body).await;
+    let maya = app.login(Actor::Manager).await;
+    let id = created["id"].as_str().expect("id");
+    let decision = json!({"decision": "approve", "revision_hash": created["revision_hash"]});
+    let (status, _) = app
+        .post(
+            &format!("/api/v1/requests/{id}/reviews"),
+            &maya.token,
+            decision,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        seen = sandbox_children();
+        if !seen.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (pid, environ, fds) = seen.first().cloned().expect("a running sandbox child");
+    assert!(
+        environ.is_empty(),
+        "child {pid} environment: {:?}",
+        String::from_utf8_lossy(&environ)
+    );
+    assert_eq!(fds, ["0", "1", "2"], "child {pid} descriptors");
+}
+
+/// The probes of the `sandbox-selftest` build try forbidden system calls after the child has
+/// restricted itself; every one must be refused.
+#[test]
+fn forbidden_system_calls_are_refused_inside_the_child() {
+    let bin = crate::harness::quorum_bin().with_file_name("quorum-sandbox");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(&bin)
+        .args(["precompile", "--cache-dir"])
+        .arg(cache.path())
+        .output()
+        .expect("precompile");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let module = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let out = std::process::Command::new(&bin)
+        .args(["run", "--module", &module])
+        .env_clear()
+        .env("QUORUM_SANDBOX_SELFTEST", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let probes: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("selftest "))
+        .collect();
+    assert_eq!(probes.len(), 5, "{stderr}");
+    for line in probes {
+        assert!(line.contains(": refused: "), "{line}");
+    }
+}
