@@ -24,6 +24,8 @@ pub fn engine() -> anyhow::Result<Engine> {
     config.epoch_interruption(true);
     config.max_wasm_stack(MAX_WASM_STACK);
     config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    // No memfd for copy-on-write memory images: the child keeps no descriptor besides stdio.
+    config.memory_init_cow(false);
     Engine::new(&config).map_err(|e| anyhow::anyhow!("wasmtime engine: {e}"))
 }
 

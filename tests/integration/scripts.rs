@@ -378,7 +378,15 @@ fn sandbox_children() -> Vec<(u32, Vec<u8>, Vec<String>)> {
             .into_iter()
             .flatten()
             .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .map(|e| {
+                let target = std::fs::read_link(e.path()).unwrap_or_default();
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.parse::<u32>().is_ok_and(|n| n > 2) {
+                    format!("{name} -> {}", target.display())
+                } else {
+                    name
+                }
+            })
             .collect();
         fds.sort();
         out.push((pid, environ, fds));
