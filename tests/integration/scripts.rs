@@ -414,8 +414,10 @@ async fn the_child_has_no_environment_and_no_extra_descriptors() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
+    // The first script of a fresh data directory also compiles the guest, which takes a while
+    // in a debug build.
     let mut seen = Vec::new();
-    for _ in 0..100 {
+    for _ in 0..1500 {
         seen = sandbox_children();
         if !seen.is_empty() {
             break;

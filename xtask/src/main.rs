@@ -103,6 +103,8 @@ fn run(args: &[String]) -> Result<()> {
         "quorum",
         "--package",
         "quorum-sandbox",
+        "--bin",
+        "quorum-sandbox",
     ]);
     status(build, "cargo build")?;
     step("starting the portal (Ctrl-C to stop)");
@@ -161,6 +163,8 @@ fn test(args: &[String]) -> Result<()> {
         "--bin",
         "quorum",
         "--package",
+        "quorum-sandbox",
+        "--bin",
         "quorum-sandbox",
         "--features",
         TEST_FEATURES,
@@ -542,6 +546,8 @@ fn bench(args: &[String]) -> Result<()> {
         "quorum-server",
         "--bin",
         "quorum",
+        "--bin",
+        "quorum-sandbox",
     ]);
     status(build, "cargo build --release")?;
     let data = env::temp_dir().join(format!("quorum-bench-{}", std::process::id()));
