@@ -24,7 +24,7 @@ use crate::domain::execution::{
     Column, ErrorKind, ExecError, ExecStatus, ResultSet, ScriptReport, StatementReport,
 };
 use crate::domain::instance::Engine;
-use crate::domain::sql::{Dialect, StatementClass, classify, split_statements};
+use crate::domain::sql::{Dialect, Refusal, StatementClass, admit, classify, split_statements};
 use crate::domain::workflow::{Kind, Mode};
 use crate::domain::{ExecutionId, RequestId, UserId};
 use crate::http::AppState;
@@ -62,10 +62,8 @@ pub struct Outcome {
 
 fn error(kind: ErrorKind, message: impl Into<String>, statement: Option<usize>) -> ExecError {
     ExecError {
-        kind,
-        message: message.into(),
-        sqlstate: None,
         statement,
+        ..ExecError::new(kind, message)
     }
 }
 
@@ -226,17 +224,7 @@ pub async fn run(plan: &Plan, store: &SharedStore) -> Outcome {
             None,
         )),
     };
-    let status = error
-        .as_ref()
-        .map(|e| e.kind.status())
-        .unwrap_or(ExecStatus::Succeeded);
-    Outcome {
-        status,
-        error,
-        statements,
-        results,
-        script: None,
-    }
+    outcome(error, statements, results, None)
 }
 
 /// Classifies every statement before anything is sent.
@@ -257,8 +245,8 @@ fn preflight(plan: &Plan) -> Result<Vec<(String, StatementClass)>, ExecError> {
     for (i, sql) in statements.into_iter().enumerate() {
         let class = classify(&sql);
         let keyword = crate::domain::sql::leading_keyword(&sql);
-        match (class, plan.mode) {
-            (StatementClass::Forbidden, Mode::Read) | (StatementClass::Write, Mode::Read) => {
+        match admit(class, plan.mode) {
+            Err(Refusal::ReadOnly) => {
                 return Err(error(
                     ErrorKind::ReadOnlyViolation,
                     format!(
@@ -268,7 +256,7 @@ fn preflight(plan: &Plan) -> Result<Vec<(String, StatementClass)>, ExecError> {
                     Some(i),
                 ));
             }
-            (StatementClass::Forbidden, Mode::Write) => {
+            Err(Refusal::Forbidden) => {
                 return Err(error(
                     ErrorKind::ForbiddenStatement,
                     format!(
@@ -278,7 +266,7 @@ fn preflight(plan: &Plan) -> Result<Vec<(String, StatementClass)>, ExecError> {
                     Some(i),
                 ));
             }
-            _ => out.push((sql, class)),
+            Ok(()) => out.push((sql, class)),
         }
     }
     Ok(out)
@@ -363,10 +351,9 @@ fn db_error(e: &sqlx::Error, statement: Option<usize>, mode: Mode) -> ExecError 
         _ => ErrorKind::DbError,
     };
     ExecError {
-        kind,
-        message,
         sqlstate: code,
         statement,
+        ..ExecError::new(kind, message)
     }
 }
 
@@ -929,97 +916,106 @@ fn sqlite_value(row: &sqlx::sqlite::SqliteRow, i: usize) -> Value {
 
 /// Runs a script request in the sandbox: the target's transaction is opened here, every
 /// `db.query` goes through [`SqlHandle`], and the transaction commits only if the script
-/// returned without error and none of its calls failed.
+/// returned without error and none of its calls failed (even one the script caught).
 async fn run_script(plan: &Plan, store: &SharedStore) -> Outcome {
     use quorum_sandbox_protocol as proto;
-    let (engine, kind) = match plan.instance.engine {
-        Engine::Postgres => (proto::Engine::Postgres, proto::SourceKind::Script),
-        Engine::Sqlite => (proto::Engine::Sqlite, proto::SourceKind::Script),
+    let engine = match plan.instance.engine {
+        Engine::Postgres => proto::Engine::Postgres,
+        Engine::Sqlite => proto::Engine::Sqlite,
         Engine::Mongodb => {
-            return failed(error(
+            let e = error(
                 ErrorKind::Unsupported,
                 "running scripts on MongoDB instances is not available yet",
                 None,
-            ));
+            );
+            return outcome(Some(e), Vec::new(), Vec::new(), None);
         }
     };
     // Compile the guest (first run only) before the target's transaction and its idle timeout
     // start.
     if let Err(e) = plan.sandbox.module().await {
-        return failed(error(
+        let e = error(
             ErrorKind::Unsupported,
             format!("the script sandbox is not available: {e}"),
             None,
-        ));
+        );
+        return outcome(Some(e), Vec::new(), Vec::new(), None);
     }
-    let job = |_: ()| crate::sandbox::ScriptJob {
+    let job = crate::sandbox::ScriptJob {
         sandbox: &plan.sandbox,
         engine,
         mode: plan.mode,
-        kind,
+        kind: proto::SourceKind::Script,
         source: &plan.content,
         limits: &plan.limits,
     };
-    let (run, settled) = match plan.instance.engine {
-        Engine::Postgres => {
-            let mut conn = match pg_open(plan).await {
-                Ok(c) => c,
-                Err(e) => return failed(e),
-            };
-            let mut handle = SqlHandle::new(&mut conn, plan);
-            let run = crate::sandbox::run_script(job(()), &mut handle).await;
-            let settled = if run.error.is_none() && !run.any_call_failed {
-                pg_settle(plan, store, &mut conn).await
-            } else {
-                let _ = conn.execute("ROLLBACK").await;
-                Ok(())
-            };
-            (run, settled)
-        }
-        _ => {
-            let mut conn = match sqlite_open(plan).await {
-                Ok(c) => c,
-                Err(e) => return failed(e),
-            };
-            let mut handle = SqlHandle::new(&mut conn, plan);
-            let run = crate::sandbox::run_script(job(()), &mut handle).await;
-            let settled = if run.error.is_none() && !run.any_call_failed {
-                sqlite_settle(plan, &mut conn).await
-            } else {
-                let _ = conn.execute("ROLLBACK").await;
-                Ok(())
-            };
-            (run, settled)
-        }
+    let committable = |run: &crate::sandbox::ScriptRun| run.error.is_none() && !run.any_call_failed;
+    let ran = match plan.instance.engine {
+        Engine::Postgres => match pg_open(plan).await {
+            Err(e) => Err(e),
+            Ok(mut conn) => {
+                let run =
+                    crate::sandbox::run_script(job, &mut SqlHandle::new(&mut conn, plan)).await;
+                let settled = if committable(&run) {
+                    pg_settle(plan, store, &mut conn).await
+                } else {
+                    let _ = conn.execute("ROLLBACK").await;
+                    Ok(())
+                };
+                Ok((run, settled))
+            }
+        },
+        _ => match sqlite_open(plan).await {
+            Err(e) => Err(e),
+            Ok(mut conn) => {
+                let run =
+                    crate::sandbox::run_script(job, &mut SqlHandle::new(&mut conn, plan)).await;
+                let settled = if committable(&run) {
+                    sqlite_settle(plan, &mut conn).await
+                } else {
+                    let _ = conn.execute("ROLLBACK").await;
+                    Ok(())
+                };
+                Ok((run, settled))
+            }
+        },
     };
-    let mut error = run.error.or(settled.err());
-    if error.is_none() && run.any_call_failed && plan.mode == Mode::Write {
-        error = Some(self::error(
-            ErrorKind::DbError,
-            "a database call failed (the script caught the error), so nothing was committed",
-            None,
-        ));
-    }
-    let status = error
-        .as_ref()
-        .map(|e| e.kind.status())
-        .unwrap_or(ExecStatus::Succeeded);
-    Outcome {
-        status,
+    let (run, settled) = match ran {
+        Ok(r) => r,
+        Err(e) => return outcome(Some(e), Vec::new(), Vec::new(), None),
+    };
+    let caught =
+        (plan.mode == Mode::Write && run.error.is_none() && run.any_call_failed).then(|| {
+            error(
+                ErrorKind::DbError,
+                "a database call failed (the script caught the error), so nothing was committed",
+                None,
+            )
+        });
+    let error = run.error.or(caught).or(settled.err());
+    outcome(
         error,
-        statements: Vec::new(),
-        results: run.display.into_iter().collect(),
-        script: Some(run.report),
-    }
+        Vec::new(),
+        run.display.into_iter().collect(),
+        Some(run.report),
+    )
 }
 
-fn failed(e: ExecError) -> Outcome {
+/// An outcome whose status follows from its error.
+fn outcome(
+    error: Option<ExecError>,
+    statements: Vec<StatementReport>,
+    results: Vec<ResultSet>,
+    script: Option<ScriptReport>,
+) -> Outcome {
     Outcome {
-        status: e.kind.status(),
-        error: Some(e),
-        statements: Vec::new(),
-        results: Vec::new(),
-        script: Some(ScriptReport::default()),
+        status: error
+            .as_ref()
+            .map_or(ExecStatus::Succeeded, |e| e.kind.status()),
+        error,
+        statements,
+        results,
+        script,
     }
 }
 
@@ -1071,18 +1067,18 @@ impl<'a, C> SqlHandle<'a, C> {
             });
         }
         let keyword = crate::domain::sql::leading_keyword(&sql);
-        match (classify(&sql), self.mode) {
-            (StatementClass::Forbidden | StatementClass::Write, Mode::Read) => Err(Reply::Fatal {
+        match admit(classify(&sql), self.mode) {
+            Err(Refusal::ReadOnly) => Err(Reply::Fatal {
                 kind: K::ReadOnlyViolation,
                 message: format!("{keyword} is not allowed in a read request"),
             }),
-            (StatementClass::Forbidden, Mode::Write) => Err(Reply::Fatal {
+            Err(Refusal::Forbidden) => Err(Reply::Fatal {
                 kind: K::ForbiddenStatement,
                 message: format!(
                     "{keyword} is not allowed: the portal runs the whole script in one transaction it controls"
                 ),
             }),
-            _ => Ok((sql, params)),
+            Ok(()) => Ok((sql, params)),
         }
     }
 

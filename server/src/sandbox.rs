@@ -36,7 +36,8 @@ pub struct Sandbox {
     bin: PathBuf,
     cache_dir: PathBuf,
     data_mb: u64,
-    module: OnceCell<Result<PathBuf, String>>,
+    /// Set once compiling succeeded; a failure is retried on the next run.
+    module: OnceCell<PathBuf>,
 }
 
 impl Sandbox {
@@ -57,9 +58,8 @@ impl Sandbox {
     /// The precompiled guest, compiled on first use (once per wasmtime version and guest).
     /// Called before a target transaction is opened, so compiling never eats into it.
     pub async fn module(&self) -> Result<&Path, String> {
-        let result = self
-            .module
-            .get_or_init(|| async {
+        self.module
+            .get_or_try_init(|| async {
                 let out = Command::new(&self.bin)
                     .arg("precompile")
                     .arg("--cache-dir")
@@ -78,8 +78,8 @@ impl Sandbox {
                 }
                 Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
             })
-            .await;
-        result.as_deref().map_err(Clone::clone)
+            .await
+            .map(PathBuf::as_path)
     }
 }
 
@@ -95,15 +95,6 @@ fn default_bin() -> PathBuf {
     dir.parent()
         .map(|p| p.join("quorum-sandbox"))
         .unwrap_or(beside)
-}
-
-fn fail(kind: ErrorKind, message: impl Into<String>) -> ExecError {
-    ExecError {
-        kind,
-        message: message.into(),
-        sqlstate: None,
-        statement: None,
-    }
 }
 
 fn kind_from(k: proto::ErrorKind) -> ErrorKind {
@@ -258,7 +249,7 @@ fn kill_group(child: &Child) {
 }
 
 /// Everything a run needs besides the handle.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct ScriptJob<'a> {
     pub sandbox: &'a Sandbox,
     pub engine: proto::Engine,
@@ -279,7 +270,7 @@ pub async fn run_script<H: Handle>(job: ScriptJob<'_>, handle: &mut H) -> Script
     let module = match job.sandbox.module().await {
         Ok(m) => m.to_path_buf(),
         Err(e) => {
-            run.error = Some(fail(
+            run.error = Some(ExecError::new(
                 ErrorKind::Unsupported,
                 format!("the script sandbox is not available: {e}"),
             ));
@@ -289,7 +280,7 @@ pub async fn run_script<H: Handle>(job: ScriptJob<'_>, handle: &mut H) -> Script
     let mut child = match spawn(job.sandbox, &module, job.limits) {
         Ok(c) => c,
         Err(e) => {
-            run.error = Some(fail(
+            run.error = Some(ExecError::new(
                 ErrorKind::Internal,
                 format!("cannot start the sandbox: {e}"),
             ));
@@ -328,13 +319,13 @@ pub async fn run_script<H: Handle>(job: ScriptJob<'_>, handle: &mut H) -> Script
             if !stderr.is_empty() {
                 tracing::warn!(stderr = %stderr, "sandbox child stderr");
             }
-            run.error = Some(fail(ErrorKind::Internal, e));
+            run.error = Some(ExecError::new(ErrorKind::Internal, e));
             let _ = child.wait().await;
             return run;
         }
         Err(_) => {
             kill_group(&child);
-            run.error = Some(fail(
+            run.error = Some(ExecError::new(
                 ErrorKind::Timeout,
                 format!(
                     "the script ran longer than {} ms and was stopped",
@@ -415,12 +406,8 @@ async fn converse<H: Handle>(
                     continue;
                 }
                 log_bytes += size;
-                let level = serde_json::to_value(level)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default();
                 run.report.logs.push(LogLine {
-                    level,
+                    level: level.as_str().to_owned(),
                     message,
                     at_ms,
                 });
@@ -509,10 +496,9 @@ async fn converse<H: Handle>(
                         _ => String::new(),
                     };
                     run.error = Some(ExecError {
-                        kind: kind_from(f.kind),
-                        message: format!("{}{where_}", f.message),
-                        sqlstate: None,
-                        statement: f.line.map(|l| l as usize),
+                        line: f.line,
+                        column: f.column,
+                        ..ExecError::new(kind_from(f.kind), format!("{}{where_}", f.message))
                     });
                 }
                 return Ok(());

@@ -414,17 +414,27 @@ async fn the_child_has_no_environment_and_no_extra_descriptors() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    // The first script of a fresh data directory also compiles the guest, which takes a while
-    // in a debug build.
+    // Wait until the child has loaded the guest and restricted itself (its seccomp filter is in
+    // place); the first script of a fresh data directory also compiles the guest, which takes a
+    // while in a debug build.
     let mut seen = Vec::new();
+    let mut restricted = false;
     for _ in 0..1500 {
         seen = sandbox_children();
-        if !seen.is_empty() {
+        restricted = seen.first().is_some_and(|(pid, _, _)| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .is_ok_and(|s| s.contains("Seccomp:\t2") && s.contains("NoNewPrivs:\t1"))
+        });
+        if restricted {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let (pid, environ, fds) = seen.first().cloned().expect("a running sandbox child");
+    assert!(
+        restricted,
+        "child {pid} never showed a seccomp filter and no_new_privs"
+    );
     assert!(
         environ.is_empty(),
         "child {pid} environment: {:?}",

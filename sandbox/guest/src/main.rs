@@ -79,11 +79,22 @@ fn finish(json: &str) {
     unsafe { host::finish(json.as_ptr(), json.len() as u32) }
 }
 
+/// The outcome JSON for a failure raised here rather than by the script.
+fn failure_json(kind: &str, message: &str) -> String {
+    let mut escaped = String::with_capacity(message.len());
+    for c in message.chars() {
+        match c {
+            '"' => escaped.push_str("\\\""),
+            '\\' => escaped.push_str("\\\\"),
+            c if (c as u32) < 0x20 => escaped.push_str(&format!("\\u{:04x}", c as u32)),
+            c => escaped.push(c),
+        }
+    }
+    format!(r#"{{"error":{{"kind":"{kind}","message":"{escaped}"}}}}"#)
+}
+
 fn finish_internal(message: &str) {
-    let escaped = message.replace('\\', "\\\\").replace('"', "\\\"");
-    finish(&format!(
-        r#"{{"error":{{"kind":"internal","message":"{escaped}"}}}}"#
-    ));
+    finish(&failure_json("internal", message));
 }
 
 fn install_natives<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<()> {
@@ -97,9 +108,8 @@ fn install_natives<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<()> {
                 let len = host::db_call(request.as_ptr(), request.len() as u32) as usize;
                 let mut buf = vec![0u8; len];
                 host::reply_read(buf.as_mut_ptr());
-                String::from_utf8(buf).unwrap_or_else(|_| {
-                    r#"{"error":{"kind":"internal","message":"reply is not UTF-8"}}"#.to_owned()
-                })
+                String::from_utf8(buf)
+                    .unwrap_or_else(|_| failure_json("internal", "reply is not UTF-8"))
             }
         })?,
     )?;
@@ -151,14 +161,13 @@ fn describe_error<'js>(ctx: &Ctx<'js>, err: CaughtError<'js>, prefix_len: usize)
             } else {
                 "internal"
             };
-            let msg = e.to_string().replace('\\', "\\\\").replace('"', "\\\"");
-            return format!(r#"{{"error":{{"kind":"{kind}","message":"{msg}"}}}}"#);
+            return failure_json(kind, &e.to_string());
         }
     };
     let describe: rquickjs::Result<Function> = ctx.globals().get("__quorum_describe");
     match describe.and_then(|f| f.call::<_, String>((value, prefix_len as u32))) {
         Ok(json) => json,
-        Err(_) => r#"{"error":{"kind":"memory_limit","message":"the script ran out of memory while failing"}}"#.to_owned(),
+        Err(_) => failure_json("memory_limit", "the script ran out of memory while failing"),
     }
 }
 
@@ -191,7 +200,10 @@ fn run(ctx: &Ctx<'_>, job: &Job) -> Result<String, String> {
                     .catch(ctx)
                     .map_err(|e| format!("timers: {e}"))?;
                 if !more {
-                    return Ok(r#"{"error":{"kind":"script","message":"the script awaited a promise that can never settle"}}"#.to_owned());
+                    return Ok(failure_json(
+                        "script",
+                        "the script awaited a promise that can never settle",
+                    ));
                 }
             }
             rquickjs::promise::PromiseState::Resolved => {

@@ -64,6 +64,24 @@ pub struct ExecError {
     pub sqlstate: Option<String>,
     /// 0-based index of the statement that failed.
     pub statement: Option<usize>,
+    /// Scripts: the 1-based line and column of the script where it failed, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<u32>,
+}
+
+impl ExecError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            sqlstate: None,
+            statement: None,
+            line: None,
+            column: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -24,6 +24,27 @@ impl StatementClass {
     }
 }
 
+/// Why a statement may not run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A write (or anything not a plain read) in a read request.
+    ReadOnly,
+    /// Transaction control, session changes and the like: never, in any request.
+    Forbidden,
+}
+
+/// The one rule for every statement the portal runs, from a query request or a script's
+/// `db.query`: read requests run only reads; nothing may touch the transaction or session the
+/// portal wraps the work in.
+pub fn admit(class: StatementClass, mode: crate::domain::workflow::Mode) -> Result<(), Refusal> {
+    use crate::domain::workflow::Mode;
+    match (class, mode) {
+        (StatementClass::Read, _) | (StatementClass::Write, Mode::Write) => Ok(()),
+        (_, Mode::Read) => Err(Refusal::ReadOnly),
+        (StatementClass::Forbidden, Mode::Write) => Err(Refusal::Forbidden),
+    }
+}
+
 /// Quoting rules that differ between the SQL dialects we split.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -202,6 +223,30 @@ pub fn classify(stmt: &str) -> StatementClass {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn admission_follows_the_mode() {
+        use crate::domain::workflow::Mode;
+        let cases = [
+            (StatementClass::Read, Mode::Read, Ok(())),
+            (StatementClass::Read, Mode::Write, Ok(())),
+            (StatementClass::Write, Mode::Write, Ok(())),
+            (StatementClass::Write, Mode::Read, Err(Refusal::ReadOnly)),
+            (
+                StatementClass::Forbidden,
+                Mode::Read,
+                Err(Refusal::ReadOnly),
+            ),
+            (
+                StatementClass::Forbidden,
+                Mode::Write,
+                Err(Refusal::Forbidden),
+            ),
+        ];
+        for (class, mode, expected) in cases {
+            assert_eq!(admit(class, mode), expected, "{class:?} in {mode:?}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -44,8 +44,7 @@ pub struct ExecutionView {
     pub finished_at: Option<DateTime<Utc>>,
     pub duration_ms: Option<i64>,
     pub statements: Vec<StatementReport>,
-    /// Scripts: the value the script returned.
-    #[schema(value_type = Option<Object>)]
+    /// Scripts: the value the script returned (any JSON value).
     pub result: Option<serde_json::Value>,
     /// Scripts: `console` output in order.
     pub logs: Vec<crate::domain::execution::LogLine>,
