@@ -7,21 +7,10 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::harness::{Actor, PgTarget, Session, StoreKind, TestApp, pg_target};
+use crate::harness::{
+    Actor, Session, StoreKind, TestApp, finished, pg_instance, pg_target, prices,
+};
 use crate::store_tests;
-
-/// Polls until the execution leaves `running`.
-async fn finished(app: &TestApp, token: &str, id: &str) -> Value {
-    for _ in 0..400 {
-        let (status, e) = app.get(&format!("/api/v1/executions/{id}"), token).await;
-        assert_eq!(status, StatusCode::OK, "{e}");
-        if e["status"] != "running" && e["status"] != "queued" {
-            return e;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("execution {id} did not finish");
-}
 
 /// Files a request, has it approved by the POD's manager, and returns the approved detail.
 async fn approved(
@@ -60,24 +49,6 @@ async fn its_execution(app: &TestApp, token: &str, request: &Value) -> Value {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("request {id} did not start");
-}
-
-async fn pg_instance(app: &TestApp, target: &PgTarget, run_mode: &str) -> String {
-    let admin = app.login(Actor::Admin).await;
-    let body = json!({"name": format!("shop-{}", &target.database[8..]), "engine": "postgres", "host": target.host, "port": target.port,
-        "user": target.user, "secret": target.password, "tls": "disable", "environment": "staging",
-        "allowed_pod_ids": [app.pod_id("payments").await], "run_mode": run_mode});
-    let (status, i) = app.post("/api/v1/instances", &admin.token, body).await;
-    assert_eq!(status, StatusCode::CREATED, "{i}");
-    i["id"].as_str().expect("id").to_owned()
-}
-
-async fn prices(target: &PgTarget) -> Vec<String> {
-    let mut c = target.inspect().await;
-    sqlx::query_scalar("SELECT price::text FROM items ORDER BY id")
-        .fetch_all(&mut c)
-        .await
-        .expect("prices")
 }
 
 store_tests! {

@@ -524,3 +524,36 @@ macro_rules! store_tests {
         )*
     };
 }
+
+/// Polls until the execution leaves `running`.
+pub async fn finished(app: &TestApp, token: &str, id: &str) -> Value {
+    for _ in 0..600 {
+        let (status, e) = app.get(&format!("/api/v1/executions/{id}"), token).await;
+        assert_eq!(status, StatusCode::OK, "{e}");
+        if e["status"] != "running" && e["status"] != "queued" {
+            return e;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("execution {id} did not finish");
+}
+
+/// A PostgreSQL instance on `target`, usable by the payments POD.
+pub async fn pg_instance(app: &TestApp, target: &PgTarget, run_mode: &str) -> String {
+    let admin = app.login(Actor::Admin).await;
+    let body = json!({"name": format!("shop-{}", &target.database[8..]), "engine": "postgres", "host": target.host, "port": target.port,
+        "user": target.user, "secret": target.password, "tls": "disable", "environment": "staging",
+        "allowed_pod_ids": [app.pod_id("payments").await], "run_mode": run_mode});
+    let (status, i) = app.post("/api/v1/instances", &admin.token, body).await;
+    assert_eq!(status, StatusCode::CREATED, "{i}");
+    i["id"].as_str().expect("id").to_owned()
+}
+
+/// The `items` prices on `target`, in id order.
+pub async fn prices(target: &PgTarget) -> Vec<String> {
+    let mut c = target.inspect().await;
+    sqlx::query_scalar("SELECT price::text FROM items ORDER BY id")
+        .fetch_all(&mut c)
+        .await
+        .expect("prices")
+}

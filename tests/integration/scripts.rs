@@ -6,31 +6,26 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{Actor, PgTarget, StoreKind, TestApp, pg_target};
+use crate::harness::{Actor, StoreKind, TestApp, finished, pg_instance, pg_target, prices};
 
 /// Limits small enough that the violating scripts fail fast.
 const TIGHT: &str = "[limits]\nwall_ms = 2000\ndb_call_ms = 1000\nmemory_mb = 32\nmax_calls = 50\nmax_log_bytes = 4096\nmax_result_bytes = 65536";
 
-async fn finished(app: &TestApp, token: &str, id: &str) -> Value {
-    for _ in 0..600 {
-        let (status, e) = app.get(&format!("/api/v1/executions/{id}"), token).await;
-        assert_eq!(status, StatusCode::OK, "{e}");
-        if e["status"] != "running" && e["status"] != "queued" {
-            return e;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("execution {id} did not finish");
-}
-
-/// Files a script on `instance`, has it approved, and returns its finished execution.
-async fn run(app: &TestApp, instance: &str, database: &str, mode: &str, script: &str) -> Value {
+/// Files a script on `instance` as the developer and has the payments manager approve it;
+/// returns the request id.
+async fn approve_script(
+    app: &TestApp,
+    instance: &str,
+    database: &str,
+    mode: &str,
+    script: &str,
+) -> String {
     let dan = app.login(Actor::Developer).await;
     let body = json!({"pod_id": app.pod_id("payments").await, "instance_id": instance, "database": database,
         "kind": "script", "mode": mode, "content": script, "justification": "Backfilling data for ticket 4711"});
     let (status, created) = app.post("/api/v1/requests", &dan.token, body).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
-    let id = created["id"].as_str().expect("id");
+    let id = created["id"].as_str().expect("id").to_owned();
     let maya = app.login(Actor::Manager).await;
     let decision = json!({"decision": "approve", "revision_hash": created["revision_hash"]});
     let (status, r) = app
@@ -41,6 +36,13 @@ async fn run(app: &TestApp, instance: &str, database: &str, mode: &str, script: 
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{r}");
+    id
+}
+
+/// Files and approves a script, and returns its finished execution.
+async fn run(app: &TestApp, instance: &str, database: &str, mode: &str, script: &str) -> Value {
+    let id = approve_script(app, instance, database, mode, script).await;
+    let dan = app.login(Actor::Developer).await;
     for _ in 0..400 {
         let (_, r) = app.get(&format!("/api/v1/requests/{id}"), &dan.token).await;
         if let Some(e) = r["executions"].as_array().and_then(|a| a.first()) {
@@ -136,11 +138,6 @@ async fn each_limit_holds_and_is_named() {
         (
             "await db.query('SELECT ?1', ['x'.repeat(1000)]); return 1;",
             "succeeded",
-            "",
-        ),
-        (
-            "await db.query('SELECT ?1', ['x'.repeat(100 * 1024 * 1024)]);",
-            "failed",
             "",
         ),
         ("return 'x'.repeat(1000);", "succeeded", ""),
@@ -258,29 +255,11 @@ async fn capabilities_outside_db_and_console_do_not_exist() {
     );
 }
 
-async fn pg_instance(app: &TestApp, target: &PgTarget) -> String {
-    let admin = app.login(Actor::Admin).await;
-    let body = json!({"name": format!("shop-{}", &target.database[8..]), "engine": "postgres", "host": target.host, "port": target.port,
-        "user": target.user, "secret": target.password, "tls": "disable", "environment": "staging",
-        "allowed_pod_ids": [app.pod_id("payments").await], "run_mode": "on_approval"});
-    let (status, i) = app.post("/api/v1/instances", &admin.token, body).await;
-    assert_eq!(status, StatusCode::CREATED, "{i}");
-    i["id"].as_str().expect("id").to_owned()
-}
-
-async fn prices(target: &PgTarget) -> Vec<String> {
-    let mut c = target.inspect().await;
-    sqlx::query_scalar("SELECT price::text FROM items ORDER BY id")
-        .fetch_all(&mut c)
-        .await
-        .expect("prices")
-}
-
 #[tokio::test]
 async fn postgres_reads_write_nothing_and_failed_writes_roll_back() {
     let app = TestApp::spawn_with(StoreKind::Sqlite, TIGHT).await;
     let target = pg_target().await;
-    let instance = pg_instance(&app, &target).await;
+    let instance = pg_instance(&app, &target, "on_approval").await;
     let before = prices(&target).await;
 
     // Every write path from a read request is refused before or at the database.
@@ -322,7 +301,7 @@ async fn postgres_reads_write_nothing_and_failed_writes_roll_back() {
 async fn a_database_call_that_hangs_is_cancelled_on_the_server() {
     let app = TestApp::spawn_with(StoreKind::Sqlite, TIGHT).await;
     let target = pg_target().await;
-    let instance = pg_instance(&app, &target).await;
+    let instance = pg_instance(&app, &target, "on_approval").await;
     let started = std::time::Instant::now();
     let e = run(
         &app,
@@ -397,23 +376,8 @@ fn sandbox_children() -> Vec<(u32, Vec<u8>, Vec<String>)> {
 #[tokio::test]
 async fn the_child_has_no_environment_and_no_extra_descriptors() {
     let app = TestApp::spawn(StoreKind::Sqlite).await;
-    let dan = app.login(Actor::Developer).await;
-    let instance = app.shop_id().await;
-    let body = json!({"pod_id": app.pod_id("payments").await, "instance_id": instance, "database": "main",
-        "kind": "script", "mode": "read", "content": "await new Promise((r) => setTimeout(r, 3000)); return 1;",
-        "justification": "Checking what the sandbox child can see"});
-    let (_, created) = app.post("/api/v1/requests", &dan.token, body).await;
-    let maya = app.login(Actor::Manager).await;
-    let id = created["id"].as_str().expect("id");
-    let decision = json!({"decision": "approve", "revision_hash": created["revision_hash"]});
-    let (status, _) = app
-        .post(
-            &format!("/api/v1/requests/{id}/reviews"),
-            &maya.token,
-            decision,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    let script = "await new Promise((r) => setTimeout(r, 3000)); return 1;";
+    approve_script(&app, &app.shop_id().await, "main", "read", script).await;
     // Wait until the child has loaded the guest and restricted itself (its seccomp filter is in
     // place); the first script of a fresh data directory also compiles the guest, which takes a
     // while in a debug build.

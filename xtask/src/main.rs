@@ -94,19 +94,7 @@ fn status(mut cmd: Command, what: &str) -> Result<()> {
 fn run(args: &[String]) -> Result<()> {
     step("building quorum and its script sandbox");
     wasm_toolchain()?;
-    let mut build = cargo();
-    build.args([
-        "build",
-        "--package",
-        "quorum-server",
-        "--bin",
-        "quorum",
-        "--package",
-        "quorum-sandbox",
-        "--bin",
-        "quorum-sandbox",
-    ]);
-    status(build, "cargo build")?;
+    build_binaries(&[])?;
     step("starting the portal (Ctrl-C to stop)");
     let mut serve = Command::new(target_dir().join("debug").join("quorum"));
     serve
@@ -155,21 +143,7 @@ fn test(args: &[String]) -> Result<()> {
     status(clippy, "cargo clippy")?;
 
     step("building the binaries the tests drive (with test-only failpoints and sandbox probes)");
-    let mut build = cargo();
-    build.args([
-        "build",
-        "--package",
-        "quorum-server",
-        "--bin",
-        "quorum",
-        "--package",
-        "quorum-sandbox",
-        "--bin",
-        "quorum-sandbox",
-        "--features",
-        TEST_FEATURES,
-    ]);
-    status(build, "cargo build")?;
+    build_binaries(&["--features", TEST_FEATURES])?;
 
     step("starting a throwaway PostgreSQL cluster");
     let cluster = PgCluster::start()?;
@@ -379,6 +353,25 @@ fn is_root() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
+/// Builds the two binaries the portal runs as: `quorum` and the `quorum-sandbox` it starts for
+/// each script (`--bin` names both, or cargo would build only the first).
+fn build_binaries(extra: &[&str]) -> Result<()> {
+    let mut build = cargo();
+    build.args([
+        "build",
+        "--package",
+        "quorum-server",
+        "--bin",
+        "quorum",
+        "--package",
+        "quorum-sandbox",
+        "--bin",
+        "quorum-sandbox",
+    ]);
+    build.args(extra);
+    status(build, "cargo build")
+}
+
 /// Test-only hooks: crash points in the portal, forbidden-syscall probes in the sandbox.
 const TEST_FEATURES: &str = "quorum-server/failpoints,quorum-sandbox/sandbox-selftest";
 
@@ -536,20 +529,7 @@ fn bench(args: &[String]) -> Result<()> {
         .unwrap_or(100);
     step("building quorum and its sandbox (release)");
     wasm_toolchain()?;
-    let mut build = cargo();
-    build.args([
-        "build",
-        "--release",
-        "--package",
-        "quorum-sandbox",
-        "--package",
-        "quorum-server",
-        "--bin",
-        "quorum",
-        "--bin",
-        "quorum-sandbox",
-    ]);
-    status(build, "cargo build --release")?;
+    build_binaries(&["--release"])?;
     let data = env::temp_dir().join(format!("quorum-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
     let port = TcpListener::bind("127.0.0.1:0")
