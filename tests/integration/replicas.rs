@@ -9,9 +9,9 @@ use reqwest::{Method, StatusCode};
 use crate::harness::{Actor, JWT_SECRET, StoreKind, TestApp, audit_verify, quorum_bin};
 
 /// A second portal as a separate OS process on a free port, sharing the store and the key.
-struct Replica {
-    child: Child,
-    base: String,
+pub(crate) struct Replica {
+    pub(crate) child: Child,
+    pub(crate) base: String,
 }
 
 impl Drop for Replica {
@@ -21,7 +21,7 @@ impl Drop for Replica {
     }
 }
 
-async fn start_replica(app: &TestApp) -> Replica {
+pub(crate) async fn start_replica(app: &TestApp) -> Replica {
     start_replica_with(app, &[]).await
 }
 

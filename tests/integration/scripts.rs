@@ -331,9 +331,8 @@ async fn a_database_call_that_hangs_is_cancelled_on_the_server() {
     assert_eq!(left, 0, "the sleeping backend is still there");
 }
 
-/// The sandbox children of this test process: (pid, environ, open fds).
-fn sandbox_children() -> Vec<(u32, Vec<u8>, Vec<String>)> {
-    let me = std::process::id();
+/// The sandbox children of process `parent`: (pid, environ, open fds).
+fn sandbox_children(parent: u32) -> Vec<(u32, Vec<u8>, Vec<String>)> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
@@ -349,7 +348,7 @@ fn sandbox_children() -> Vec<(u32, Vec<u8>, Vec<String>)> {
             .next()
             .and_then(|s| s.split_whitespace().nth(1))
             .and_then(|p| p.parse::<u32>().ok());
-        if ppid != Some(me) {
+        if ppid != Some(parent) {
             continue;
         }
         let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
@@ -384,7 +383,7 @@ async fn the_child_has_no_environment_and_no_extra_descriptors() {
     let mut seen = Vec::new();
     let mut restricted = false;
     for _ in 0..1500 {
-        seen = sandbox_children();
+        seen = sandbox_children(std::process::id());
         restricted = seen.first().is_some_and(|(pid, _, _)| {
             std::fs::read_to_string(format!("/proc/{pid}/status"))
                 .is_ok_and(|s| s.contains("Seccomp:\t2") && s.contains("NoNewPrivs:\t1"))
@@ -440,4 +439,52 @@ fn forbidden_system_calls_are_refused_inside_the_child() {
     for line in probes {
         assert!(line.contains(": refused: "), "{line}");
     }
+}
+
+/// Security matrix S12: a portal killed mid-execution takes its sandbox child with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_portal_kills_the_child() {
+    let app = TestApp::spawn(StoreKind::Postgres).await;
+    let target = pg_target().await;
+    let instance = pg_instance(&app, &target, "manual").await;
+    let script = "await new Promise((r) => setTimeout(r, 60000));";
+    let id = approve_script(&app, &instance, &target.database, "read", script).await;
+    let mut replica = crate::replicas::start_replica(&app).await;
+    let dan = app.login(Actor::Developer).await;
+    let r = app
+        .client
+        .post(format!("{}/api/v1/requests/{id}/run", replica.base))
+        .bearer_auth(&dan.token)
+        .send()
+        .await
+        .expect("run");
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let portal = replica.child.id();
+    let mut child = None;
+    for _ in 0..1500 {
+        child = sandbox_children(portal).first().map(|c| c.0);
+        if child.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let child = child.expect("the portal started a sandbox child");
+    replica.child.kill().expect("SIGKILL the portal");
+    replica.child.wait().expect("reap the portal");
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{child}/stat")).is_ok_and(|s| {
+            s.rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().next())
+                .is_some_and(|state| state != "Z" && state != "X")
+        })
+    };
+    let killed = std::time::Instant::now();
+    while alive() && killed.elapsed() < Duration::from_secs(1) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        !alive(),
+        "sandbox child {child} outlived its portal by a second"
+    );
 }
