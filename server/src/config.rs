@@ -292,6 +292,9 @@ impl Config {
                 "executor.max_per_instance and executor.max_per_author must be at least 1".into(),
             );
         }
+        if !(64..=65_536).contains(&self.executor.sandbox_data_mb) {
+            return invalid("executor.sandbox_data_mb must be between 64 and 65536".into());
+        }
         let w = &self.workflow;
         if w.pending_ttl_secs < 60 || w.approval_ttl_secs < 60 || w.execution_window_secs < 60 {
             return invalid("workflow durations must be at least 60 seconds".into());

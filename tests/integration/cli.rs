@@ -57,7 +57,19 @@ fn check_config_prints_the_effective_config_redacted() {
 
 #[test]
 fn bad_configuration_is_refused_with_the_reason() {
-    let cases: [(&[(&str, &str)], &str); 3] = [
+    let cases: [(&[(&str, &str)], &str); 6] = [
+        (
+            &[("QUORUM__LIMITS__WALL_MS", "50")],
+            "limits.wall_ms must be between 100 and 300000",
+        ),
+        (
+            &[("QUORUM__LIMITS__MEMORY_MB", "4")],
+            "limits.memory_mb must be between 16 and 1024",
+        ),
+        (
+            &[("QUORUM__EXECUTOR__SANDBOX_DATA_MB", "1")],
+            "executor.sandbox_data_mb must be between 64 and 65536",
+        ),
         (&[("QUORUM__SERVER__ADRESS", "127.0.0.1:1")], "adress"),
         (
             &[("QUORUM__AUTH__JWT_SECRET", "short")],
