@@ -43,6 +43,8 @@ pub struct ExecutorConfig {
     pub sandbox_bin: String,
     /// Data segment cap of each sandbox child, in MiB (`RLIMIT_DATA`), beyond `limits.memory_mb`.
     pub sandbox_data_mb: u64,
+    /// Sandbox children kept started and waiting for a job (each still runs one job only).
+    pub sandbox_pool: usize,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize)]
@@ -294,6 +296,9 @@ impl Config {
         }
         if !(64..=65_536).contains(&self.executor.sandbox_data_mb) {
             return invalid("executor.sandbox_data_mb must be between 64 and 65536".into());
+        }
+        if self.executor.sandbox_pool > 16 {
+            return invalid("executor.sandbox_pool must be between 0 and 16".into());
         }
         let w = &self.workflow;
         if w.pending_ttl_secs < 60 || w.approval_ttl_secs < 60 || w.execution_window_secs < 60 {

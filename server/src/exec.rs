@@ -75,17 +75,11 @@ pub async fn launch(
     actor: Option<UserId>,
 ) -> Result<ExecutionId, ApiError> {
     use axum::http::StatusCode;
-    let unsupported = |m: &str| ApiError::unprocessable("unsupported", m.to_owned());
     let instance = state
         .store
         .get_instance(request.instance_id)
         .await?
         .ok_or_else(|| ApiError::not_found("instance"))?;
-    if instance.engine == Engine::Mongodb {
-        return Err(unsupported(
-            "running requests on MongoDB instances is not available yet",
-        ));
-    }
     let revision = crate::http::requests::current_revision(state, request).await?;
     let secret = match &instance.secret {
         None => None,
@@ -194,7 +188,7 @@ pub async fn launch(
 
 /// Runs the plan under its wall-clock limit.
 pub async fn run(plan: &Plan, store: &SharedStore) -> Outcome {
-    if plan.kind == Kind::Script {
+    if plan.kind == Kind::Script || plan.instance.engine == Engine::Mongodb {
         return run_script(plan, store).await;
     }
     let mut statements = Vec::new();
@@ -206,8 +200,9 @@ pub async fn run(plan: &Plan, store: &SharedStore) -> Outcome {
         match plan.instance.engine {
             Engine::Postgres => Box::pin(run_postgres(plan, store, &mut statements, &mut results)),
             Engine::Sqlite => Box::pin(run_sqlite(plan, &mut statements, &mut results)),
+            // Routed to `run_script` above.
             Engine::Mongodb => Box::pin(std::future::ready(Err(error(
-                ErrorKind::Unsupported,
+                ErrorKind::Internal,
                 "MongoDB requests run in the sandbox",
                 None,
             )))),
@@ -914,22 +909,16 @@ fn sqlite_value(row: &sqlx::sqlite::SqliteRow, i: usize) -> Value {
     v.unwrap_or_else(|_| Value::String(format!("<{class} value>")))
 }
 
-/// Runs a script request in the sandbox: the target's transaction is opened here, every
-/// `db.query` goes through [`SqlHandle`], and the transaction commits only if the script
+/// Runs a script (or a MongoDB query, a mongosh-style expression) in the sandbox: the target's
+/// transaction is opened here, every `db.*` call goes through the target's wrapped handle
+/// ([`SqlHandle`], [`crate::mongo::MongoHandle`]), and the transaction commits only if the script
 /// returned without error and none of its calls failed (even one the script caught).
 async fn run_script(plan: &Plan, store: &SharedStore) -> Outcome {
     use quorum_sandbox_protocol as proto;
     let engine = match plan.instance.engine {
         Engine::Postgres => proto::Engine::Postgres,
         Engine::Sqlite => proto::Engine::Sqlite,
-        Engine::Mongodb => {
-            let e = error(
-                ErrorKind::Unsupported,
-                "running scripts on MongoDB instances is not available yet",
-                None,
-            );
-            return outcome(Some(e), Vec::new(), Vec::new(), None);
-        }
+        Engine::Mongodb => proto::Engine::Mongodb,
     };
     // Compile the guest (first run only) before the target's transaction and its idle timeout
     // start.
@@ -945,9 +934,14 @@ async fn run_script(plan: &Plan, store: &SharedStore) -> Outcome {
         sandbox: &plan.sandbox,
         engine,
         mode: plan.mode,
-        kind: proto::SourceKind::Script,
+        kind: if plan.kind == Kind::Script {
+            proto::SourceKind::Script
+        } else {
+            proto::SourceKind::Expression
+        },
         source: &plan.content,
         limits: &plan.limits,
+        check_only: false,
     };
     let committable = |run: &crate::sandbox::ScriptRun| run.error.is_none() && !run.any_call_failed;
     let ran = match plan.instance.engine {
@@ -965,7 +959,7 @@ async fn run_script(plan: &Plan, store: &SharedStore) -> Outcome {
                 Ok((run, settled))
             }
         },
-        _ => match sqlite_open(plan).await {
+        Engine::Sqlite => match sqlite_open(plan).await {
             Err(e) => Err(e),
             Ok(mut conn) => {
                 let run =
@@ -976,6 +970,36 @@ async fn run_script(plan: &Plan, store: &SharedStore) -> Outcome {
                     let _ = conn.execute("ROLLBACK").await;
                     Ok(())
                 };
+                Ok((run, settled))
+            }
+        },
+        Engine::Mongodb => match crate::mongo::MongoHandle::open(
+            &plan.instance,
+            plan.secret.as_ref(),
+            &plan.database,
+            plan.mode,
+            plan.limits,
+        )
+        .await
+        {
+            Err(e) => Err(error(ErrorKind::TargetUnavailable, e.to_string(), None)),
+            Ok(mut handle) => {
+                let atomic = handle.atomic();
+                let mut run = crate::sandbox::run_script(job, &mut handle).await;
+                let settled = handle
+                    .settle(committable(&run))
+                    .await
+                    .map_err(|m| error(ErrorKind::DbError, m, None));
+                if plan.mode == Mode::Write && !atomic {
+                    run.report.logs.insert(
+                        0,
+                        crate::domain::execution::LogLine {
+                            level: "warn".to_owned(),
+                            message: "this MongoDB server runs no transactions (it is not a replica set or a sharded cluster): each write was applied on its own, and writes made before a failure were kept".to_owned(),
+                            at_ms: 0,
+                        },
+                    );
+                }
                 Ok((run, settled))
             }
         },
@@ -1022,7 +1046,7 @@ fn outcome(
 /// The wrapped handle scripts reach SQL targets through: one statement per call, classified
 /// before it is sent (read requests refuse writes, nobody may control the transaction),
 /// parameters bound and never interpolated, rows and bytes capped, each call timed out.
-struct SqlHandle<'a, C> {
+pub(crate) struct SqlHandle<'a, C> {
     conn: &'a mut C,
     mode: Mode,
     dialect: Dialect,
@@ -1031,15 +1055,19 @@ struct SqlHandle<'a, C> {
 
 impl<'a, C> SqlHandle<'a, C> {
     fn new(conn: &'a mut C, plan: &Plan) -> Self {
-        let dialect = match plan.instance.engine {
+        Self::on(conn, plan.instance.engine, plan.mode, plan.limits)
+    }
+
+    pub(crate) fn on(conn: &'a mut C, engine: Engine, mode: Mode, limits: LimitsConfig) -> Self {
+        let dialect = match engine {
             Engine::Sqlite => Dialect::Sqlite,
             _ => Dialect::Postgres,
         };
         Self {
             conn,
-            mode: plan.mode,
+            mode,
             dialect,
-            limits: plan.limits,
+            limits,
         }
     }
 
@@ -1198,6 +1226,7 @@ macro_rules! sql_call {
                 let count = if fields.is_some() { rows.len() as u64 } else { affected };
                 Reply::Ok {
                     rows: count,
+                    truncated,
                     value: json!({
                         "rows": rows,
                         "rowCount": count,

@@ -4,6 +4,8 @@
 //! real thing on port 0; `main.rs` only parses arguments and calls into here.
 
 pub mod auth;
+pub mod bench;
+pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -11,6 +13,7 @@ pub mod demo;
 pub mod domain;
 pub mod exec;
 pub mod http;
+pub mod mongo;
 pub mod sandbox;
 pub mod secrets;
 pub mod store;
@@ -131,7 +134,7 @@ pub fn build_state(
             },
         )),
         slot_freed: Arc::default(),
-        sandbox: Arc::new(sandbox::Sandbox::new(&config)),
+        sandbox: sandbox::Sandbox::new(&config),
         hasher: PasswordHasher::new(a.hash_concurrency)?,
         tokens: Arc::new(tokens),
         config: Arc::new(config),
@@ -252,10 +255,7 @@ async fn sync_all_instances(state: &AppState) {
             return tracing::warn!(error = %e, "listing instances for the database sync failed");
         }
     };
-    for i in instances
-        .iter()
-        .filter(|i| i.engine != domain::instance::Engine::Mongodb)
-    {
+    for i in &instances {
         if let Err(e) = http::instances::sync(state, i, None).await {
             tracing::warn!(instance = %i.name, code = e.code, error = %e.message, "database sync failed");
         }

@@ -53,6 +53,16 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Measure what the script sandbox costs on this host, beside the same work in-process,
+    /// against a PostgreSQL you name (it only runs SELECTs).
+    BenchSandbox {
+        /// e.g. postgres://user:password@127.0.0.1:5432/postgres
+        #[arg(long)]
+        postgres_url: String,
+        /// Runs of each measurement.
+        #[arg(long, default_value_t = 50)]
+        iterations: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -208,6 +218,14 @@ async fn execute(args: Args) -> anyhow::Result<ExitCode> {
                     );
                     return Ok(ExitCode::from(1));
                 }
+            }
+        }
+        Command::BenchSandbox {
+            postgres_url,
+            iterations,
+        } => {
+            for line in quorum_server::bench::sandbox(&config, &postgres_url, iterations).await? {
+                println!("{line}");
             }
         }
     }

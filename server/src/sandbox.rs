@@ -8,13 +8,15 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use quorum_sandbox_protocol::{self as proto, DbOp, FromChild, Job, JobLimits, ToChild};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::OnceCell;
 
 use crate::config::{Config, LimitsConfig};
@@ -30,7 +32,8 @@ const KILL_GRACE: Duration = Duration::from_millis(1500);
 /// Bytes of the child's stderr kept for the portal's log.
 const MAX_STDERR: usize = 16 * 1024;
 
-/// Where the sandbox binary is and, once compiled, the guest module it loads.
+/// Where the sandbox binary is, once compiled the guest module it loads, and the children
+/// started ahead of need.
 #[derive(Debug)]
 pub struct Sandbox {
     bin: PathBuf,
@@ -38,21 +41,162 @@ pub struct Sandbox {
     data_mb: u64,
     /// Set once compiling succeeded; a failure is retried on the next run.
     module: OnceCell<PathBuf>,
+    /// How many ready children to keep, started under `pool_limits` (the configured defaults;
+    /// a job with other limits gets a child started for it).
+    pool_size: usize,
+    pool_limits: LimitsConfig,
+    pool: std::sync::Mutex<Vec<Started>>,
+    refilling: AtomicBool,
+    me: Weak<Sandbox>,
+}
+
+/// A child that started, confined itself and said it is ready for its one job.
+#[derive(Debug)]
+struct Started {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: ChildStdout,
+    stderr: Option<tokio::task::JoinHandle<String>>,
+    protections: SandboxReport,
 }
 
 impl Sandbox {
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &Config) -> Arc<Self> {
         let bin = if config.executor.sandbox_bin.is_empty() {
             default_bin()
         } else {
             PathBuf::from(&config.executor.sandbox_bin)
         };
-        Self {
+        Arc::new_cyclic(|me| Self {
             bin,
             cache_dir: config.data_dir.join("sandbox-cache"),
             data_mb: config.executor.sandbox_data_mb,
             module: OnceCell::new(),
+            pool_size: config.executor.sandbox_pool,
+            pool_limits: config.limits,
+            pool: std::sync::Mutex::new(Vec::new()),
+            refilling: AtomicBool::new(false),
+            me: me.clone(),
+        })
+    }
+
+    /// Starts a child and waits until it is confined and ready.
+    async fn start(&self, module: &Path, limits: &LimitsConfig) -> Result<Started, String> {
+        let mut child =
+            spawn(self, module, limits).map_err(|e| format!("cannot start the sandbox: {e}"))?;
+        let stderr = child.stderr.take().map(|mut s| {
+            tokio::spawn(async move {
+                let mut kept = Vec::new();
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let room = MAX_STDERR.saturating_sub(kept.len());
+                    kept.extend_from_slice(&buf[..n.min(room)]);
+                }
+                String::from_utf8_lossy(&kept).into_owned()
+            })
+        });
+        let (Some(stdin), Some(mut stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err("the sandbox's pipes are missing".into());
+        };
+        let ready = async {
+            let frame = tokio::time::timeout(READY_TIMEOUT, read_frame(&mut stdout, 64 * 1024))
+                .await
+                .map_err(|_| "the sandbox did not start in time".to_owned())??
+                .ok_or("the sandbox exited before it was ready")?;
+            match proto::decode::<FromChild>(&frame).map_err(|e| e.to_string())? {
+                FromChild::Ready { v, protections } if v == proto::VERSION => Ok(SandboxReport {
+                    seccomp: protections.seccomp,
+                    landlock: protections.landlock,
+                    no_new_privs: protections.no_new_privs,
+                    ..SandboxReport::default()
+                }),
+                other => Err(format!(
+                    "unexpected first frame from the sandbox: {other:?}"
+                )),
+            }
+        };
+        match ready.await {
+            Ok(protections) => Ok(Started {
+                child,
+                stdin,
+                stdout,
+                stderr,
+                protections,
+            }),
+            Err(e) => {
+                kill_group(&child);
+                let stderr = match stderr {
+                    Some(h) => h.await.unwrap_or_default(),
+                    None => String::new(),
+                };
+                if !stderr.is_empty() {
+                    tracing::warn!(stderr = %stderr, "sandbox child stderr");
+                }
+                Err(e)
+            }
         }
+    }
+
+    /// A ready child for a job under `limits`: a pre-started one when one fits, else a new one.
+    /// Either way the pool is topped up in the background.
+    async fn take(&self, module: &Path, limits: &LimitsConfig) -> Result<Started, String> {
+        let fits = self.pool_size > 0
+            && (limits.memory_mb, limits.wall_ms)
+                == (self.pool_limits.memory_mb, self.pool_limits.wall_ms);
+        if !fits {
+            return self.start(module, limits).await;
+        }
+        let waiting = {
+            let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut found = None;
+            while let Some(mut s) = pool.pop() {
+                // A child that died while waiting is dropped (and reaped) here.
+                if matches!(s.child.try_wait(), Ok(None)) {
+                    found = Some(s);
+                    break;
+                }
+            }
+            found
+        };
+        self.refill(module);
+        match waiting {
+            Some(s) => Ok(s),
+            None => self.start(module, limits).await,
+        }
+    }
+
+    /// Tops the pool up to its size in a background task (one at a time).
+    fn refill(&self, module: &Path) {
+        let Some(me) = self.me.upgrade() else {
+            return;
+        };
+        if self.refilling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let module = module.to_path_buf();
+        tokio::spawn(async move {
+            loop {
+                let len = me.pool.lock().unwrap_or_else(PoisonError::into_inner).len();
+                if len >= me.pool_size {
+                    break;
+                }
+                match me.start(&module, &me.pool_limits).await {
+                    Ok(s) => me
+                        .pool
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(s),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "pre-starting a sandbox child failed");
+                        break;
+                    }
+                }
+            }
+            me.refilling.store(false, Ordering::Release);
+        });
     }
 
     /// The precompiled guest, compiled on first use (once per wasmtime version and guest).
@@ -117,7 +261,12 @@ fn kind_from(k: proto::ErrorKind) -> ErrorKind {
 #[derive(Debug)]
 pub enum Reply {
     /// `{rows, rowCount, fields, truncated}` for SQL; the method's value for MongoDB.
-    Ok { value: Value, rows: u64 },
+    /// `truncated`: the row or byte limit cut the rows handed to the script.
+    Ok {
+        value: Value,
+        rows: u64,
+        truncated: bool,
+    },
     /// A database error the script may catch.
     Error {
         message: String,
@@ -257,6 +406,8 @@ pub struct ScriptJob<'a> {
     pub kind: proto::SourceKind,
     pub source: &'a str,
     pub limits: &'a LimitsConfig,
+    /// Parse only; nothing runs.
+    pub check_only: bool,
 }
 
 /// Runs one script in a fresh child, answering its calls through `handle`.
@@ -277,42 +428,27 @@ pub async fn run_script<H: Handle>(job: ScriptJob<'_>, handle: &mut H) -> Script
             return run;
         }
     };
-    let mut child = match spawn(job.sandbox, &module, job.limits) {
-        Ok(c) => c,
+    let mut started = match job.sandbox.take(&module, job.limits).await {
+        Ok(s) => s,
         Err(e) => {
-            run.error = Some(ExecError::new(
-                ErrorKind::Internal,
-                format!("cannot start the sandbox: {e}"),
-            ));
+            run.error = Some(ExecError::new(ErrorKind::Internal, e));
             return run;
         }
     };
-    let stderr = child.stderr.take().map(|mut s| {
-        tokio::spawn(async move {
-            let mut kept = Vec::new();
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = s.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                let room = MAX_STDERR.saturating_sub(kept.len());
-                kept.extend_from_slice(&buf[..n.min(room)]);
-            }
-            String::from_utf8_lossy(&kept).into_owned()
-        })
-    });
+    run.report.sandbox = started.protections.clone();
     let deadline =
         Instant::now() + Duration::from_millis(u64::from(job.limits.wall_ms)) + KILL_GRACE;
     let result = tokio::time::timeout_at(
         deadline.into(),
-        converse(&job, &mut child, handle, &mut run),
+        converse(&job, &mut started, handle, &mut run),
     )
     .await;
+    let mut child = started.child;
     match result {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
             kill_group(&child);
-            let stderr = match stderr {
+            let stderr = match started.stderr {
                 Some(h) => h.await.unwrap_or_default(),
                 None => String::new(),
             };
@@ -341,32 +477,11 @@ pub async fn run_script<H: Handle>(job: ScriptJob<'_>, handle: &mut H) -> Script
 
 async fn converse<H: Handle>(
     job: &ScriptJob<'_>,
-    child: &mut Child,
+    started: &mut Started,
     handle: &mut H,
     run: &mut ScriptRun,
 ) -> Result<(), String> {
-    let (Some(mut stdin), Some(mut stdout)) = (child.stdin.take(), child.stdout.take()) else {
-        return Err("the sandbox's pipes are missing".into());
-    };
-    let ready = tokio::time::timeout(READY_TIMEOUT, read_frame(&mut stdout, 64 * 1024))
-        .await
-        .map_err(|_| "the sandbox did not start in time".to_owned())??
-        .ok_or("the sandbox exited before it was ready")?;
-    match proto::decode::<FromChild>(&ready).map_err(|e| e.to_string())? {
-        FromChild::Ready { v, protections } if v == proto::VERSION => {
-            run.report.sandbox = SandboxReport {
-                seccomp: protections.seccomp,
-                landlock: protections.landlock,
-                no_new_privs: protections.no_new_privs,
-                ..SandboxReport::default()
-            };
-        }
-        other => {
-            return Err(format!(
-                "unexpected first frame from the sandbox: {other:?}"
-            ));
-        }
-    }
+    let Started { stdin, stdout, .. } = started;
     let frame = ToChild::Job(Job {
         v: proto::VERSION,
         engine: job.engine,
@@ -377,9 +492,9 @@ async fn converse<H: Handle>(
         kind: job.kind,
         source: job.source.to_owned(),
         limits: job_limits(job.limits),
-        check_only: false,
+        check_only: job.check_only,
     });
-    send(&mut stdin, &frame).await?;
+    send(stdin, &frame).await?;
 
     let started = Instant::now();
     let limits = job.limits;
@@ -391,7 +506,7 @@ async fn converse<H: Handle>(
     let mut log_bytes: u64 = 0;
     let mut last_rows: Option<Value> = None;
     loop {
-        let body = read_frame(&mut stdout, cap)
+        let body = read_frame(stdout, cap)
             .await?
             .ok_or("the sandbox process ended without an outcome (it crashed or was killed)")?;
         match proto::decode::<FromChild>(&body).map_err(|e| e.to_string())? {
@@ -444,10 +559,26 @@ async fn converse<H: Handle>(
                     }
                 };
                 let duration_ms = (t0.elapsed().as_secs_f64() * 100_000.0).round() / 100.0;
+                let mut note = None;
                 let (reply_json, fatal, rows, error) = match reply {
-                    Reply::Ok { value, rows } => {
+                    Reply::Ok {
+                        value,
+                        rows,
+                        truncated,
+                    } => {
                         if value.get("rows").is_some() {
                             last_rows = Some(value.clone());
+                        } else if job.engine == proto::Engine::Mongodb && value.is_array() {
+                            last_rows = Some(json!({ "rows": value }));
+                        }
+                        if truncated {
+                            note = Some(format!(
+                                "call {seq} ({} {}): only the first {rows} rows were handed to the script (limits.max_rows is {}, limits.max_result_bytes is {})",
+                                record.0,
+                                record.1,
+                                job.limits.max_rows,
+                                job.limits.max_result_bytes
+                            ));
                         }
                         (json!({ "ok": value }), None, rows, None)
                     }
@@ -467,6 +598,13 @@ async fn converse<H: Handle>(
                         (Value::Null, Some(f), 0, Some(message))
                     }
                 };
+                if let Some(message) = note {
+                    run.report.logs.push(LogLine {
+                        level: "warn".to_owned(),
+                        message,
+                        at_ms,
+                    });
+                }
                 run.report.calls.push(CallRecord {
                     seq,
                     op: record.0,
@@ -478,7 +616,7 @@ async fn converse<H: Handle>(
                 });
                 let reply =
                     RawValue::from_string(reply_json.to_string()).map_err(|e| e.to_string())?;
-                send(&mut stdin, &ToChild::DbReply { id, reply, fatal }).await?;
+                send(stdin, &ToChild::DbReply { id, reply, fatal }).await?;
             }
             FromChild::Outcome(outcome) => {
                 run.report.sandbox.logs_truncated |= outcome.logs_truncated;
@@ -488,6 +626,16 @@ async fn converse<H: Handle>(
                     .as_deref()
                     .and_then(|v| serde_json::from_str(v.get()).ok());
                 run.display = display_rows(value.as_ref(), last_rows.as_ref(), limits);
+                if job.engine == proto::Engine::Mongodb
+                    && let Some(d) = run.display.as_mut()
+                {
+                    // Extended JSON wrappers ({"$oid": …}) shown as plain values.
+                    for row in &mut d.rows {
+                        for cell in row.iter_mut() {
+                            *cell = crate::mongo::relax(std::mem::take(cell));
+                        }
+                    }
+                }
                 run.report.result = value;
                 if let Some(f) = outcome.error {
                     let where_ = match (f.line, f.column) {
@@ -505,6 +653,57 @@ async fn converse<H: Handle>(
             }
             FromChild::Ready { .. } => return Err("the sandbox said ready twice".into()),
         }
+    }
+}
+
+/// The handle of a syntax check: no call may reach a database.
+struct NoDatabase;
+
+impl Handle for NoDatabase {
+    async fn call(&mut self, _op: DbOp) -> Reply {
+        Reply::Fatal {
+            kind: proto::ErrorKind::Internal,
+            message: "a syntax check runs no database calls".into(),
+        }
+    }
+}
+
+/// Parses a script or mongosh expression in a fresh child without running it; the syntax
+/// error, if there is one.
+pub async fn check_syntax(
+    sandbox: &Sandbox,
+    engine: proto::Engine,
+    kind: proto::SourceKind,
+    source: &str,
+    limits: &LimitsConfig,
+) -> Result<Option<ExecError>, String> {
+    let limits = LimitsConfig {
+        wall_ms: limits.wall_ms.min(5000),
+        ..*limits
+    };
+    let job = ScriptJob {
+        sandbox,
+        engine,
+        mode: Mode::Read,
+        kind,
+        source,
+        limits: &limits,
+        check_only: true,
+    };
+    let run = run_script(job, &mut NoDatabase).await;
+    match run.error {
+        None => Ok(None),
+        Some(e) if e.kind == ErrorKind::Syntax => Ok(Some(e)),
+        Some(e) if matches!(e.kind, ErrorKind::Internal | ErrorKind::Unsupported) => Err(e.message),
+        // Code outside the function the script is wrapped in ran at parse time and failed:
+        // the source is not one function body.
+        Some(e) => Ok(Some(ExecError {
+            message: format!(
+                "the script does not parse as one function body: {}",
+                e.message
+            ),
+            ..e
+        })),
     }
 }
 

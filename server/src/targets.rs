@@ -21,8 +21,6 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
-    #[error("{0}")]
-    Unsupported(String),
     #[error("cannot reach the instance: {0}")]
     Unavailable(String),
     #[error("the instance is misconfigured: {0}")]
@@ -118,13 +116,6 @@ pub async fn connect_sqlite(
         .map_err(|e| TargetError::Unavailable(describe(&e)))
 }
 
-fn unsupported(engine: Engine) -> TargetError {
-    TargetError::Unsupported(format!(
-        "{} instances can be registered, but connecting to them arrives with the script sandbox",
-        engine.as_str()
-    ))
-}
-
 /// Connects, asks for the server version, and reports the round trip.
 pub async fn probe(
     instance: &Instance,
@@ -151,7 +142,7 @@ pub async fn probe(
             let _ = conn.close().await;
             format!("SQLite {v}")
         }
-        Engine::Mongodb => return Err(unsupported(instance.engine)),
+        Engine::Mongodb => crate::mongo::probe(instance, secret).await?,
     };
     Ok(Probe {
         server_version,
@@ -186,7 +177,7 @@ pub async fn list_databases(
                 .map_err(|e| TargetError::Unavailable(describe(&e)))?;
             Ok(vec![String::from("main")])
         }
-        Engine::Mongodb => Err(unsupported(instance.engine)),
+        Engine::Mongodb => crate::mongo::list_databases(instance, secret).await,
     }
 }
 

@@ -557,3 +557,78 @@ pub async fn prices(target: &PgTarget) -> Vec<String> {
         .await
         .expect("prices")
 }
+
+/// The MongoDB-wire test server `cargo xtask test` started (secantusdb, as a replica set).
+pub fn mongo_url() -> String {
+    std::env::var("QUORUM_TEST_MONGO_URL").unwrap_or_else(|_| {
+        panic!("QUORUM_TEST_MONGO_URL is not set: run the suite with `cargo xtask test`, which starts a secantusdb server")
+    })
+}
+
+/// A database of its own on the MongoDB test server, seeded with three `orders`.
+pub struct MongoTarget {
+    pub name: String,
+    pub db: mongodb::Database,
+}
+
+/// The `_id` of the first seeded order.
+pub const FIRST_ORDER: &str = "65a000000000000000000001";
+
+pub async fn mongo_target() -> MongoTarget {
+    use mongodb::bson::{self, doc, oid::ObjectId};
+    let client = mongodb::Client::with_uri_str(mongo_url())
+        .await
+        .expect("mongodb client");
+    let name = format!("qt_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let db = client.database(&name);
+    let first = ObjectId::parse_str(FIRST_ORDER).expect("oid");
+    let placed = bson::DateTime::from_millis(1_700_000_000_000);
+    db.collection("orders")
+        .insert_many([
+            doc! {"_id": first, "status": "open", "qty": 3, "total": "19.99".parse::<bson::Decimal128>().expect("decimal"),
+                  "big": 9_007_199_254_740_993_i64, "placed": placed,
+                  "blob": bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: vec![1, 2, 3] }},
+            doc! {"status": "open", "qty": 1},
+            doc! {"status": "closed", "qty": 5},
+        ])
+        .await
+        .expect("seed orders");
+    MongoTarget { name, db }
+}
+
+impl MongoTarget {
+    /// Documents of `collection` matching `filter`.
+    pub async fn count(&self, collection: &str, filter: mongodb::bson::Document) -> u64 {
+        self.db
+            .collection::<mongodb::bson::Document>(collection)
+            .count_documents(filter)
+            .await
+            .expect("count")
+    }
+
+    pub async fn collections(&self) -> Vec<String> {
+        let mut names = self.db.list_collection_names().await.expect("collections");
+        names.sort();
+        names
+    }
+}
+
+/// A MongoDB instance on the test server, usable by the payments POD, with its databases synced.
+pub async fn mongo_instance(app: &TestApp, run_mode: &str) -> String {
+    let admin = app.login(Actor::Admin).await;
+    let body = json!({"name": format!("events-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]), "engine": "mongodb",
+        "uri": mongo_url(), "environment": "staging", "tls": "disable",
+        "allowed_pod_ids": [app.pod_id("payments").await], "run_mode": run_mode});
+    let (status, i) = app.post("/api/v1/instances", &admin.token, body).await;
+    assert_eq!(status, StatusCode::CREATED, "{i}");
+    let id = i["id"].as_str().expect("id").to_owned();
+    let (status, dbs) = app
+        .post(
+            &format!("/api/v1/instances/{id}/databases/sync"),
+            &admin.token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{dbs}");
+    id
+}

@@ -193,14 +193,14 @@ store_tests! {
             let (s, b) = app.post("/api/v1/instances", &admin.token, body.clone()).await;
             assert_eq!((s.as_u16(), b["error"]["code"].as_str()), (status, Some(code)), "{body} → {b}");
         }
-        // MongoDB instances register (connecting to them comes with the sandbox).
+        // MongoDB instances register; an unreachable one cannot be synced, and says why.
         let (s, m) = app.post("/api/v1/instances", &admin.token, with(json!({
             "name": "events", "engine": "mongodb", "host": null, "user": null, "uri": "mongodb://reader@db1:27017/?replicaSet=rs0"
         }))).await;
         assert_eq!(s, StatusCode::CREATED, "{m}");
         let id = m["id"].as_str().expect("id");
         let (s, b) = app.post(&format!("/api/v1/instances/{id}/databases/sync"), &admin.token, json!({})).await;
-        assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("engine_unsupported")));
+        assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::BAD_GATEWAY, Some("target_unavailable")), "{b}");
     }
 
     async fn the_demo_shop_instance_is_ready_to_use(kind) {

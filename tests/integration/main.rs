@@ -10,6 +10,7 @@ mod cli;
 mod executions;
 mod http_basics;
 mod instances;
+mod mongo;
 mod openapi;
 mod rbac;
 mod replicas;

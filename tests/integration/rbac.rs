@@ -257,6 +257,12 @@ fn rows() -> Vec<Row> {
             ),
             [401, 200, 200, 200, 200],
         ),
+        row(
+            M::POST,
+            "/api/v1/requests/check",
+            Some(|_: &Ctx| json!({"kind": "query", "engine": "sqlite", "content": "SELECT 1"})),
+            [401, 200, 200, 200, 200],
+        ),
         row(M::GET, "/api/v1/audit", None, [401, 403, 403, 403, 200]),
     ]
 }

@@ -11,18 +11,18 @@ use crate::harness::{Actor, StoreKind, TestApp, finished, pg_instance, pg_target
 /// Limits small enough that the violating scripts fail fast.
 const TIGHT: &str = "[limits]\nwall_ms = 2000\ndb_call_ms = 1000\nmemory_mb = 32\nmax_calls = 50\nmax_log_bytes = 4096\nmax_result_bytes = 65536";
 
-/// Files a script on `instance` as the developer and has the payments manager approve it;
+/// Files a request on `instance` as the developer and has the payments manager approve it;
 /// returns the request id.
-async fn approve_script(
+async fn approve(
     app: &TestApp,
     instance: &str,
     database: &str,
-    mode: &str,
-    script: &str,
+    (kind, mode): (&str, &str),
+    content: &str,
 ) -> String {
     let dan = app.login(Actor::Developer).await;
     let body = json!({"pod_id": app.pod_id("payments").await, "instance_id": instance, "database": database,
-        "kind": "script", "mode": mode, "content": script, "justification": "Backfilling data for ticket 4711"});
+        "kind": kind, "mode": mode, "content": content, "justification": "Backfilling data for ticket 4711"});
     let (status, created) = app.post("/api/v1/requests", &dan.token, body).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let id = created["id"].as_str().expect("id").to_owned();
@@ -39,9 +39,16 @@ async fn approve_script(
     id
 }
 
-/// Files and approves a script, and returns its finished execution.
-async fn run(app: &TestApp, instance: &str, database: &str, mode: &str, script: &str) -> Value {
-    let id = approve_script(app, instance, database, mode, script).await;
+/// Files and approves a request of `kind` (`script` or `query`) on an instance that runs on
+/// approval, and returns its finished execution.
+pub(crate) async fn run_request(
+    app: &TestApp,
+    instance: &str,
+    database: &str,
+    kind_mode: (&str, &str),
+    content: &str,
+) -> Value {
+    let id = approve(app, instance, database, kind_mode, content).await;
     let dan = app.login(Actor::Developer).await;
     for _ in 0..400 {
         let (_, r) = app.get(&format!("/api/v1/requests/{id}"), &dan.token).await;
@@ -53,11 +60,16 @@ async fn run(app: &TestApp, instance: &str, database: &str, mode: &str, script: 
     panic!("request {id} did not start");
 }
 
+/// Files, approves and runs a script.
+async fn run(app: &TestApp, instance: &str, database: &str, mode: &str, script: &str) -> Value {
+    run_request(app, instance, database, ("script", mode), script).await
+}
+
 async fn demo(app: &TestApp, script: &str) -> Value {
     run(app, &app.shop_id().await, "main", "read", script).await
 }
 
-fn kind(e: &Value) -> &str {
+pub(crate) fn kind(e: &Value) -> &str {
     e["error"]["kind"].as_str().unwrap_or("")
 }
 
@@ -376,7 +388,14 @@ fn sandbox_children(parent: u32) -> Vec<(u32, Vec<u8>, Vec<String>)> {
 async fn the_child_has_no_environment_and_no_extra_descriptors() {
     let app = TestApp::spawn(StoreKind::Sqlite).await;
     let script = "await new Promise((r) => setTimeout(r, 3000)); return 1;";
-    approve_script(&app, &app.shop_id().await, "main", "read", script).await;
+    approve(
+        &app,
+        &app.shop_id().await,
+        "main",
+        ("script", "read"),
+        script,
+    )
+    .await;
     // Wait until the child has loaded the guest and restricted itself (its seccomp filter is in
     // place); the first script of a fresh data directory also compiles the guest, which takes a
     // while in a debug build.
@@ -448,7 +467,14 @@ async fn killing_the_portal_kills_the_child() {
     let target = pg_target().await;
     let instance = pg_instance(&app, &target, "manual").await;
     let script = "await new Promise((r) => setTimeout(r, 60000));";
-    let id = approve_script(&app, &instance, &target.database, "read", script).await;
+    let id = approve(
+        &app,
+        &instance,
+        &target.database,
+        ("script", "read"),
+        script,
+    )
+    .await;
     let mut replica = crate::replicas::start_replica(&app).await;
     let dan = app.login(Actor::Developer).await;
     let r = app
@@ -486,5 +512,129 @@ async fn killing_the_portal_kills_the_child() {
     assert!(
         !alive(),
         "sandbox child {child} outlived its portal by a second"
+    );
+}
+
+#[tokio::test]
+async fn check_reports_syntax_errors_with_their_position_and_stores_them_per_revision() {
+    let app = TestApp::spawn(StoreKind::Sqlite).await;
+    let dan = app.login(Actor::Developer).await;
+    let check = |body: Value| {
+        let app = &app;
+        let token = dan.token.clone();
+        async move { app.post("/api/v1/requests/check", &token, body).await }
+    };
+    let cases = [
+        // (kind, engine, content, ok, line of the first error)
+        (
+            "script",
+            "postgres",
+            "const r = await db.query('SELECT 1');\nreturn r.rows;",
+            true,
+            None,
+        ),
+        (
+            "script",
+            "postgres",
+            "const a = 1;\nconst b = ;\nreturn a;",
+            false,
+            Some(2),
+        ),
+        (
+            "script",
+            "mongodb",
+            "return await db.orders.find({}).toArray();",
+            true,
+            None,
+        ),
+        (
+            "query",
+            "mongodb",
+            "db.orders.find({ status: 'open' }).limit(5)",
+            true,
+            None,
+        ),
+        (
+            "query",
+            "mongodb",
+            "db.orders.find({ status: })",
+            false,
+            Some(1),
+        ),
+        (
+            "query",
+            "postgres",
+            "SELECT id FROM orders WHERE id = $1",
+            true,
+            None,
+        ),
+        (
+            "query",
+            "postgres",
+            "SELECT 1;\nSELEC id FROM orders",
+            false,
+            Some(2),
+        ),
+        ("query", "sqlite", "SELECT [id] FROM `orders`", true, None),
+    ];
+    for (kind, engine, content, ok, line) in cases {
+        let (status, r) = check(json!({"kind": kind, "engine": engine, "content": content})).await;
+        assert_eq!(status, StatusCode::OK, "{content}: {r}");
+        assert_eq!(r["ok"], ok, "{content}: {r}");
+        assert_eq!(r["errors"][0]["line"].as_u64(), line, "{content}: {r}");
+        if !ok {
+            assert!(
+                r["errors"][0]["column"].as_u64().is_some(),
+                "{content}: {r}"
+            );
+        }
+    }
+    // SQL statements are classified for each mode.
+    let (_, r) = check(json!({"kind": "query", "engine": "postgres", "content": "SELECT 1; DELETE FROM t; COMMIT"})).await;
+    let modes: Vec<(bool, bool)> = r["statements"]
+        .as_array()
+        .expect("statements")
+        .iter()
+        .map(|s| (s["read_ok"] == true, s["write_ok"] == true))
+        .collect();
+    assert_eq!(modes, [(true, true), (false, true), (false, false)], "{r}");
+    // A script may not escape its wrapper to run at check time.
+    let (_, r) = check(
+        json!({"kind": "script", "engine": "sqlite", "content": "}); for (;;) {} (async () => {"}),
+    )
+    .await;
+    assert_eq!(r["ok"], false, "{r}");
+    // Bad bodies are refused clearly.
+    for (body, code) in [
+        (
+            json!({"kind": "script", "engine": "oracle", "content": "x"}),
+            "invalid_body",
+        ),
+        (
+            json!({"kind": "script", "engine": "sqlite", "content": "  "}),
+            "validation_failed",
+        ),
+        (
+            json!({"kind": "script", "engine": "sqlite"}),
+            "missing_field",
+        ),
+    ] {
+        let (status, r) = check(body.clone()).await;
+        assert_eq!(
+            (status, r["error"]["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some(code)),
+            "{body}: {r}"
+        );
+    }
+    // Each revision keeps what the check found when it was saved.
+    let body = json!({"pod_id": app.pod_id("payments").await, "instance_id": app.shop_id().await, "database": "main",
+        "kind": "script", "mode": "read", "content": "return 1 +;", "justification": "Checking the syntax check"});
+    let (status, created) = app.post("/api/v1/requests", &dan.token, body).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let check = &created["revisions"][0]["check"];
+    assert_eq!(
+        (check["ok"].as_bool(), check["errors"][0]["line"].as_u64()),
+        (Some(false), Some(1)),
+        "{created}"
     );
 }

@@ -153,6 +153,10 @@ fn test(args: &[String]) -> Result<()> {
         cluster.dir.display()
     );
 
+    step("starting a throwaway MongoDB-wire server (secantusdb)");
+    let mongo = MongoServer::start()?;
+    eprintln!("    secantusdb on 127.0.0.1:{}", mongo.port);
+
     step("running every test (each store test on SQLite and PostgreSQL)");
     let nextest = Command::new(env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo")))
         .args(["nextest", "--version"])
@@ -172,8 +176,10 @@ fn test(args: &[String]) -> Result<()> {
         .args(["--features", TEST_FEATURES])
         .args(args)
         .env("QUORUM_TEST_PG_URL", cluster.url())
+        .env("QUORUM_TEST_MONGO_URL", mongo.url())
         .env("INSTA_UPDATE", "no");
     let result = status(tests, "tests");
+    drop(mongo);
     drop(cluster);
     eprintln!(
         "\nxtask test finished in {:.0} s",
@@ -299,6 +305,104 @@ impl Drop for PgCluster {
         let _ = stop.status();
         let _ = std::fs::remove_dir_all(&self.dir);
         eprintln!("    PostgreSQL cluster stopped and removed");
+    }
+}
+
+/// A `secantusdb` server (MongoDB's wire protocol, from PyPI) on a free port, keeping its data in
+/// memory; stopped when dropped. Installed with pip when missing.
+struct MongoServer {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl MongoServer {
+    fn start() -> Result<Self> {
+        let python = ["python3", "python"]
+            .into_iter()
+            .find(|p| {
+                Command::new(p)
+                    .arg("--version")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            })
+            .ok_or("Python 3 is missing: the MongoDB-wire test server (secantusdb) runs on it; install python3 and pip")?;
+        let has_module = || {
+            Command::new(python)
+                .args(["-c", "import secantus"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !has_module() {
+            eprintln!("    secantus not found: installing secantusdb from PyPI");
+            let mut pip = cmd_in(python, &["-m", "pip", "install", "--quiet", "secantusdb"]);
+            pip.stdout(Stdio::null());
+            status(pip, "pip install secantusdb").map_err(|e| {
+                format!(
+                    "{e}; the MongoDB tests need the secantusdb package (`pip install secantusdb`)"
+                )
+            })?;
+            if !has_module() {
+                return Err("secantusdb was installed but `import secantus` still fails".into());
+            }
+        }
+        let dir = env::temp_dir().join(format!("quorum-mongo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let log_path = dir.join("secantus.log");
+        let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
+        let child = Command::new(python)
+            .args(["-m", "secantus", "--host", "127.0.0.1", "--port", "0"])
+            .args(["--storage-path", ":memory:", "--log-level", "INFO"])
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start secantus: {e}"))?;
+        let mut server = Self {
+            child,
+            port: 0,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if let Some(port) = text
+                .split("listening on ")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|addr| addr.rsplit_once(':'))
+                .and_then(|(_, p)| p.parse().ok())
+            {
+                server.port = port;
+                return Ok(server);
+            }
+            if let Ok(Some(code)) = server.child.try_wait() {
+                return Err(format!(
+                    "secantus exited ({code}) before listening:\n{text}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err("secantus did not start listening within 60 s".into())
+    }
+
+    /// `?replicaSet=secantus`, so drivers run transactions as on a replica set.
+    fn url(&self) -> String {
+        format!("mongodb://127.0.0.1:{}/?replicaSet=secantus", self.port)
+    }
+}
+
+impl Drop for MongoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        eprintln!("    secantusdb stopped");
     }
 }
 
@@ -602,5 +706,21 @@ fn bench(args: &[String]) -> Result<()> {
     percentiles("GET /me (authenticated)", me);
     drop(portal);
     let _ = std::fs::remove_dir_all(&data);
-    Ok(())
+
+    step("starting a throwaway PostgreSQL cluster for the sandbox rows");
+    let cluster = PgCluster::start()?;
+    step(&format!(
+        "script sandbox vs in-process sqlx ({iterations} runs each; `quorum bench-sandbox`)"
+    ));
+    let sandbox_data = env::temp_dir().join(format!("quorum-bench-sb-{}", std::process::id()));
+    let mut sandbox = Command::new(target_dir().join("release").join("quorum"));
+    sandbox
+        .args(["bench-sandbox", "--postgres-url", &cluster.url()])
+        .args(["--iterations", &iterations.to_string()])
+        .env("QUORUM__DATA_DIR", &sandbox_data)
+        .env("QUORUM__LOG__FILTER", "warn");
+    let result = status(sandbox, "quorum bench-sandbox");
+    drop(cluster);
+    let _ = std::fs::remove_dir_all(&sandbox_data);
+    result
 }

@@ -35,6 +35,8 @@ struct Job {
     kind: String,
     source: String,
     memory_bytes: usize,
+    /// Parse only: the wrapped script is compiled into a function that is never called.
+    check_only: bool,
 }
 
 const PRELUDE: &str = include_str!("prelude.js");
@@ -71,6 +73,11 @@ fn parse_job(ctx: &Ctx<'_>, raw: Vec<u8>) -> Result<Job, String> {
         kind: get("kind")?,
         source: get("source")?,
         memory_bytes: memory_mb as usize * 1024 * 1024,
+        check_only: job
+            .get::<_, Option<bool>>("check_only")
+            .ok()
+            .flatten()
+            .unwrap_or(false),
     })
 }
 
@@ -135,16 +142,18 @@ fn install_natives<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<()> {
     Ok(())
 }
 
-/// The script wrapped so that it is the body of an async function.
+/// The script wrapped so that it is the body of an async function, called at once unless the
+/// job only checks the syntax.
 fn wrap(job: &Job) -> (String, usize) {
+    let call = if job.check_only { "" } else { "()" };
     if job.kind == "expression" {
         (
-            format!("{EXPRESSION_PREFIX}{}\n)); }})()", job.source),
+            format!("{EXPRESSION_PREFIX}{}\n)); }}){call}", job.source),
             EXPRESSION_PREFIX.len(),
         )
     } else {
         (
-            format!("{SCRIPT_PREFIX}{}\n}})()", job.source),
+            format!("{SCRIPT_PREFIX}{}\n}}){call}", job.source),
             SCRIPT_PREFIX.len(),
         )
     }
@@ -183,6 +192,17 @@ fn run(ctx: &Ctx<'_>, job: &Job) -> Result<String, String> {
         .map_err(|e| format!("prelude: {e}"))?;
 
     let (code, prefix_len) = wrap(job);
+    if job.check_only {
+        return Ok(
+            match ctx
+                .eval_with_options::<Value, _>(code, options("script.js"))
+                .catch(ctx)
+            {
+                Ok(_) => String::from(r#"{"value":null}"#),
+                Err(e) => describe_error(ctx, e, prefix_len),
+            },
+        );
+    }
     let promise: Promise = match ctx.eval_with_options(code, options("script.js")).catch(ctx) {
         Ok(p) => p,
         Err(e) => return Ok(describe_error(ctx, e, prefix_len)),

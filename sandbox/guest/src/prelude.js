@@ -294,13 +294,19 @@
     hidden(g, 'setTimeout', setTimeout);
     hidden(g, 'clearTimeout', clearTimeout);
     if (engine === 'mongodb') {
-      // Plain functions, so both `ObjectId('…')` and `new ObjectId('…')` work as in mongosh.
-      hidden(g, 'ObjectId', function (hex) { return new ObjectId(hex); });
+      // Plain functions, so both `ObjectId('…')` and `new ObjectId('…')` work as in mongosh,
+      // sharing the class's prototype so that `value instanceof ObjectId` holds.
+      const callable = (C) => {
+        const f = function (v) { return new C(v); };
+        f.prototype = C.prototype;
+        return Object.freeze(f);
+      };
+      hidden(g, 'ObjectId', callable(ObjectId));
       hidden(g, 'ISODate', ISODate);
-      hidden(g, 'NumberLong', function (v) { return new Long(v); });
-      hidden(g, 'Long', function (v) { return new Long(v); });
-      hidden(g, 'NumberDecimal', function (v) { return new Decimal128(v); });
-      hidden(g, 'Decimal128', function (v) { return new Decimal128(v); });
+      hidden(g, 'NumberLong', callable(Long));
+      hidden(g, 'Long', callable(Long));
+      hidden(g, 'NumberDecimal', callable(Decimal128));
+      hidden(g, 'Decimal128', callable(Decimal128));
       hidden(g, 'BinData', (subType, base64) => new Binary(base64, subType.toString(16).padStart(2, '0')));
     }
   };

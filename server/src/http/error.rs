@@ -24,7 +24,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
-    pub details: Option<serde_json::Value>,
+    /// Boxed: errors travel in every `Result`, and a JSON value is large.
+    pub details: Option<Box<serde_json::Value>>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// The cause of a 5xx, logged and never sent.
     pub source: Option<anyhow::Error>,
@@ -64,7 +65,7 @@ impl ApiError {
     }
 
     pub fn with_details(mut self, details: serde_json::Value) -> Self {
-        self.details = Some(details);
+        self.details = Some(Box::new(details));
         self
     }
 
@@ -72,7 +73,10 @@ impl ApiError {
         let secs = secs.max(1);
         self.headers
             .push((header::RETRY_AFTER, HeaderValue::from(secs)));
-        let mut details = self.details.take().unwrap_or_else(|| serde_json::json!({}));
+        let mut details = self
+            .details
+            .take()
+            .unwrap_or_else(|| Box::new(serde_json::json!({})));
         if let Some(obj) = details.as_object_mut() {
             obj.insert("retry_after_seconds".into(), secs.into());
         }
@@ -162,7 +166,7 @@ impl IntoResponse for ApiError {
             error: ErrorBody {
                 code: self.code.to_owned(),
                 message: self.message,
-                details: self.details,
+                details: self.details.map(|d| *d),
                 request_id,
             },
         };

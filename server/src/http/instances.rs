@@ -23,7 +23,7 @@ use crate::domain::instance::{self, Engine, LimitOverrides, RunMode, TlsMode};
 use crate::domain::text::{find_forbidden_in_line, valid_pod_name};
 use crate::domain::{Actor, InstanceId, PodId, Role};
 use crate::store::{Instance, StoreError};
-use crate::targets::{self, TargetError};
+use crate::targets;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -662,14 +662,7 @@ pub async fn sync(
     let secret = open_secret(state, i)?;
     let names = targets::list_databases(i, secret.as_ref(), &state.config.data_dir)
         .await
-        .map_err(|e| match e {
-            TargetError::Unsupported(m) => ApiError::unprocessable("engine_unsupported", m),
-            other => ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "target_unavailable",
-                other.to_string(),
-            ),
-        })?;
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "target_unavailable", e.to_string()))?;
     let mut event = NewAuditEvent::new("instance.databases_synced");
     if let Some(a) = actor {
         event = event.actor(a);

@@ -38,6 +38,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(clone_request))
         .routes(routes!(review_request))
         .routes(routes!(explain_request))
+        .routes(routes!(check_request))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -83,6 +84,9 @@ pub struct RevisionView {
     pub created_at: DateTime<Utc>,
     /// Unified diff of the content against the previous revision (absent for the first).
     pub diff: Option<String>,
+    /// What the syntax check found when this revision was saved (absent when no check could
+    /// be made). Advice for the reviewer; it does not block the request.
+    pub check: Option<crate::check::CheckReport>,
 }
 
 /// An execution of the request, as the request lists it.
@@ -259,10 +263,7 @@ pub async fn start_if_automatic(state: &AppState, r: &RequestRecord) {
         .await
         .ok()
         .flatten()
-        .is_some_and(|i| {
-            i.run_mode == crate::domain::instance::RunMode::OnApproval
-                && i.engine != crate::domain::instance::Engine::Mongodb
-        });
+        .is_some_and(|i| i.run_mode == crate::domain::instance::RunMode::OnApproval);
     if automatic
         && r.status == Status::Approved
         && let Err(e) = crate::exec::launch(state, r, None).await
@@ -441,6 +442,7 @@ async fn file_request(
         created_at: now,
         updated_at: now,
     };
+    let check = syntax_check(state, draft.kind, instance.engine, &draft.content).await;
     let first = Revision {
         number: 1,
         kind: draft.kind,
@@ -453,6 +455,7 @@ async fn file_request(
         hash: hash.clone(),
         editor_id: actor.id,
         created_at: now,
+        check,
     };
     let event = NewAuditEvent::new("request.created").actor(actor.id).origin(meta.ip, meta.user_agent).details(json!({
         "pod_id": record.pod_id, "instance_id": record.instance_id, "database": record.database,
@@ -542,6 +545,7 @@ async fn detail(state: &AppState, actor: &Actor, r: RequestRecord) -> ApiResult<
             editor_id: v.editor_id.0,
             created_at: v.created_at,
             diff,
+            check: v.check.clone(),
         });
     }
     Ok(RequestDetail {
@@ -700,6 +704,7 @@ pub async fn update_request(
             "the edit changes nothing",
         ));
     }
+    let check = syntax_check(&state, kind, instance.engine, &content).await;
     let next = Revision {
         number: r.revision + 1,
         kind,
@@ -712,6 +717,7 @@ pub async fn update_request(
         hash,
         editor_id: actor.id,
         created_at: state.clock.now(),
+        check,
     };
     let event = NewAuditEvent::new("request.revised")
         .actor(actor.id)
@@ -981,4 +987,63 @@ pub async fn explain_request(
             .with_details(json!({ "statement": e.statement, "sqlstate": e.sqlstate })),
     })?;
     Ok(axum::Json(ExplainResponse { plans }))
+}
+
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckBody {
+    pub kind: Kind,
+    /// The engine of the instance the content is meant for: it picks the SQL dialect, and for
+    /// MongoDB a `query` is a mongosh-style expression.
+    pub engine: crate::domain::instance::Engine,
+    pub content: String,
+}
+
+/// The check stored with a revision; `None` (logged) when no check could be made.
+async fn syntax_check(
+    state: &AppState,
+    kind: Kind,
+    engine: crate::domain::instance::Engine,
+    content: &str,
+) -> Option<crate::check::CheckReport> {
+    match crate::check::check(&state.sandbox, &state.config.limits, kind, engine, content).await {
+        Ok(report) => Some(report),
+        Err(e) => {
+            tracing::warn!(error = %e, "the syntax check of a revision could not run");
+            None
+        }
+    }
+}
+
+/// Parse a query or script without running it: syntax errors with line and column, and for SQL
+/// which statements a read or a write request may run. Nothing reaches a database.
+#[utoipa::path(post, path = "/api/v1/requests/check", tag = "requests", security(("bearer" = [])), request_body = CheckBody,
+    responses(
+        (status = 200, description = "The check ran; `ok` says whether the content parsed", body = crate::check::CheckReport),
+        (status = 422, description = "Content missing or too large", body = ErrorEnvelope),
+        (status = 503, description = "The script sandbox is not available", body = ErrorEnvelope),
+    ))]
+pub async fn check_request(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    JsonBody(body): JsonBody<CheckBody>,
+) -> ApiResult<axum::Json<crate::check::CheckReport>> {
+    auth.actor(&state).await?;
+    check_content(&body.content)?;
+    let report = crate::check::check(
+        &state.sandbox,
+        &state.config.limits,
+        body.kind,
+        body.engine,
+        &body.content,
+    )
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "sandbox_unavailable",
+            format!("the script could not be checked: {e}"),
+        )
+    })?;
+    Ok(axum::Json(report))
 }

@@ -240,6 +240,8 @@ pub struct Revision {
     pub hash: String,
     pub editor_id: UserId,
     pub created_at: DateTime<Utc>,
+    /// What the syntax check found when the revision was saved.
+    pub check: Option<crate::check::CheckReport>,
 }
 
 #[derive(Debug, Clone)]

@@ -368,6 +368,7 @@ pub(super) struct RevisionRow {
     hash: String,
     editor_id: Uuid,
     created_at: DateTime<Utc>,
+    syntax_check: Option<String>,
 }
 
 impl TryFrom<RevisionRow> for super::Revision {
@@ -387,6 +388,12 @@ impl TryFrom<RevisionRow> for super::Revision {
             hash: r.hash,
             editor_id: UserId(r.editor_id),
             created_at: r.created_at,
+            check: r
+                .syntax_check
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|_| corrupt("syntax check"))?,
         })
     }
 }
@@ -670,9 +677,16 @@ macro_rules! impl_store {
                 rev: &$crate::store::Revision,
             ) -> $crate::store::StoreResult<()> {
                 let limits = serde_json::to_string(&rev.limits).map_err(|e| $crate::store::StoreError::Corrupt(e.to_string()))?;
+                let check = rev
+                    .check
+                    .as_ref()
+                    .map(serde_json::to_string)
+                    .transpose()
+                    .map_err(|e| $crate::store::StoreError::Corrupt(e.to_string()))?;
                 sqlx::query(
                     "INSERT INTO request_revisions (request_id, number, kind, mode, instance_id, database_name, content, \
-                     justification, limits, hash, editor_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                     justification, limits, hash, editor_id, created_at, syntax_check) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
                 )
                 .bind(id)
                 .bind(rev.number)
@@ -686,6 +700,7 @@ macro_rules! impl_store {
                 .bind(&rev.hash)
                 .bind(rev.editor_id)
                 .bind(rev.created_at)
+                .bind(check)
                 .execute(&mut *conn)
                 .await?;
                 Ok(())
@@ -1604,7 +1619,7 @@ macro_rules! impl_store {
             async fn request_revisions(&self, id: $crate::domain::RequestId) -> $crate::store::StoreResult<Vec<$crate::store::Revision>> {
                 let rows: Vec<$crate::store::sql::RevisionRow> = sqlx::query_as(
                     "SELECT number, kind, mode, instance_id, database_name, content, justification, limits, hash, editor_id, \
-                     created_at FROM request_revisions WHERE request_id = $1 ORDER BY number",
+                     created_at, syntax_check FROM request_revisions WHERE request_id = $1 ORDER BY number",
                 )
                 .bind(id)
                 .fetch_all(&self.pool)

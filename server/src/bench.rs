@@ -1,0 +1,197 @@
+//! `quorum bench-sandbox`: what running a script in the sandbox costs on this host, measured
+//! beside the same database work done in-process with sqlx, against a PostgreSQL the caller
+//! names. `cargo xtask bench` runs it against a throwaway cluster.
+
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{Connection, Row};
+
+use crate::config::{Config, LimitsConfig};
+use crate::domain::instance::Engine;
+use crate::domain::workflow::Mode;
+use crate::exec::SqlHandle;
+use crate::sandbox::{Sandbox, ScriptJob, ScriptRun};
+use quorum_sandbox_protocol as proto;
+
+const SELECT_1: &str = "return (await db.query('SELECT 1')).rows;";
+const CALLS_100: &str = "for (let i = 0; i < 100; i++) await db.query('SELECT 1');\nreturn 100;";
+const SUM_100K: &str = "const r = await db.query('SELECT g AS n FROM generate_series(1, 100000) g');\nlet s = 0;\nfor (const row of r.rows) s += row.n;\nreturn s;";
+
+/// Median and 90th percentile of a sample, in milliseconds.
+fn summary(mut samples: Vec<Duration>) -> (f64, f64) {
+    samples.sort();
+    let at = |q: f64| {
+        let i = ((samples.len() - 1) as f64 * q).round() as usize;
+        samples.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    (at(0.5), at(0.9))
+}
+
+async fn script(
+    sandbox: &Sandbox,
+    conn: &mut PgConnection,
+    limits: &LimitsConfig,
+    source: &str,
+) -> anyhow::Result<ScriptRun> {
+    let job = ScriptJob {
+        sandbox,
+        engine: proto::Engine::Postgres,
+        mode: Mode::Read,
+        kind: proto::SourceKind::Script,
+        source,
+        limits,
+        check_only: false,
+    };
+    let run = crate::sandbox::run_script(
+        job,
+        &mut SqlHandle::on(conn, Engine::Postgres, Mode::Read, *limits),
+    )
+    .await;
+    if let Some(e) = &run.error {
+        anyhow::bail!("the benchmark script failed: {}", e.message);
+    }
+    Ok(run)
+}
+
+fn row(name: &str, sandbox: (f64, f64), in_process: Option<(f64, f64)>) -> String {
+    match in_process {
+        Some(base) => format!(
+            "{name:<52} {:>9.2} {:>9.2} {:>11.2} {:>8.1}x",
+            sandbox.0,
+            sandbox.1,
+            base.0,
+            sandbox.0 / base.0.max(0.001)
+        ),
+        None => format!(
+            "{name:<52} {:>9.2} {:>9.2} {:>11} {:>9}",
+            sandbox.0, sandbox.1, "-", "-"
+        ),
+    }
+}
+
+/// Runs every measurement `iterations` times (the 100 000-row one a fifth as often) and returns
+/// the report's lines.
+pub async fn sandbox(
+    config: &Config,
+    postgres_url: &str,
+    iterations: usize,
+) -> anyhow::Result<Vec<String>> {
+    let iterations = iterations.max(5);
+    let options: PgConnectOptions = postgres_url.parse()?;
+    let mut conn = PgConnection::connect_with(&options).await?;
+    let sandbox = Sandbox::new(config);
+    sandbox
+        .module()
+        .await
+        .map_err(|e| anyhow::anyhow!("the sandbox is not available: {e}"))?;
+    let limits = LimitsConfig {
+        wall_ms: 60_000,
+        max_rows: 100_000,
+        max_result_bytes: 64 * 1024 * 1024,
+        ..config.limits
+    };
+    // Warm up the connection, the page cache and the module file.
+    script(&sandbox, &mut conn, &limits, SELECT_1).await?;
+    let mut lines = vec![format!(
+        "{:<52} {:>9} {:>9} {:>11} {:>9}",
+        "per execution (ms)", "p50", "p90", "in-process", "ratio"
+    )];
+
+    let mut base = Vec::new();
+    let mut fresh = Vec::new();
+    let mut fresh_connected = Vec::new();
+    let mut peak_wasm = 0;
+    for _ in 0..iterations {
+        let t = Instant::now();
+        sqlx::query("SELECT 1").fetch_all(&mut conn).await?;
+        base.push(t.elapsed());
+
+        let t = Instant::now();
+        let run = script(&sandbox, &mut conn, &limits, SELECT_1).await?;
+        fresh.push(t.elapsed());
+        peak_wasm = peak_wasm.max(run.report.sandbox.peak_memory_bytes);
+
+        let t = Instant::now();
+        let mut own = PgConnection::connect_with(&options).await?;
+        script(&sandbox, &mut own, &limits, SELECT_1).await?;
+        fresh_connected.push(t.elapsed());
+        own.close().await?;
+    }
+    let base = summary(base);
+    lines.push(row(
+        "SELECT 1 script, fresh child, open connection",
+        summary(fresh),
+        Some(base),
+    ));
+    lines.push(row(
+        "SELECT 1 script, fresh child and connection",
+        summary(fresh_connected),
+        Some(base),
+    ));
+
+    let mut base = Vec::new();
+    let mut calls = Vec::new();
+    for _ in 0..iterations {
+        let t = Instant::now();
+        for _ in 0..100 {
+            sqlx::query("SELECT 1").fetch_all(&mut conn).await?;
+        }
+        base.push(t.elapsed());
+        let t = Instant::now();
+        script(&sandbox, &mut conn, &limits, CALLS_100).await?;
+        calls.push(t.elapsed());
+    }
+    lines.push(row(
+        "100 sequential db.query calls",
+        summary(calls),
+        Some(summary(base)),
+    ));
+
+    let mut base = Vec::new();
+    let mut sums = Vec::new();
+    for _ in 0..(iterations / 5).max(3) {
+        let t = Instant::now();
+        let rows = sqlx::query("SELECT g AS n FROM generate_series(1, 100000) g")
+            .fetch_all(&mut conn)
+            .await?;
+        let sum: i64 = rows
+            .iter()
+            .map(|r| r.try_get::<i32, _>(0).map(i64::from))
+            .sum::<Result<i64, _>>()?;
+        base.push(t.elapsed());
+        anyhow::ensure!(sum == 5_000_050_000, "in-process sum {sum}");
+        let t = Instant::now();
+        let run = script(&sandbox, &mut conn, &limits, SUM_100K).await?;
+        sums.push(t.elapsed());
+        peak_wasm = peak_wasm.max(run.report.sandbox.peak_memory_bytes);
+        anyhow::ensure!(
+            run.report.result == Some(serde_json::json!(5_000_050_000_i64)),
+            "sandbox sum {:?}",
+            run.report.result
+        );
+    }
+    lines.push(row(
+        "sum of 100 000 rows from one db.query",
+        summary(sums),
+        Some(summary(base)),
+    ));
+
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    #[expect(unsafe_code, reason = "getrusage fills the struct it is given")]
+    // SAFETY: `usage` is a valid, writable rusage; RUSAGE_CHILDREN covers waited-for children.
+    let max_rss_kib = unsafe {
+        if libc::getrusage(libc::RUSAGE_CHILDREN, usage.as_mut_ptr()) == 0 {
+            usage.assume_init().ru_maxrss
+        } else {
+            0
+        }
+    };
+    lines.push(format!(
+        "child peak memory: {:.1} MiB resident (largest child), {:.1} MiB of wasm linear memory",
+        max_rss_kib as f64 / 1024.0,
+        peak_wasm as f64 / (1024.0 * 1024.0)
+    ));
+    conn.close().await?;
+    Ok(lines)
+}
