@@ -538,13 +538,22 @@ impl MongoHandle {
         let max_time = self.max_time();
         let cap = i64::from(self.limits.max_rows) + 1;
         match a.method.as_str() {
-            "find" => {
+            "find" | "findOne" => {
+                // findOne is a find of one document, as in mongosh.
+                let one = a.method == "findOne";
                 let filter = a.doc(0, "filter", false)?;
-                let o = a.options(1, &["projection", "sort", "limit", "skip", "batchSize"])?;
-                let limit = o
-                    .count("limit")?
-                    .filter(|n| *n > 0)
-                    .map_or(cap, |n| i64::try_from(n).unwrap_or(cap).min(cap));
+                let o = if one {
+                    a.options(1, &["projection", "sort", "skip"])?
+                } else {
+                    a.options(1, &["projection", "sort", "limit", "skip", "batchSize"])?
+                };
+                let limit = if one {
+                    1
+                } else {
+                    o.count("limit")?
+                        .filter(|n| *n > 0)
+                        .map_or(cap, |n| i64::try_from(n).unwrap_or(cap).min(cap))
+                };
                 let mut find = coll.find(filter).limit(limit).max_time(max_time);
                 if let Some(p) = o.doc("projection")? {
                     find = find.projection(p);
@@ -558,6 +567,9 @@ impl MongoHandle {
                 let cursor = find.session(&mut self.session).await?;
                 let (docs, truncated) = self.collect(cursor).await?;
                 let n = docs.len() as u64;
+                if one {
+                    return Ok((docs.into_iter().next().unwrap_or(Value::Null), n, false));
+                }
                 Ok((Value::Array(docs), n, truncated))
             }
             "aggregate" => {
@@ -594,27 +606,6 @@ impl MongoHandle {
                 let (docs, truncated) = self.collect(cursor).await?;
                 let n = docs.len() as u64;
                 Ok((Value::Array(docs), n, truncated))
-            }
-            "findOne" => {
-                let filter = a.doc(0, "filter", false)?;
-                let o = a.options(1, &["projection", "sort", "skip"])?;
-                let mut find = coll.find_one(filter).max_time(max_time);
-                if let Some(p) = o.doc("projection")? {
-                    find = find.projection(p);
-                }
-                if let Some(s) = o.doc("sort")? {
-                    find = find.sort(s);
-                }
-                if let Some(n) = o.count("skip")? {
-                    find = find.skip(n);
-                }
-                let found = find.session(&mut self.session).await?;
-                let n = u64::from(found.is_some());
-                Ok((
-                    found.map_or(Value::Null, |d| ejson(Bson::Document(d))),
-                    n,
-                    false,
-                ))
             }
             "countDocuments" => {
                 let filter = a.doc(0, "filter", false)?;

@@ -538,6 +538,17 @@ pub async fn finished(app: &TestApp, token: &str, id: &str) -> Value {
     panic!("execution {id} did not finish");
 }
 
+/// The rows an execution shows (`GET …/rows`), as the developer sees them.
+pub async fn shown_rows(app: &TestApp, execution: &Value) -> Value {
+    let dan = app.login(Actor::Developer).await;
+    let id = execution["id"].as_str().expect("execution id");
+    let (status, rows) = app
+        .get(&format!("/api/v1/executions/{id}/rows"), &dan.token)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{rows}");
+    rows
+}
+
 /// A PostgreSQL instance on `target`, usable by the payments POD.
 pub async fn pg_instance(app: &TestApp, target: &PgTarget, run_mode: &str) -> String {
     let admin = app.login(Actor::Admin).await;

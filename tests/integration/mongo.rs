@@ -6,7 +6,9 @@ use mongodb::bson::{Bson, doc, oid::ObjectId};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::harness::{Actor, FIRST_ORDER, StoreKind, TestApp, mongo_instance, mongo_target};
+use crate::harness::{
+    Actor, FIRST_ORDER, StoreKind, TestApp, mongo_instance, mongo_target, shown_rows,
+};
 use crate::scripts::{kind, run_request};
 
 #[tokio::test]
@@ -108,12 +110,7 @@ async fn a_mongosh_query_request_shows_its_documents_as_rows() {
     let query = r#"db.orders.find({ status: "open" }).sort({ qty: -1 })"#;
     let e = run_request(&app, &instance, &target.name, ("query", "read"), query).await;
     assert_eq!(e["status"], "succeeded", "{e}");
-    let dan = app.login(Actor::Developer).await;
-    let id = e["id"].as_str().expect("id");
-    let (status, rows) = app
-        .get(&format!("/api/v1/executions/{id}/rows"), &dan.token)
-        .await;
-    assert_eq!(status, StatusCode::OK, "{rows}");
+    let rows = shown_rows(&app, &e).await;
     let names: Vec<&str> = rows["columns"]
         .as_array()
         .expect("columns")

@@ -6,7 +6,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{Actor, StoreKind, TestApp, finished, pg_instance, pg_target, prices};
+use crate::harness::{
+    Actor, StoreKind, TestApp, finished, pg_instance, pg_target, prices, shown_rows,
+};
 
 /// Limits small enough that the violating scripts fail fast.
 const TIGHT: &str = "[limits]\nwall_ms = 2000\ndb_call_ms = 1000\nmemory_mb = 32\nmax_calls = 50\nmax_log_bytes = 4096\nmax_result_bytes = 65536";
@@ -95,12 +97,7 @@ async fn a_script_from_the_node_portal_runs_unchanged() {
         assert_eq!(e["sandbox"]["seccomp"], true, "{e}");
         assert_eq!(e["sandbox"]["no_new_privs"], true, "{e}");
         // The last query's rows are the execution's displayed rows.
-        let dan = app.login(Actor::Developer).await;
-        let id = e["id"].as_str().expect("id");
-        let (status, rows) = app
-            .get(&format!("/api/v1/executions/{id}/rows"), &dan.token)
-            .await;
-        assert_eq!(status, StatusCode::OK, "{rows}");
+        let rows = shown_rows(&app, &e).await;
         assert_eq!(rows["rows"].as_array().map(Vec::len), Some(3), "{rows}");
     }
 }
