@@ -80,7 +80,13 @@ pub async fn sandbox(
     let iterations = iterations.max(5);
     let options: PgConnectOptions = postgres_url.parse()?;
     let mut conn = PgConnection::connect_with(&options).await?;
-    let sandbox = Sandbox::new(config);
+    // Every child started on demand, and a pool of pre-started ones.
+    let mut fresh_config = config.clone();
+    fresh_config.executor.sandbox_pool = 0;
+    let sandbox = Sandbox::new(&fresh_config);
+    let mut pooled_config = config.clone();
+    pooled_config.executor.sandbox_pool = 2;
+    let pooled = Sandbox::new(&pooled_config);
     sandbox
         .module()
         .await
@@ -98,8 +104,16 @@ pub async fn sandbox(
         "per execution (ms)", "p50", "p90", "in-process", "ratio"
     )];
 
+    let limits = LimitsConfig {
+        wall_ms: config.limits.wall_ms,
+        memory_mb: config.limits.memory_mb,
+        ..limits
+    };
+    // Fill the pool (it serves jobs under the configured wall and memory limits).
+    script(&pooled, &mut conn, &limits, SELECT_1).await?;
     let mut base = Vec::new();
     let mut fresh = Vec::new();
+    let mut prestarted = Vec::new();
     let mut fresh_connected = Vec::new();
     let mut peak_wasm = 0;
     for _ in 0..iterations {
@@ -112,6 +126,12 @@ pub async fn sandbox(
         fresh.push(t.elapsed());
         peak_wasm = peak_wasm.max(run.report.sandbox.peak_memory_bytes);
 
+        // Give the pool time to replace the child taken last.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let t = Instant::now();
+        script(&pooled, &mut conn, &limits, SELECT_1).await?;
+        prestarted.push(t.elapsed());
+
         let t = Instant::now();
         let mut own = PgConnection::connect_with(&options).await?;
         script(&sandbox, &mut own, &limits, SELECT_1).await?;
@@ -122,6 +142,11 @@ pub async fn sandbox(
     lines.push(row(
         "SELECT 1 script, fresh child, open connection",
         summary(fresh),
+        Some(base),
+    ));
+    lines.push(row(
+        "SELECT 1 script, pre-started child, open connection",
+        summary(prestarted),
         Some(base),
     ));
     lines.push(row(
