@@ -188,7 +188,7 @@ pub async fn launch(
 
 /// Runs the plan under its wall-clock limit.
 pub async fn run(plan: &Plan, store: &SharedStore) -> Outcome {
-    if plan.kind == Kind::Script || plan.instance.engine == Engine::Mongodb {
+    if plan.kind == Kind::Script {
         return run_script(plan, store).await;
     }
     let mut statements = Vec::new();
@@ -200,12 +200,8 @@ pub async fn run(plan: &Plan, store: &SharedStore) -> Outcome {
         match plan.instance.engine {
             Engine::Postgres => Box::pin(run_postgres(plan, store, &mut statements, &mut results)),
             Engine::Sqlite => Box::pin(run_sqlite(plan, &mut statements, &mut results)),
-            // Routed to `run_script` above.
-            Engine::Mongodb => Box::pin(std::future::ready(Err(error(
-                ErrorKind::Internal,
-                "MongoDB requests run in the sandbox",
-                None,
-            )))),
+            // A MongoDB query is a mongosh expression, run in the sandbox.
+            Engine::Mongodb => return run_script(plan, store).await,
         };
     let error = match tokio::time::timeout(wall, run).await {
         Ok(Ok(())) => None,

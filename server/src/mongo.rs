@@ -344,22 +344,7 @@ impl Args {
     }
 
     fn docs(&self, i: usize, what: &str) -> Result<Vec<Document>, Failure> {
-        let Some(Bson::Array(items)) = self.at(i) else {
-            return Err(usage(format!(
-                "{}: the {what} must be an array",
-                self.method
-            )));
-        };
-        items
-            .iter()
-            .map(|b| match b {
-                Bson::Document(d) => Ok(d.clone()),
-                _ => Err(usage(format!(
-                    "{}: each of the {what} must be an object",
-                    self.method
-                ))),
-            })
-            .collect()
+        documents(&self.method, self.at(i), what)
     }
 
     /// The options object at `i`, refusing keys outside `allowed`.
@@ -377,6 +362,22 @@ impl Args {
             d,
         })
     }
+}
+
+/// An array of documents, or the reason it is not one.
+fn documents(method: &str, value: Option<&Bson>, what: &str) -> Result<Vec<Document>, Failure> {
+    let Some(Bson::Array(items)) = value else {
+        return Err(usage(format!("{method}: the {what} must be an array")));
+    };
+    items
+        .iter()
+        .map(|b| match b {
+            Bson::Document(d) => Ok(d.clone()),
+            _ => Err(usage(format!(
+                "{method}: each of the {what} must be an object"
+            ))),
+        })
+        .collect()
 }
 
 struct Opts {
@@ -432,10 +433,6 @@ impl Opts {
 
 fn ejson(b: Bson) -> Value {
     b.into_canonical_extjson()
-}
-
-fn u64_json(n: u64) -> Value {
-    Value::from(n)
 }
 
 /// The wrapped handle of one execution on a MongoDB database.
@@ -618,13 +615,13 @@ impl MongoHandle {
                     count = count.skip(n);
                 }
                 let n = count.session(&mut self.session).await?;
-                Ok((u64_json(n), 0, false))
+                Ok((Value::from(n), 0, false))
             }
             "estimatedDocumentCount" => {
                 a.options(0, &[])?;
                 // The `count` command may not run inside a transaction, so this runs beside it.
                 let n = coll.estimated_document_count().max_time(max_time).await?;
-                Ok((u64_json(n), 0, false))
+                Ok((Value::from(n), 0, false))
             }
             "distinct" => {
                 let Some(Bson::String(field)) = a.at(0) else {
@@ -738,13 +735,8 @@ impl MongoHandle {
             if let Some(b) = o.flag("upsert")? {
                 run = run.upsert(b);
             }
-            if o.d.contains_key("arrayFilters") {
-                let filters = Args {
-                    method: a.method.clone(),
-                    values: vec![o.d.get("arrayFilters").cloned().unwrap_or(Bson::Null)],
-                }
-                .docs(0, "arrayFilters")?;
-                run = run.array_filters(filters);
+            if let Some(filters) = o.d.get("arrayFilters") {
+                run = run.array_filters(documents(&a.method, Some(filters), "arrayFilters")?);
             }
             run.session(&mut self.session).await?
         };

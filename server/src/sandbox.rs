@@ -128,13 +128,7 @@ impl Sandbox {
             }),
             Err(e) => {
                 kill_group(&child);
-                let stderr = match stderr {
-                    Some(h) => h.await.unwrap_or_default(),
-                    None => String::new(),
-                };
-                if !stderr.is_empty() {
-                    tracing::warn!(stderr = %stderr, "sandbox child stderr");
-                }
+                log_stderr(stderr).await;
                 Err(e)
             }
         }
@@ -387,6 +381,17 @@ async fn send(stdin: &mut ChildStdin, frame: &ToChild) -> Result<(), String> {
     stdin.flush().await.map_err(|e| e.to_string())
 }
 
+/// Logs what a failed child wrote to stderr (it has been killed, so the reader ends).
+async fn log_stderr(stderr: Option<tokio::task::JoinHandle<String>>) {
+    let Some(handle) = stderr else {
+        return;
+    };
+    let text = handle.await.unwrap_or_default();
+    if !text.is_empty() {
+        tracing::warn!(stderr = %text, "sandbox child stderr");
+    }
+}
+
 fn kill_group(child: &Child) {
     if let Some(pid) = child.id() {
         #[expect(unsafe_code, reason = "kill(2) on the child's own process group")]
@@ -448,13 +453,7 @@ pub async fn run_script<H: Handle>(job: ScriptJob<'_>, handle: &mut H) -> Script
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
             kill_group(&child);
-            let stderr = match started.stderr {
-                Some(h) => h.await.unwrap_or_default(),
-                None => String::new(),
-            };
-            if !stderr.is_empty() {
-                tracing::warn!(stderr = %stderr, "sandbox child stderr");
-            }
+            log_stderr(started.stderr).await;
             run.error = Some(ExecError::new(ErrorKind::Internal, e));
             let _ = child.wait().await;
             return run;

@@ -291,10 +291,64 @@ return errors;";
         "the field name must be a string",
         "not a function",
     ];
+    assert_eq!(errors.len(), expect.len(), "{e}");
     for (got, want) in errors.iter().zip(expect) {
         assert!(
             got.as_str().is_some_and(|g| g.contains(want)),
             "{got} should say {want}: {e}"
         );
+    }
+}
+
+#[tokio::test]
+async fn reads_past_the_row_limit_are_cut_and_the_logs_say_so() {
+    let app = TestApp::spawn_with(StoreKind::Sqlite, "[limits]\nmax_rows = 2").await;
+    let target = mongo_target().await;
+    let instance = mongo_instance(&app, "on_approval").await;
+    let cases = [
+        (
+            instance.as_str(),
+            target.name.as_str(),
+            "return (await db.orders.find({}).toArray()).length;",
+            "find orders",
+        ),
+        // Under the limit: nothing is cut and nothing is said.
+        (
+            instance.as_str(),
+            target.name.as_str(),
+            "return (await db.orders.find({}).limit(2).toArray()).length;",
+            "",
+        ),
+    ];
+    let shop = app.shop_id().await;
+    let sql = [(
+        shop.as_str(),
+        "main",
+        "return (await db.query('SELECT id FROM customers')).rows.length;",
+        "query SELECT id",
+    )];
+    for (instance, database, script, warned) in cases.into_iter().chain(sql) {
+        let e = run_request(&app, instance, database, ("script", "read"), script).await;
+        assert_eq!(
+            (e["status"].as_str(), &e["result"]),
+            (Some("succeeded"), &json!(2)),
+            "{script}: {e}"
+        );
+        let warnings: Vec<&str> = e["logs"]
+            .as_array()
+            .expect("logs")
+            .iter()
+            .filter(|l| l["level"] == "warn")
+            .filter_map(|l| l["message"].as_str())
+            .collect();
+        if warned.is_empty() {
+            assert!(warnings.is_empty(), "{script}: {e}");
+        } else {
+            assert_eq!(warnings.len(), 1, "{script}: {e}");
+            assert!(
+                warnings[0].contains(warned) && warnings[0].contains("first 2 rows"),
+                "{script}: {e}"
+            );
+        }
     }
 }

@@ -167,8 +167,17 @@ store_tests! {
         let (status, body) = app.patch(&format!("/api/v1/requests/{id}"), &dan.token, json!({"status": "approved"})).await;
         assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("unknown_field")));
 
-        // Request changes → the author edits → pending again.
+        // Request changes → the author edits → pending again. Sending it back needs a reason.
         let hash = edited["revision_hash"].as_str().expect("hash").to_owned();
+        let (_, before) = app.get(&format!("/api/v1/requests/{id}"), &dan.token).await;
+        let reviews = before["reviews"].as_array().map(Vec::len);
+        for decision in ["request_changes", "reject"] {
+            let body = json!({"decision": decision, "comment": "  ", "revision_hash": hash});
+            let (status, b) = app.post(&format!("/api/v1/requests/{id}/reviews"), &maya.token, body).await;
+            assert_eq!((status, b["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("comment_required")), "{b}");
+        }
+        let (_, still) = app.get(&format!("/api/v1/requests/{id}"), &dan.token).await;
+        assert_eq!((still["status"].as_str(), still["reviews"].as_array().map(Vec::len)), (Some("pending"), reviews), "{still}");
         let (_, sent_back) = review(&app, &maya.token, &id, "request_changes", &hash).await;
         assert_eq!(sent_back["status"], "changes_requested");
         let (_, again) = app.patch(&format!("/api/v1/requests/{id}"), &dan.token, json!({"content": "SELECT id FROM orders LIMIT 10"})).await;

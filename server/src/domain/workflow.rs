@@ -134,6 +134,8 @@ pub enum ReviewRefusal {
     StaleRevision,
     /// The actor already reviewed this revision (409).
     AlreadyReviewed,
+    /// Rejecting or requesting changes without saying why (422).
+    CommentRequired,
 }
 
 pub fn check_review(
@@ -162,6 +164,14 @@ pub fn check_review(
     }
     if already_reviewed {
         return Err(ReviewRefusal::AlreadyReviewed);
+    }
+    Ok(())
+}
+
+/// A rejection or a request for changes must say why; an approval may stand alone.
+pub fn check_decision(decision: Decision, comment: &str) -> Result<(), ReviewRefusal> {
+    if decision != Decision::Approve && comment.trim().is_empty() {
+        return Err(ReviewRefusal::CommentRequired);
     }
     Ok(())
 }
@@ -361,6 +371,16 @@ mod tests {
 
     #[test]
     fn decisions_and_expiry() {
+        assert_eq!(check_decision(Decision::Approve, ""), Ok(()));
+        assert_eq!(
+            check_decision(Decision::Reject, "  "),
+            Err(ReviewRefusal::CommentRequired)
+        );
+        assert_eq!(
+            check_decision(Decision::RequestChanges, "\n"),
+            Err(ReviewRefusal::CommentRequired)
+        );
+        assert_eq!(check_decision(Decision::Reject, "wrong table"), Ok(()));
         assert_eq!(after_decision(Decision::Approve, 1, 1), Status::Approved);
         assert_eq!(after_decision(Decision::Approve, 1, 2), Status::Pending);
         assert_eq!(after_decision(Decision::Approve, 2, 2), Status::Approved);

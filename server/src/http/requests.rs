@@ -198,6 +198,10 @@ fn refusal_error(r: ReviewRefusal) -> ApiError {
         ReviewRefusal::AlreadyReviewed => {
             ApiError::conflict("already_reviewed", "you already reviewed this revision")
         }
+        ReviewRefusal::CommentRequired => ApiError::unprocessable(
+            "comment_required",
+            "say why when rejecting or requesting changes",
+        ),
     }
 }
 
@@ -841,18 +845,14 @@ pub async fn review_request(
         }
         _ => return Err(ApiError::not_found("request")),
     };
-    if body.decision != Decision::Approve && body.comment.trim().is_empty() {
-        return Err(ApiError::unprocessable(
-            "comment_required",
-            "say why when rejecting or requesting changes",
-        ));
-    }
     check_text("comment", &body.comment)?;
     let reviews = state.store.request_reviews(id).await?;
     let already = reviews
         .iter()
         .any(|v| v.revision == r.revision && v.voided_at.is_none() && v.reviewer_id == actor.id);
-    if let Err(refusal) = check_review(&actor, &facts(&r), &body.revision_hash, already) {
+    let checked = check_review(&actor, &facts(&r), &body.revision_hash, already)
+        .and_then(|()| workflow::check_decision(body.decision, &body.comment));
+    if let Err(refusal) = checked {
         if refusal == ReviewRefusal::SelfReview {
             let event = NewAuditEvent::new("request.review_refused")
                 .actor(actor.id)
