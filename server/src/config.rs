@@ -31,6 +31,43 @@ pub struct Config {
     pub workflow: WorkflowConfig,
     pub rate_limit: RateLimitConfig,
     pub log: LogConfig,
+    pub slack: SlackConfig,
+}
+
+/// Slack: a bot token (messages, threads, updates, direct messages, approve / reject buttons) or
+/// an incoming webhook (messages only). Neither set: nothing is sent.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackConfig {
+    pub bot_token: Secret,
+    pub webhook_url: Secret,
+    /// Verifies that interactions (button clicks, modal submissions) come from Slack.
+    pub signing_secret: Secret,
+    /// Channel for PODs that name none.
+    pub default_channel: String,
+    pub api_base_url: String,
+    /// Base URL of the portal in links; empty means `server.public_url`.
+    pub portal_url: String,
+}
+
+/// How the portal talks to Slack, from the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlackMode {
+    Off,
+    Bot,
+    Webhook,
+}
+
+impl SlackConfig {
+    pub fn mode(&self) -> SlackMode {
+        if !self.bot_token.is_empty() {
+            SlackMode::Bot
+        } else if !self.webhook_url.is_empty() {
+            SlackMode::Webhook
+        } else {
+            SlackMode::Off
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -323,6 +360,7 @@ impl Config {
         if self.database.max_connections == 0 {
             return invalid("database.max_connections must be at least 1".into());
         }
+        self.validate_slack()?;
         let url = self.database.url.expose();
         if !url.is_empty()
             && !url.starts_with("sqlite:")
@@ -337,6 +375,44 @@ impl Config {
     }
 
     /// The effective store URL (`database.url`, or the SQLite file under `data_dir`).
+    fn validate_slack(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        let s = &self.slack;
+        let http = |u: &str| u.starts_with("https://") || u.starts_with("http://");
+        if !s.bot_token.is_empty() && !s.bot_token.expose().starts_with("xox") {
+            return invalid("slack.bot_token must be a Slack bot token (xoxb-…)");
+        }
+        if !s.webhook_url.is_empty() && !http(s.webhook_url.expose()) {
+            return invalid("slack.webhook_url must be an https:// URL");
+        }
+        if !http(&s.api_base_url) {
+            return invalid("slack.api_base_url must be an http(s):// URL");
+        }
+        if !s.portal_url.is_empty() && !http(&s.portal_url) {
+            return invalid("slack.portal_url must be an http(s):// URL");
+        }
+        if s.mode() != SlackMode::Off && s.default_channel.is_empty() {
+            return invalid(
+                "slack.default_channel is required when Slack is configured (PODs without a channel post there)",
+            );
+        }
+        if !s.signing_secret.is_empty() && s.bot_token.is_empty() {
+            return invalid(
+                "slack.signing_secret needs slack.bot_token: approving from Slack answers through the Web API",
+            );
+        }
+        Ok(())
+    }
+
+    /// Base URL of links to the portal in Slack messages.
+    pub fn portal_url(&self) -> String {
+        if self.slack.portal_url.is_empty() {
+            self.public_url()
+        } else {
+            self.slack.portal_url.trim_end_matches('/').to_owned()
+        }
+    }
+
     pub fn database_url(&self) -> String {
         if self.database.url.is_empty() {
             format!("sqlite://{}", self.data_dir.join("quorum.db").display())

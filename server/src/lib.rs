@@ -14,6 +14,7 @@ pub mod domain;
 pub mod exec;
 pub mod http;
 pub mod mongo;
+pub mod notify;
 pub mod sandbox;
 pub mod secrets;
 pub mod store;
@@ -135,6 +136,7 @@ pub fn build_state(
         )),
         slot_freed: Arc::default(),
         sandbox: sandbox::Sandbox::new(&config),
+        slack: notify::SlackClient::new(&config.slack),
         hasher: PasswordHasher::new(a.hash_concurrency)?,
         tokens: Arc::new(tokens),
         config: Arc::new(config),
@@ -182,6 +184,8 @@ pub async fn run_with_clock(
         Err(e) => tracing::warn!(error = %e, "settling executions left running failed"),
     }
     let (app, limiters) = http::router(state.clone());
+    let (stop_slack, slack_stop) = tokio::sync::watch::channel(false);
+    let slack = notify::spawn(&state, slack_stop);
     let maintenance = tokio::spawn(maintain(state, limiters));
 
     let stopping = Arc::new(tokio::sync::Notify::new());
@@ -203,6 +207,16 @@ pub async fn run_with_clock(
         }
     };
     maintenance.abort();
+    // The Slack worker finishes the delivery in flight (its calls time out within 15 s), so what
+    // Slack accepted is recorded as sent and not sent again after a restart.
+    let _ = stop_slack.send(true);
+    if let Some(worker) = slack
+        && tokio::time::timeout(Duration::from_secs(20), worker)
+            .await
+            .is_err()
+    {
+        tracing::warn!("the Slack worker did not stop in time");
+    }
     result
 }
 

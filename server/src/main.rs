@@ -38,6 +38,8 @@ enum Command {
     Migrate,
     /// Print the effective configuration with secrets redacted, or the reason it is invalid.
     CheckConfig,
+    /// Print the OpenAPI document of the HTTP API (the frontend's types are generated from it).
+    Openapi,
     /// Manage users.
     User {
         #[command(subcommand)]
@@ -162,6 +164,9 @@ async fn execute(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::CheckConfig => {
             print!("{}", config.to_redacted_toml());
+        }
+        Command::Openapi => {
+            println!("{}", quorum_server::http::openapi().to_pretty_json()?);
         }
         Command::User {
             command:

@@ -73,6 +73,11 @@ store_tests! {
         let (code, out) = audit_verify(&app);
         assert_eq!(code, 0, "{out}");
         assert!(out.contains("audit chain intact"), "{out}");
+        let admin = app.login(Actor::Admin).await;
+        let (s, verdict) = app.get("/api/v1/audit/verify", &admin.token).await;
+        assert_eq!(s, StatusCode::OK, "{verdict}");
+        assert_eq!(verdict["intact"], true, "{verdict}");
+        assert!(verdict["broken"].is_null());
 
         direct_update_is_refused(&app).await;
         tamper(&app, "UPDATE audit_events SET details = '{\"source\":\"nobody\"}' WHERE seq = 7").await;
@@ -80,6 +85,10 @@ store_tests! {
         assert_eq!(code, 1, "{out}");
         assert!(out.contains("BROKEN at event 7 "), "{out}");
         assert!(out.contains("6 events before it verified"), "{out}");
+        let (_, verdict) = app.get("/api/v1/audit/verify", &admin.token).await;
+        assert_eq!(verdict["intact"], false, "{verdict}");
+        assert_eq!(verdict["broken"]["seq"], 7, "{verdict}");
+        assert_eq!(verdict["events"], 6, "{verdict}");
     }
 
     async fn chain_detects_a_deleted_row(kind) {

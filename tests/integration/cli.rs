@@ -44,11 +44,15 @@ fn check_config_prints_the_effective_config_redacted() {
             ("QUORUM__AUTH__JWT_SECRET", secret),
             ("QUORUM__SERVER__ADDR", "127.0.0.1:9000"),
             ("QUORUM__DATA_DIR", "/tmp/q"),
+            ("QUORUM__SLACK__BOT_TOKEN", "xoxb-111-222-secretpart"),
+            ("QUORUM__SLACK__DEFAULT_CHANNEL", "#db"),
         ],
         None,
     );
     let out = text(&o);
     assert!(o.status.success(), "{out}");
+    assert!(out.contains("bot_token = \"[redacted]\""), "{out}");
+    assert!(!out.contains("secretpart"), "{out}");
     assert!(out.contains("addr = \"127.0.0.1:9000\""), "{out}");
     assert!(out.contains("data_dir = \"/tmp/q\""), "{out}");
     assert!(out.contains("jwt_secret = \"[redacted]\""), "{out}");
@@ -57,7 +61,7 @@ fn check_config_prints_the_effective_config_redacted() {
 
 #[test]
 fn bad_configuration_is_refused_with_the_reason() {
-    let cases: [(&[(&str, &str)], &str); 6] = [
+    let cases: [(&[(&str, &str)], &str); 9] = [
         (
             &[("QUORUM__LIMITS__WALL_MS", "50")],
             "limits.wall_ms must be between 100 and 300000",
@@ -81,6 +85,18 @@ fn bad_configuration_is_refused_with_the_reason() {
                 "CHANGE-ME-to-a-long-random-value-please-000",
             )],
             "placeholder",
+        ),
+        (
+            &[("QUORUM__SLACK__BOT_TOKEN", "xoxb-1-2-3")],
+            "slack.default_channel is required",
+        ),
+        (
+            &[("QUORUM__SLACK__SIGNING_SECRET", "0123456789abcdef")],
+            "slack.signing_secret needs slack.bot_token",
+        ),
+        (
+            &[("QUORUM__SLACK__BOT_TOKEN", "not-a-token")],
+            "slack.bot_token must be a Slack bot token",
         ),
     ];
     for (env, expected) in cases {

@@ -576,6 +576,13 @@ pub fn mongo_url() -> String {
     })
 }
 
+/// The same server software started `--standalone`: no replica set, hence no transactions.
+pub fn mongo_standalone_url() -> String {
+    std::env::var("QUORUM_TEST_MONGO_STANDALONE_URL").unwrap_or_else(|_| {
+        panic!("QUORUM_TEST_MONGO_STANDALONE_URL is not set: run the suite with `cargo xtask test`, which starts a standalone secantusdb server")
+    })
+}
+
 /// A database of its own on the MongoDB test server, seeded with three `orders`.
 pub struct MongoTarget {
     pub name: String,
@@ -586,8 +593,13 @@ pub struct MongoTarget {
 pub const FIRST_ORDER: &str = "65a000000000000000000001";
 
 pub async fn mongo_target() -> MongoTarget {
+    mongo_target_at(&mongo_url()).await
+}
+
+/// `mongo_target` on the server at `url`.
+pub async fn mongo_target_at(url: &str) -> MongoTarget {
     use mongodb::bson::{self, doc, oid::ObjectId};
-    let client = mongodb::Client::with_uri_str(mongo_url())
+    let client = mongodb::Client::with_uri_str(url)
         .await
         .expect("mongodb client");
     let name = format!("qt_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
@@ -626,9 +638,14 @@ impl MongoTarget {
 
 /// A MongoDB instance on the test server, usable by the payments POD, with its databases synced.
 pub async fn mongo_instance(app: &TestApp, run_mode: &str) -> String {
+    mongo_instance_at(app, run_mode, &mongo_url()).await
+}
+
+/// `mongo_instance` for the server at `url`.
+pub async fn mongo_instance_at(app: &TestApp, run_mode: &str, url: &str) -> String {
     let admin = app.login(Actor::Admin).await;
     let body = json!({"name": format!("events-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]), "engine": "mongodb",
-        "uri": mongo_url(), "environment": "staging", "tls": "disable",
+        "uri": url, "environment": "staging", "tls": "disable",
         "allowed_pod_ids": [app.pod_id("payments").await], "run_mode": run_mode});
     let (status, i) = app.post("/api/v1/instances", &admin.token, body).await;
     assert_eq!(status, StatusCode::CREATED, "{i}");

@@ -188,3 +188,56 @@ async fn graceful_shutdown_returns_cleanly() {
     let dir = app.stop().await;
     assert!(dir.path().exists());
 }
+
+/// The browser UI: app routes fall back to `index.html` (revalidated on every load), hashed
+/// assets are cached for a year, a missing asset is a 404, and API paths never get the app.
+#[tokio::test]
+async fn the_ui_is_served_with_a_fallback_and_cache_headers() {
+    let app = TestApp::spawn(StoreKind::Sqlite).await;
+    let get = |path: &str| app.client.get(app.url(path)).send();
+    let page = get("/requests/0190f5a4-7d3c-7b1e-9f00-2b6c1d8e4a10")
+        .await
+        .expect("get");
+    assert_eq!(page.status(), StatusCode::OK);
+    let header = |r: &reqwest::Response, h: &str| {
+        r.headers()
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(header(&page, "content-type").starts_with("text/html"));
+    assert_eq!(header(&page, "cache-control"), "no-cache");
+    assert!(header(&page, "content-security-policy").contains("script-src 'self'"));
+    let html = page.text().await.expect("text");
+    // Built (`cargo xtask test` builds it first): the app's hashed script is cached for a year.
+    // Not built: the page says how to build it.
+    match html
+        .split("src=\"/assets/")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+    {
+        Some(asset) => {
+            let r = get(&format!("/assets/{asset}")).await.expect("asset");
+            assert_eq!(r.status(), StatusCode::OK);
+            assert_eq!(
+                header(&r, "cache-control"),
+                "public, max-age=31536000, immutable"
+            );
+            assert!(header(&r, "content-type").contains("javascript"));
+        }
+        None => assert!(html.contains("npm run build"), "{html}"),
+    }
+    let missing = get("/assets/not-there-1234.js").await.expect("missing");
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let api = get("/api/v2/anything").await.expect("api");
+    assert_eq!(api.status(), StatusCode::NOT_FOUND);
+    assert!(header(&api, "content-type").starts_with("application/json"));
+    let post = app
+        .client
+        .post(app.url("/requests"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
+}

@@ -352,3 +352,46 @@ async fn reads_past_the_row_limit_are_cut_and_the_logs_say_so() {
         }
     }
 }
+
+/// A standalone server (no replica set) runs no transactions: each write stands on its own,
+/// a failure keeps what was written before it, and the execution says so first in its logs.
+#[tokio::test]
+async fn on_a_standalone_server_writes_are_not_atomic_and_the_outcome_says_so() {
+    let app = TestApp::spawn(StoreKind::Sqlite).await;
+    let url = crate::harness::mongo_standalone_url();
+    let target = crate::harness::mongo_target_at(&url).await;
+    let instance = crate::harness::mongo_instance_at(&app, "on_approval", &url).await;
+    let warning = |e: &serde_json::Value| {
+        e["logs"][0]["level"] == "warn"
+            && e["logs"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("runs no transactions"))
+    };
+
+    let failing =
+        "await db.orders.insertOne({ status: 'new' });\nthrow new Error('changed my mind');";
+    let e = run_request(&app, &instance, &target.name, ("script", "write"), failing).await;
+    assert_eq!(
+        (e["status"].as_str(), kind(&e)),
+        (Some("failed"), "script"),
+        "{e}"
+    );
+    assert!(warning(&e), "{e}");
+    assert_eq!(
+        target.count("orders", doc! {"status": "new"}).await,
+        1,
+        "the write before the failure stayed"
+    );
+
+    let ok = "const r = await db.orders.updateMany({ status: 'open' }, { $set: { status: 'shipped' } });\nreturn r.modifiedCount;";
+    let e = run_request(&app, &instance, &target.name, ("script", "write"), ok).await;
+    assert_eq!(e["status"], "succeeded", "{e}");
+    assert_eq!(e["result"], 2);
+    assert!(warning(&e), "{e}");
+
+    // Reads carry no such warning: there is nothing to keep atomic.
+    let read = "return await db.orders.countDocuments({});";
+    let e = run_request(&app, &instance, &target.name, ("script", "read"), read).await;
+    assert_eq!(e["status"], "succeeded", "{e}");
+    assert!(!warning(&e), "{e}");
+}

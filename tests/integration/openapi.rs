@@ -88,3 +88,36 @@ fn no_response_schema_exposes_secrets() {
         "the walk reached the response schemas: {seen:?}"
     );
 }
+
+/// Every `$ref` names a schema the document defines (generators such as openapi-typescript,
+/// which the frontend's types come from, refuse dangling references).
+#[test]
+fn every_reference_resolves() {
+    use serde_json::Value;
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, v) in m {
+                    match (k.as_str(), v) {
+                        ("$ref", Value::String(r)) => out.push(r.clone()),
+                        _ => refs(v, out),
+                    }
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let doc = serde_json::to_value(quorum_server::http::openapi()).expect("json");
+    let mut found = Vec::new();
+    refs(&doc, &mut found);
+    assert!(!found.is_empty());
+    let dangling: Vec<_> = found
+        .iter()
+        .filter(|r| {
+            let name = r.trim_start_matches("#/components/schemas/");
+            doc["components"]["schemas"].get(name).is_none()
+        })
+        .collect();
+    assert!(dangling.is_empty(), "{dangling:?}");
+}

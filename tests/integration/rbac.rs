@@ -10,15 +10,17 @@ use serde_json::{Value, json};
 use crate::harness::{Actor, PASSWORD, TestApp};
 use crate::store_tests;
 
-/// Routes anyone may call; their behaviour is covered in `auth.rs`.
+/// Routes anyone may call; their behaviour is covered in `auth.rs` and (Slack's signed
+/// interactions) `slack.rs`.
 const PUBLIC: &[(&str, &str)] = &[
     ("POST", "/api/v1/auth/login"),
     ("POST", "/api/v1/auth/refresh"),
+    ("POST", "/api/v1/slack/interactions"),
 ];
 
 struct Row {
     method: Method,
-    /// Placeholders: {payments} {growth} {dee} {own_session} {scratch_pod} {unique}.
+    /// Placeholders: {payments} {growth} {dee} {own_session} {scratch_pod} {unknown} (a random id).
     path: &'static str,
     body: Option<fn(&Ctx) -> Value>,
     /// Anonymous, Developer (payments), Manager (payments), OtherPodManager (growth), Admin.
@@ -264,6 +266,24 @@ fn rows() -> Vec<Row> {
             [401, 200, 200, 200, 200],
         ),
         row(M::GET, "/api/v1/audit", None, [401, 403, 403, 403, 200]),
+        row(
+            M::GET,
+            "/api/v1/audit/verify",
+            None,
+            [401, 403, 403, 403, 200],
+        ),
+        row(
+            M::GET,
+            "/api/v1/slack/deliveries",
+            None,
+            [401, 403, 403, 403, 200],
+        ),
+        row(
+            M::POST,
+            "/api/v1/slack/deliveries/{unknown}/retry",
+            None,
+            [401, 403, 403, 403, 404],
+        ),
     ]
 }
 
@@ -295,7 +315,8 @@ async fn resolve(
         .replace("{growth}", &ids.growth)
         .replace("{dee}", &ids.dee)
         .replace("{payments_instance}", &ids.payments_instance)
-        .replace("{execution}", &ids.execution);
+        .replace("{execution}", &ids.execution)
+        .replace("{unknown}", &uuid::Uuid::new_v4().to_string());
     if p.contains("{scratch_instance}") {
         let admin = app.login(Actor::Admin).await;
         let name = format!(
@@ -440,6 +461,7 @@ fn every_api_route_is_in_the_matrix() {
             .replace("{scratch_instance}", "{id}")
             .replace("{fresh_request}", "{id}")
             .replace("{execution}", "{id}")
+            .replace("{unknown}", "{id}")
     };
     let mut covered: BTreeSet<(String, String)> = rows()
         .iter()

@@ -69,6 +69,7 @@ store_tests! {
         assert_eq!(inbox["total"], 1);
         let (_, mine) = app.get("/api/v1/requests?author=me", &dan.token).await;
         assert_eq!(mine["total"], 1);
+        assert_eq!(mine["items"][0]["author_name"], "Dan Developer");
         let (_, none) = app.get("/api/v1/requests?awaiting_review=me", &dan.token).await;
         assert_eq!(none["total"], 0);
 
@@ -79,6 +80,8 @@ store_tests! {
         assert_eq!(approved["status"], "approved");
         assert_eq!(approved["approvals"], 1);
         assert_eq!(approved["reviews"][0]["revision_hash"], hash.as_str());
+        assert_eq!(approved["reviews"][0]["reviewer_name"], "Maya Manager");
+        assert_eq!(approved["author_name"], "Dan Developer");
         let (_, inbox) = app.get("/api/v1/requests?awaiting_review=me", &maya.token).await;
         assert_eq!(inbox["total"], 0);
         let (_, by_status) = app.get("/api/v1/requests?status=approved", &dan.token).await;

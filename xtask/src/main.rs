@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+mod frontend;
+
 type Result<T> = std::result::Result<T, String>;
 
 fn main() -> ExitCode {
@@ -92,6 +94,7 @@ fn status(mut cmd: Command, what: &str) -> Result<()> {
 }
 
 fn run(args: &[String]) -> Result<()> {
+    frontend::build_if_changed()?;
     step("building quorum and its script sandbox");
     wasm_toolchain()?;
     build_binaries(&[])?;
@@ -142,8 +145,25 @@ fn test(args: &[String]) -> Result<()> {
     ]);
     status(clippy, "cargo clippy")?;
 
+    step("cargo deny check bans licenses sources (the portal and the sandbox guest)");
+    supply_chain()?;
+
     step("building the binaries the tests drive (with test-only failpoints and sandbox probes)");
     build_binaries(&["--features", TEST_FEATURES])?;
+
+    step("frontend: packages and the API types generated from the OpenAPI document");
+    frontend::packages()?;
+    let quorum = target_dir().join("debug").join("quorum");
+    if frontend::api_types(&quorum)? {
+        if env::var_os("CI").is_some() {
+            return Err("frontend/openapi.json and src/api/schema.d.ts were out of date; run `cargo xtask test` and commit them".into());
+        }
+        eprintln!(
+            "    the API changed: regenerated frontend/openapi.json and src/api/schema.d.ts (commit them)"
+        );
+    }
+    frontend::check_and_build()?;
+    let chromium = frontend::chromium()?;
 
     step("starting a throwaway PostgreSQL cluster");
     let cluster = PgCluster::start()?;
@@ -154,8 +174,12 @@ fn test(args: &[String]) -> Result<()> {
     );
 
     step("starting a throwaway MongoDB-wire server (secantusdb)");
-    let mongo = MongoServer::start()?;
-    eprintln!("    secantusdb on 127.0.0.1:{}", mongo.port);
+    let mongo = MongoServer::start(false)?;
+    let standalone = MongoServer::start(true)?;
+    eprintln!(
+        "    secantusdb on 127.0.0.1:{} (replica set) and 127.0.0.1:{} (standalone)",
+        mongo.port, standalone.port
+    );
 
     step("running every test (each store test on SQLite and PostgreSQL)");
     let nextest = Command::new(env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo")))
@@ -177,15 +201,100 @@ fn test(args: &[String]) -> Result<()> {
         .args(args)
         .env("QUORUM_TEST_PG_URL", cluster.url())
         .env("QUORUM_TEST_MONGO_URL", mongo.url())
+        .env("QUORUM_TEST_MONGO_STANDALONE_URL", standalone.url())
         .env("INSTA_UPDATE", "no");
-    let result = status(tests, "tests");
+    let mut result = status(tests, "tests");
     drop(mongo);
+    drop(standalone);
     drop(cluster);
+    if result.is_ok() {
+        result = browser_tests(&quorum, &chromium);
+    }
     eprintln!(
         "\nxtask test finished in {:.0} s",
         started.elapsed().as_secs_f64()
     );
     result
+}
+
+/// Licences, banned crates and sources of every dependency (`deny.toml`), installing cargo-deny
+/// from crates.io when it is missing. Advisories are not checked: the RustSec database is on
+/// GitHub, which these machines cannot reach.
+fn supply_chain() -> Result<()> {
+    let have = cargo()
+        .args(["deny", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have {
+        eprintln!("    installing cargo-deny from crates.io (once)");
+        let mut install = cargo();
+        install.args(["install", "cargo-deny", "--locked"]);
+        status(install, "cargo install cargo-deny")?;
+    }
+    for manifest in ["Cargo.toml", "sandbox/guest/Cargo.toml"] {
+        let mut deny = cargo();
+        deny.args([
+            "deny",
+            "--manifest-path",
+            manifest,
+            "check",
+            "bans",
+            "licenses",
+            "sources",
+        ])
+        .current_dir(root());
+        status(deny, &format!("cargo deny ({manifest})"))?;
+    }
+    Ok(())
+}
+
+/// Starts the portal with demo data on a free port in a fresh data directory and runs the
+/// browser tests against it.
+fn browser_tests(quorum: &Path, chromium: &Path) -> Result<()> {
+    let dir = env::temp_dir().join(format!("quorum-browser-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let log = std::fs::File::create(dir.join("portal.log")).map_err(|e| e.to_string())?;
+    let (portal, port) = demo_portal(quorum, &dir, Stdio::from(log))
+        .map_err(|e| format!("{e}; see {}", dir.join("portal.log").display()))?;
+    let result = frontend::browser_tests(&format!("http://127.0.0.1:{port}"), chromium);
+    drop(portal);
+    if result.is_ok() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+/// `quorum serve --demo` on a free loopback port with its data in `data`, sign-in rate limits
+/// lifted (the tests and benchmarks sign in many times), once `/readyz` answers 200.
+fn demo_portal(quorum: &Path, data: &Path, stderr: Stdio) -> Result<(Portal, u16)> {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("no free port: {e}"))?
+        .port();
+    let child = Command::new(quorum)
+        .args(["serve", "--demo"])
+        .current_dir(data)
+        .env("QUORUM__SERVER__ADDR", format!("127.0.0.1:{port}"))
+        .env("QUORUM__DATA_DIR", data)
+        .env("QUORUM__RATE_LIMIT__AUTH_PER_MINUTE", "1000000")
+        .env("QUORUM__RATE_LIMIT__AUTH_BURST", "1000000")
+        .env("QUORUM__LOG__FILTER", "warn")
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .map_err(|e| format!("cannot start quorum: {e}"))?;
+    let portal = Portal(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http(port, "GET", "/readyz", &[], "").map(|r| r.0) != Ok(200) {
+        if Instant::now() > deadline {
+            return Err("the portal did not become ready".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok((portal, port))
 }
 
 /// The superuser password of the throwaway cluster (it listens on loopback only).
@@ -314,10 +423,12 @@ struct MongoServer {
     child: Child,
     port: u16,
     dir: PathBuf,
+    /// Started with `--standalone`: no replica set, so no transactions.
+    standalone: bool,
 }
 
 impl MongoServer {
-    fn start() -> Result<Self> {
+    fn start(standalone: bool) -> Result<Self> {
         let python = ["python3", "python"]
             .into_iter()
             .find(|p| {
@@ -350,13 +461,18 @@ impl MongoServer {
                 return Err("secantusdb was installed but `import secantus` still fails".into());
             }
         }
-        let dir = env::temp_dir().join(format!("quorum-mongo-{}", std::process::id()));
+        let dir = env::temp_dir().join(format!(
+            "quorum-mongo-{}{}",
+            std::process::id(),
+            if standalone { "-standalone" } else { "" }
+        ));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let log_path = dir.join("secantus.log");
         let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
         let child = Command::new(python)
             .args(["-m", "secantus", "--host", "127.0.0.1", "--port", "0"])
             .args(["--storage-path", ":memory:", "--log-level", "INFO"])
+            .args(standalone.then_some("--standalone"))
             .current_dir(&dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -367,6 +483,7 @@ impl MongoServer {
             child,
             port: 0,
             dir,
+            standalone,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
@@ -391,9 +508,14 @@ impl MongoServer {
         Err("secantus did not start listening within 60 s".into())
     }
 
-    /// `?replicaSet=secantus`, so drivers run transactions as on a replica set.
+    /// `?replicaSet=secantus`, so drivers run transactions as on a replica set; a standalone
+    /// server is reached directly.
     fn url(&self) -> String {
-        format!("mongodb://127.0.0.1:{}/?replicaSet=secantus", self.port)
+        if self.standalone {
+            format!("mongodb://127.0.0.1:{}/?directConnection=true", self.port)
+        } else {
+            format!("mongodb://127.0.0.1:{}/?replicaSet=secantus", self.port)
+        }
     }
 }
 
@@ -512,23 +634,25 @@ fn wasm_toolchain() -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
+    apt_install(&missing, "the script sandbox")
+}
+
+/// Installs Debian packages (as root), or says which to install.
+fn apt_install(packages: &[&str], why: &str) -> Result<()> {
     if !is_root() {
         return Err(format!(
-            "building the script sandbox needs Debian's {}; install them with `sudo apt-get install {}`",
-            missing.join(", "),
-            missing.join(" ")
+            "{why} needs Debian's {}; install with `sudo apt-get install {}`",
+            packages.join(", "),
+            packages.join(" ")
         ));
     }
-    eprintln!(
-        "    installing {} for the script sandbox",
-        missing.join(" ")
-    );
+    eprintln!("    installing {} for {why}", packages.join(" "));
     status(cmd_in("apt-get", &["update", "-qq"]), "apt-get update")?;
     let mut args = vec!["install", "-y", "-qq"];
-    args.extend(&missing);
+    args.extend(packages);
     let mut install = cmd_in("apt-get", &args);
     install.env("DEBIAN_FRONTEND", "noninteractive");
-    status(install, "apt-get install (wasm toolchain)")
+    status(install, &format!("apt-get install ({why})"))
 }
 
 /// The directory holding `initdb` and `pg_ctl`, installing Debian's `postgresql` if needed.
@@ -636,32 +760,13 @@ fn bench(args: &[String]) -> Result<()> {
     build_binaries(&["--release"])?;
     let data = env::temp_dir().join(format!("quorum-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| e.to_string())?
-        .port();
-    step(&format!(
-        "starting the portal on 127.0.0.1:{port} (SQLite, demo data)"
-    ));
-    let child = Command::new(target_dir().join("release").join("quorum"))
-        .args(["serve", "--demo"])
-        .env("QUORUM__SERVER__ADDR", format!("127.0.0.1:{port}"))
-        .env("QUORUM__DATA_DIR", &data)
-        .env("QUORUM__RATE_LIMIT__AUTH_PER_MINUTE", "1000000")
-        .env("QUORUM__RATE_LIMIT__AUTH_BURST", "1000000")
-        .env("QUORUM__LOG__FILTER", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start quorum: {e}"))?;
-    let portal = Portal(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http(port, "GET", "/readyz", &[], "").map(|r| r.0) != Ok(200) {
-        if Instant::now() > deadline {
-            return Err(String::from("the portal did not become ready"));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    std::fs::create_dir_all(&data).map_err(|e| format!("creating {}: {e}", data.display()))?;
+    step("starting the portal (SQLite, demo data)");
+    let (portal, port) = demo_portal(
+        &target_dir().join("release").join("quorum"),
+        &data,
+        Stdio::null(),
+    )?;
     let login = r#"{"email":"dan@example.com","password":"quorum-demo-password"}"#;
     let json = [("Content-Type", "application/json")];
     let token_of = |body: &str| -> Result<String> {

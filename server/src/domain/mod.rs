@@ -8,6 +8,7 @@ pub mod instance;
 pub mod lockout;
 pub mod org;
 pub mod password;
+pub mod slack;
 pub mod sql;
 pub mod text;
 pub mod workflow;

@@ -136,6 +136,8 @@ pub enum ReviewRefusal {
     AlreadyReviewed,
     /// Rejecting or requesting changes without saying why (422).
     CommentRequired,
+    /// A review from Slack on an instance that forbids approving there (403).
+    SlackForbidden,
 }
 
 pub fn check_review(
@@ -172,6 +174,30 @@ pub fn check_review(
 pub fn check_decision(decision: Decision, comment: &str) -> Result<(), ReviewRefusal> {
     if decision != Decision::Approve && comment.trim().is_empty() {
         return Err(ReviewRefusal::CommentRequired);
+    }
+    Ok(())
+}
+
+/// Where a review decision is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReviewChannel {
+    Portal,
+    Slack,
+}
+
+impl ReviewChannel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReviewChannel::Portal => "portal",
+            ReviewChannel::Slack => "slack",
+        }
+    }
+}
+
+/// Instances can forbid reviewing from Slack; the portal is always open.
+pub fn check_channel(channel: ReviewChannel, slack_allowed: bool) -> Result<(), ReviewRefusal> {
+    if channel == ReviewChannel::Slack && !slack_allowed {
+        return Err(ReviewRefusal::SlackForbidden);
     }
     Ok(())
 }
@@ -381,6 +407,12 @@ mod tests {
             Err(ReviewRefusal::CommentRequired)
         );
         assert_eq!(check_decision(Decision::Reject, "wrong table"), Ok(()));
+        assert_eq!(check_channel(ReviewChannel::Portal, false), Ok(()));
+        assert_eq!(check_channel(ReviewChannel::Slack, true), Ok(()));
+        assert_eq!(
+            check_channel(ReviewChannel::Slack, false),
+            Err(ReviewRefusal::SlackForbidden)
+        );
         assert_eq!(after_decision(Decision::Approve, 1, 1), Status::Approved);
         assert_eq!(after_decision(Decision::Approve, 1, 2), Status::Pending);
         assert_eq!(after_decision(Decision::Approve, 2, 2), Status::Approved);

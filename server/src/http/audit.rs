@@ -2,8 +2,8 @@
 
 use axum::extract::State;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use utoipa::IntoParams;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -16,7 +16,9 @@ use super::views::{AuditPage, paging};
 use crate::store::AuditQuery;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list_audit))
+    OpenApiRouter::new()
+        .routes(routes!(list_audit))
+        .routes(routes!(verify_audit))
 }
 
 #[derive(Debug, Deserialize, Validate, IntoParams)]
@@ -65,5 +67,53 @@ pub async fn list_audit(
         total: result.total,
         page,
         per_page,
+    }))
+}
+
+/// Where the chain broke.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChainBreak {
+    pub seq: i64,
+    pub id: Uuid,
+    /// `missing`, `content` or `link`: which check the event failed.
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChainVerdict {
+    pub intact: bool,
+    /// Events verified (up to the break, if any).
+    pub events: i64,
+    pub broken: Option<ChainBreak>,
+}
+
+/// Walk the whole audit chain and report the first event missing or altered (what
+/// `quorum audit verify` does).
+#[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit", security(("bearer" = [])),
+    responses((status = 200, body = ChainVerdict), (status = 403, body = ErrorEnvelope)))]
+pub async fn verify_audit(
+    State(state): State<AppState>,
+    _admin: Require<ReadAudit>,
+) -> ApiResult<axum::Json<ChainVerdict>> {
+    use crate::cli::AuditVerdict;
+    let verdict = crate::cli::verify_audit(&state.store)
+        .await
+        .map_err(super::error::ApiError::internal)?;
+    Ok(axum::Json(match verdict {
+        AuditVerdict::Intact { events } => ChainVerdict {
+            intact: true,
+            events,
+            broken: None,
+        },
+        AuditVerdict::Broken {
+            seq,
+            id,
+            reason,
+            verified,
+        } => ChainVerdict {
+            intact: false,
+            events: verified,
+            broken: Some(ChainBreak { seq, id, reason }),
+        },
     }))
 }

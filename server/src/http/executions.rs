@@ -159,22 +159,23 @@ pub struct RowsPage {
     pub truncated: bool,
 }
 
+/// The statement whose rows an execution displays by default: the last that read or returned
+/// rows (scripts have no statements: their displayed rows are result 0).
+pub(crate) fn shown_statement(e: &Execution) -> usize {
+    e.statements
+        .iter()
+        .rev()
+        .find(|s| s.class == "read" || s.rows_returned > 0)
+        .map(|s| s.index)
+        .unwrap_or(0)
+}
+
 async fn result_of(
     state: &AppState,
     e: &Execution,
     statement: Option<usize>,
 ) -> ApiResult<crate::domain::execution::ResultSet> {
-    let index = match statement {
-        Some(i) => i,
-        None => e
-            .statements
-            .iter()
-            .rev()
-            .find(|s| s.class == "read" || s.rows_returned > 0)
-            .map(|s| s.index)
-            // Scripts have no statements: their displayed rows are result 0.
-            .unwrap_or(0),
-    };
+    let index = statement.unwrap_or_else(|| shown_statement(e));
     state
         .store
         .execution_result(e.id, index)

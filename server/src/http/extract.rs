@@ -288,13 +288,18 @@ pub struct AuthUser {
 impl AuthUser {
     /// The caller as the domain rules see them (loads the PODs they manage).
     pub async fn actor(&self, state: &AppState) -> Result<Actor, ApiError> {
-        Ok(Actor {
-            id: self.user.id,
-            role: self.user.role,
-            home_pod: self.user.home_pod_id,
-            managed_pods: state.store.managed_pods(self.user.id).await?,
-        })
+        actor_of(state, &self.user).await
     }
+}
+
+/// A user as the domain rules see them, however they were authenticated (token, Slack).
+pub async fn actor_of(state: &AppState, user: &crate::store::User) -> Result<Actor, ApiError> {
+    Ok(Actor {
+        id: user.id,
+        role: user.role,
+        home_pod: user.home_pod_id,
+        managed_pods: state.store.managed_pods(user.id).await?,
+    })
 }
 
 /// Like `AuthUser` but also admits a caller who must still change their password; only the

@@ -22,6 +22,11 @@ pub struct Metrics {
     /// (method, route, status) → latency series.
     http: Mutex<BTreeMap<(String, String, u16), Series>>,
     auth_failures: Mutex<BTreeMap<&'static str, u64>>,
+    /// Slack delivery attempts by outcome (`sent`, `retried`, `dead`, `skipped`).
+    slack_deliveries: Mutex<BTreeMap<&'static str, u64>>,
+    /// Deliveries waiting in the outbox, as of the Slack worker's last look.
+    slack_pending: std::sync::atomic::AtomicI64,
+    slack_breaker_open: std::sync::atomic::AtomicBool,
 }
 
 fn escape(label: &str) -> String {
@@ -54,6 +59,22 @@ impl Metrics {
             .unwrap_or_else(|p| p.into_inner())
             .entry(reason)
             .or_default() += 1;
+    }
+
+    pub fn slack_delivery(&self, outcome: &'static str) {
+        *self
+            .slack_deliveries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(outcome)
+            .or_default() += 1;
+    }
+
+    pub fn slack_outbox(&self, pending: i64, breaker_open: bool) {
+        use std::sync::atomic::Ordering;
+        self.slack_pending.store(pending, Ordering::Relaxed);
+        self.slack_breaker_open
+            .store(breaker_open, Ordering::Relaxed);
     }
 
     pub fn render(&self) -> String {
@@ -111,6 +132,33 @@ impl Metrics {
         {
             let _ = writeln!(out, "quorum_auth_failures_total{{reason=\"{reason}\"}} {n}");
         }
+        out.push_str("# HELP quorum_slack_deliveries_total Slack delivery attempts, by outcome.\n");
+        out.push_str("# TYPE quorum_slack_deliveries_total counter\n");
+        for (outcome, n) in self
+            .slack_deliveries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "quorum_slack_deliveries_total{{outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        let pending = self
+            .slack_pending
+            .load(std::sync::atomic::Ordering::Relaxed);
+        out.push_str("# HELP quorum_slack_outbox_pending Slack deliveries waiting to be sent.\n");
+        out.push_str("# TYPE quorum_slack_outbox_pending gauge\n");
+        let _ = writeln!(out, "quorum_slack_outbox_pending {pending}");
+        out.push_str(
+            "# HELP quorum_slack_breaker_open 1 while Slack looks down and deliveries wait.\n",
+        );
+        out.push_str("# TYPE quorum_slack_breaker_open gauge\n");
+        let open = self
+            .slack_breaker_open
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let _ = writeln!(out, "quorum_slack_breaker_open {}", u8::from(open));
         out
     }
 }

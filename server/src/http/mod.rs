@@ -5,6 +5,7 @@ pub mod auth;
 pub mod error;
 pub mod executions;
 pub mod extract;
+pub mod frontend;
 pub mod health;
 pub mod instances;
 pub mod me;
@@ -12,6 +13,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod pods;
 pub mod requests;
+pub mod slack;
 pub mod users;
 pub mod views;
 
@@ -55,6 +57,8 @@ pub struct AppState {
     pub slot_freed: Arc<tokio::sync::Notify>,
     /// Starts the single-use children scripts run in.
     pub sandbox: Arc<crate::sandbox::Sandbox>,
+    /// The Slack Web API or webhook; None when Slack is not configured.
+    pub slack: Option<crate::notify::SlackClient>,
 }
 
 impl AppState {
@@ -72,7 +76,7 @@ impl AppState {
 #[openapi(
     info(title = "Quorum API", description = "Query-approval portal: requests, reviews, sandboxed execution, audit."),
     modifiers(&BearerAuth),
-    components(schemas(error::ErrorEnvelope)),
+    components(schemas(error::ErrorEnvelope, requests::Me, users::UserStatus)),
     tags(
         (name = "auth", description = "Sign-in, tokens and sessions"),
         (name = "me", description = "The caller's account"),
@@ -82,6 +86,7 @@ impl AppState {
         (name = "requests", description = "Requests, revisions and reviews"),
         (name = "executions", description = "Running approved requests; results and downloads"),
         (name = "audit", description = "The hash-chained audit log (admins)"),
+        (name = "slack", description = "Approving from Slack; the outbox of Slack deliveries (admins)"),
     )
 )]
 struct ApiDoc;
@@ -148,6 +153,7 @@ fn api_routes(sign_in: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
         .merge(requests::router())
         .merge(executions::router())
         .merge(audit::router())
+        .merge(slack::router())
 }
 
 /// Rate limiters whose per-key state must be pruned periodically.
@@ -197,7 +203,7 @@ pub fn router(state: AppState) -> (Router, Limiters) {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
-        .fallback(not_found)
+        .fallback(frontend::serve)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(

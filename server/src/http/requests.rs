@@ -21,8 +21,9 @@ use super::views::paging;
 use crate::domain::audit::NewAuditEvent;
 use crate::domain::text::find_hidden_in_text;
 use crate::domain::workflow::{
-    self, AuthorAction, AuthorRefusal, Decision, Kind, Mode, RequestFacts, ReviewRefusal, Status,
-    approval_cutoff, can_view, check_author_action, check_review, expires_at,
+    self, AuthorAction, AuthorRefusal, Decision, Kind, Mode, RequestFacts, ReviewChannel,
+    ReviewRefusal, Status, approval_cutoff, can_view, check_author_action, check_review,
+    expires_at,
 };
 use crate::domain::{Actor, InstanceId, PodId, RequestId, Role, UserId};
 use crate::store::{Instance, RequestQuery, RequestRecord, Review, Revision, StoreError};
@@ -45,6 +46,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct ReviewView {
     pub id: Uuid,
     pub reviewer_id: Uuid,
+    pub reviewer_name: String,
     pub decision: Decision,
     pub comment: String,
     pub revision: i32,
@@ -54,11 +56,12 @@ pub struct ReviewView {
     pub voided_at: Option<DateTime<Utc>>,
 }
 
-impl From<&Review> for ReviewView {
-    fn from(r: &Review) -> Self {
+impl ReviewView {
+    fn new(r: &Review, reviewer_name: String) -> Self {
         Self {
             id: r.id,
             reviewer_id: r.reviewer_id.0,
+            reviewer_name,
             decision: r.decision,
             comment: r.comment.clone(),
             revision: r.revision,
@@ -107,6 +110,7 @@ pub struct RequestView {
     pub database: String,
     pub justification: String,
     pub author_id: Uuid,
+    pub author_name: String,
     pub last_editor_id: Uuid,
     /// Current revision number (from 1).
     pub revision: i32,
@@ -130,6 +134,7 @@ impl RequestView {
             database: r.database.clone(),
             justification: r.justification.clone(),
             author_id: r.author_id.0,
+            author_name: r.author_name.clone(),
             last_editor_id: r.last_editor_id.0,
             revision: r.revision,
             revision_hash: r.revision_hash.clone(),
@@ -202,6 +207,10 @@ fn refusal_error(r: ReviewRefusal) -> ApiError {
             "comment_required",
             "say why when rejecting or requesting changes",
         ),
+        ReviewRefusal::SlackForbidden => {
+            ApiError::forbidden("reviews of requests on this instance happen in the portal only")
+                .with_code("slack_review_forbidden")
+        }
     }
 }
 
@@ -432,6 +441,7 @@ async fn file_request(
     let record = RequestRecord {
         id: RequestId::new(),
         author_id: actor.id,
+        author_name: String::new(),
         last_editor_id: actor.id,
         pod_id: draft.pod,
         instance_id: instance.id,
@@ -466,7 +476,8 @@ async fn file_request(
         "kind": record.kind.as_str(), "mode": record.mode.as_str(), "revision_hash": hash, "cloned_from": cloned_from,
     }));
     state.store.create_request(&record, &first, event).await?;
-    Ok(record)
+    // Read back: the stored request carries what the store adds (the author's name).
+    Ok(state.store.get_request(record.id).await?.unwrap_or(record))
 }
 
 /// File a request.
@@ -498,6 +509,14 @@ pub async fn create_request(
 async fn detail(state: &AppState, actor: &Actor, r: RequestRecord) -> ApiResult<RequestDetail> {
     let revisions = state.store.request_revisions(r.id).await?;
     let reviews = state.store.request_reviews(r.id).await?;
+    // A request has a handful of reviewers at most.
+    let mut names = std::collections::HashMap::new();
+    for v in &reviews {
+        if let std::collections::hash_map::Entry::Vacant(slot) = names.entry(v.reviewer_id) {
+            let user = state.store.get_user(v.reviewer_id).await?;
+            slot.insert(user.map(|u| u.name).unwrap_or_default());
+        }
+    }
     let required = state
         .store
         .get_instance(r.instance_id)
@@ -557,7 +576,13 @@ async fn detail(state: &AppState, actor: &Actor, r: RequestRecord) -> ApiResult<
         content,
         required_approvals: required,
         approvals: u32::try_from(approvers.len()).unwrap_or(u32::MAX),
-        reviews: reviews.iter().map(ReviewView::from).collect(),
+        reviews: reviews
+            .iter()
+            .map(|v| {
+                let name = names.get(&v.reviewer_id).cloned().unwrap_or_default();
+                ReviewView::new(v, name)
+            })
+            .collect(),
         revisions: views,
         executions: state
             .store
@@ -839,36 +864,73 @@ pub async fn review_request(
     JsonBody(body): JsonBody<ReviewBody>,
 ) -> ApiResult<axum::Json<RequestDetail>> {
     let actor = auth.actor(&state).await?;
-    let r = match state.store.get_request(id).await? {
-        Some(r) if can_view(&actor, &facts(&r)) || workflow::is_reviewer_for(&actor, r.pod_id) => {
-            settle(&state, r).await?
+    let r = decide(&state, &actor, id, body, meta, ReviewChannel::Portal).await?;
+    Ok(axum::Json(detail(&state, &actor, r).await?))
+}
+
+/// The request as `actor` may review it: visible to them or in a POD they review for, and
+/// settled (expired if its time ran out).
+pub(crate) async fn reviewable_request(
+    state: &AppState,
+    actor: &Actor,
+    id: RequestId,
+) -> ApiResult<RequestRecord> {
+    match state.store.get_request(id).await? {
+        Some(r) if can_view(actor, &facts(&r)) || workflow::is_reviewer_for(actor, r.pod_id) => {
+            settle(state, r).await
         }
-        _ => return Err(ApiError::not_found("request")),
-    };
+        _ => Err(ApiError::not_found("request")),
+    }
+}
+
+/// Checks that `actor` may make this decision on the request as it stands, from this channel
+/// (the rules of `workflow::check_review`, `check_decision` and `check_channel`); a self-review
+/// attempt is audited. Returns the approvals the request's instance requires.
+pub(crate) async fn check_reviewer(
+    state: &AppState,
+    actor: &Actor,
+    r: &RequestRecord,
+    body: &ReviewBody,
+    meta: &ClientMeta,
+    channel: ReviewChannel,
+) -> ApiResult<u8> {
     check_text("comment", &body.comment)?;
-    let reviews = state.store.request_reviews(id).await?;
+    let reviews = state.store.request_reviews(r.id).await?;
     let already = reviews
         .iter()
         .any(|v| v.revision == r.revision && v.voided_at.is_none() && v.reviewer_id == actor.id);
-    let checked = check_review(&actor, &facts(&r), &body.revision_hash, already)
-        .and_then(|()| workflow::check_decision(body.decision, &body.comment));
+    let instance = state.store.get_instance(r.instance_id).await?;
+    let checked = check_review(actor, &facts(r), &body.revision_hash, already)
+        .and_then(|()| workflow::check_decision(body.decision, &body.comment))
+        .and_then(|()| {
+            workflow::check_channel(channel, instance.as_ref().is_some_and(|i| i.slack_approval))
+        });
     if let Err(refusal) = checked {
         if refusal == ReviewRefusal::SelfReview {
             let event = NewAuditEvent::new("request.review_refused")
                 .actor(actor.id)
                 .origin(meta.ip.clone(), meta.user_agent.clone())
-                .target("request", id)
+                .target("request", r.id)
                 .details(json!({ "reason": "self_review" }));
             state.store.append_audit(event).await?;
         }
         return Err(refusal_error(refusal));
     }
-    let required = state
-        .store
-        .get_instance(r.instance_id)
-        .await?
-        .map(|i| i.required_approvals)
-        .unwrap_or(1);
+    Ok(instance.map_or(1, |i| i.required_approvals))
+}
+
+/// Applies a review decision with every rule of the workflow, from the portal or from Slack,
+/// and starts the request when the approval completes it on an automatic instance.
+pub(crate) async fn decide(
+    state: &AppState,
+    actor: &Actor,
+    id: RequestId,
+    body: ReviewBody,
+    meta: ClientMeta,
+    channel: ReviewChannel,
+) -> ApiResult<RequestRecord> {
+    let r = reviewable_request(state, actor, id).await?;
+    let required = check_reviewer(state, actor, &r, &body, &meta, channel).await?;
     let review = Review {
         id: Uuid::now_v7(),
         revision: r.revision,
@@ -881,7 +943,8 @@ pub async fn review_request(
     };
     let event = NewAuditEvent::new("request.reviewed")
         .actor(actor.id)
-        .origin(meta.ip, meta.user_agent);
+        .origin(meta.ip, meta.user_agent)
+        .details(json!({ "via": channel.as_str() }));
     let cutoff = approval_cutoff(state.clock.now(), &state.config.workflow);
     let status = state
         .store
@@ -894,16 +957,16 @@ pub async fn review_request(
             StoreError::Conflict(_) => refusal_error(ReviewRefusal::StaleRevision),
             other => other.into(),
         })?;
-    let mut r = state
+    let r = state
         .store
         .get_request(id)
         .await?
         .ok_or_else(|| ApiError::not_found("request"))?;
     if status == Status::Approved {
-        start_if_automatic(&state, &r).await;
-        r = state.store.get_request(id).await?.unwrap_or(r);
+        start_if_automatic(state, &r).await;
+        return Ok(state.store.get_request(id).await?.unwrap_or(r));
     }
-    Ok(axum::Json(detail(&state, &actor, r).await?))
+    Ok(r)
 }
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]

@@ -212,6 +212,8 @@ pub struct Instance {
 pub struct RequestRecord {
     pub id: RequestId,
     pub author_id: UserId,
+    /// Read with the request (not stored on it); empty in a record about to be inserted.
+    pub author_name: String,
     pub last_editor_id: UserId,
     pub pod_id: PodId,
     pub instance_id: InstanceId,
@@ -292,6 +294,42 @@ pub struct Execution {
     pub result: Option<serde_json::Value>,
     pub logs: Vec<crate::domain::execution::LogLine>,
     pub sandbox: Option<crate::domain::execution::SandboxReport>,
+}
+
+/// One Slack delivery in the outbox.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub id: Uuid,
+    pub dedupe_key: String,
+    pub request_id: RequestId,
+    pub kind: crate::domain::slack::DeliveryKind,
+    pub event: crate::domain::slack::Event,
+    /// `pending`, `sending`, `sent`, `skipped` or `dead`.
+    pub state: String,
+    pub attempts: i32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub lease_until: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    /// Every attempt: `{at, error, retry_at}`.
+    pub history: serde_json::Value,
+    pub channel: Option<String>,
+    pub ts: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// How an attempt at a delivery ended, as the store records it.
+#[derive(Debug, Clone)]
+pub struct DeliveryOutcome {
+    /// `pending` (try again at `next_attempt_at`), `sent`, `skipped` or `dead`.
+    pub state: &'static str,
+    pub attempts: i32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub error: Option<String>,
+    pub channel: Option<String>,
+    pub ts: Option<String>,
+    /// Appended to the delivery's history (None: the attempt is not recorded, e.g. a skip).
+    pub attempt: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -562,6 +600,52 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     // Audit.
     async fn append_audit(&self, event: NewAuditEvent) -> StoreResult<()>;
+
+    // Slack
+    /// Deliveries due at `now`, oldest first: pending ones whose time has come and sending ones
+    /// whose lease ran out, each only when no earlier delivery for its request is unfinished.
+    async fn due_deliveries(&self, now: DateTime<Utc>, limit: i64) -> StoreResult<Vec<Delivery>>;
+    /// Takes a due delivery for sending until `lease_until`; false when another replica has it.
+    async fn claim_delivery(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Records how the attempt ended (and, for a dead letter, its audit event).
+    async fn settle_delivery(
+        &self,
+        id: Uuid,
+        outcome: &DeliveryOutcome,
+        audit: Option<NewAuditEvent>,
+    ) -> StoreResult<()>;
+    async fn list_deliveries(
+        &self,
+        state: Option<&str>,
+        request: Option<RequestId>,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<Page<Delivery>>;
+    /// Deliveries per state.
+    async fn delivery_counts(&self) -> StoreResult<Vec<(String, i64)>>;
+    async fn get_delivery(&self, id: Uuid) -> StoreResult<Option<Delivery>>;
+    /// Puts a dead delivery back in the queue with fresh attempts; false when it is not dead.
+    async fn retry_delivery(&self, id: Uuid, audit: NewAuditEvent) -> StoreResult<bool>;
+    /// Whether a later update of the request's message is waiting (this one can be skipped).
+    async fn later_update_pending(&self, request: RequestId, id: Uuid) -> StoreResult<bool>;
+    /// Removes finished deliveries older than `before`.
+    async fn prune_deliveries(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+    /// The channel and timestamp of the request's first Slack message.
+    async fn slack_thread(&self, request: RequestId) -> StoreResult<Option<(String, String)>>;
+    async fn set_slack_thread(
+        &self,
+        request: RequestId,
+        channel: &str,
+        ts: &str,
+    ) -> StoreResult<()>;
+    async fn user_by_slack_id(&self, slack_user: &str) -> StoreResult<Option<User>>;
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
+    async fn set_slack_user_id(&self, user: UserId, slack_user: &str) -> StoreResult<()>;
     async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Page<AuditEvent>>;
     /// Events with `seq > after`, in order, for chain verification.
     async fn audit_after(&self, after: i64, limit: i64) -> StoreResult<Vec<AuditEvent>>;
@@ -572,10 +656,19 @@ pub type SharedStore = Arc<dyn Store>;
 /// Opens the store named by the configuration and applies pending migrations.
 pub async fn connect(config: &Config, clock: SharedClock) -> StoreResult<SharedStore> {
     let url = config.database_url();
+    let outbox = config.slack.mode() != crate::config::SlackMode::Off;
     let store: SharedStore = if url.starts_with("sqlite:") {
-        Arc::new(SqliteStore::connect(&url, &config.database, clock).await?)
+        Arc::new(
+            SqliteStore::connect(&url, &config.database, clock)
+                .await?
+                .with_outbox(outbox),
+        )
     } else {
-        Arc::new(PgStore::connect(&url, &config.database, clock).await?)
+        Arc::new(
+            PgStore::connect(&url, &config.database, clock)
+                .await?
+                .with_outbox(outbox),
+        )
     };
     Ok(store)
 }

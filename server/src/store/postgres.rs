@@ -14,6 +14,8 @@ use crate::config::DatabaseConfig;
 pub struct PgStore {
     pool: PgPool,
     clock: SharedClock,
+    /// Record Slack deliveries for audited events (Slack is configured).
+    outbox: bool,
 }
 
 pub(super) struct WriteTx {
@@ -44,7 +46,17 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(config.acquire_timeout_secs))
             .connect(url)
             .await?;
-        Ok(Self { pool, clock })
+        Ok(Self {
+            pool,
+            clock,
+            outbox: false,
+        })
+    }
+
+    /// Records a Slack delivery for every audited event Slack hears of.
+    pub fn with_outbox(mut self, on: bool) -> Self {
+        self.outbox = on;
+        self
     }
 
     async fn write_tx(&self) -> StoreResult<WriteTx> {

@@ -304,7 +304,8 @@ impl InstanceRow {
 }
 
 pub(super) const REQUEST_COLUMNS: &str = "r.id, r.author_id, r.last_editor_id, r.pod_id, r.instance_id, r.database_name, \
-    r.kind, r.mode, r.justification, r.status, r.revision, r.revision_hash, r.status_changed_at, r.created_at, r.updated_at";
+    r.kind, r.mode, r.justification, r.status, r.revision, r.revision_hash, r.status_changed_at, r.created_at, r.updated_at, \
+    (SELECT u.name FROM users u WHERE u.id = r.author_id) AS author_name";
 
 #[derive(sqlx::FromRow)]
 pub(super) struct RequestRow {
@@ -323,6 +324,7 @@ pub(super) struct RequestRow {
     status_changed_at: DateTime<Utc>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    author_name: Option<String>,
 }
 
 impl TryFrom<RequestRow> for super::RequestRecord {
@@ -334,6 +336,7 @@ impl TryFrom<RequestRow> for super::RequestRecord {
         Ok(super::RequestRecord {
             id: crate::domain::RequestId(r.id),
             author_id: UserId(r.author_id),
+            author_name: r.author_name.unwrap_or_default(),
             last_editor_id: UserId(r.last_editor_id),
             pod_id: PodId(r.pod_id),
             instance_id: crate::domain::InstanceId(r.instance_id),
@@ -501,6 +504,58 @@ impl TryFrom<ExecutionRow> for super::Execution {
     }
 }
 
+pub(super) const DELIVERY_COLUMNS: &str = "id, dedupe_key, request_id, kind, event, state, attempts, \
+    next_attempt_at, lease_until, last_error, history, channel, ts, created_at, finished_at";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct DeliveryRow {
+    id: Uuid,
+    dedupe_key: String,
+    request_id: Uuid,
+    kind: String,
+    event: String,
+    state: String,
+    attempts: i32,
+    next_attempt_at: DateTime<Utc>,
+    lease_until: Option<DateTime<Utc>>,
+    last_error: Option<String>,
+    history: String,
+    channel: Option<String>,
+    ts: Option<String>,
+    created_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<DeliveryRow> for super::Delivery {
+    type Error = StoreError;
+
+    fn try_from(r: DeliveryRow) -> Result<Self, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("slack_outbox {}: {what}", r.id));
+        Ok(super::Delivery {
+            id: r.id,
+            request_id: crate::domain::RequestId(r.request_id),
+            kind: crate::domain::slack::DeliveryKind::parse(&r.kind)
+                .ok_or_else(|| corrupt("kind"))?,
+            event: serde_json::from_str(&r.event).map_err(|_| corrupt("event"))?,
+            history: serde_json::from_str(&r.history).map_err(|_| corrupt("history"))?,
+            dedupe_key: r.dedupe_key,
+            state: r.state,
+            attempts: r.attempts,
+            next_attempt_at: r.next_attempt_at,
+            lease_until: r.lease_until,
+            last_error: r.last_error,
+            channel: r.channel,
+            ts: r.ts,
+            created_at: r.created_at,
+            finished_at: r.finished_at,
+        })
+    }
+}
+
+pub(super) fn deliveries(rows: Vec<DeliveryRow>) -> Result<Vec<super::Delivery>, StoreError> {
+    rows.into_iter().map(TryInto::try_into).collect()
+}
+
 pub(super) fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
@@ -526,6 +581,7 @@ macro_rules! impl_store {
     ($store:ty, $db:ty) => {
         impl $store {
             async fn insert_audit(
+                &self,
                 conn: &mut <$db as sqlx::Database>::Connection,
                 event: $crate::domain::audit::NewAuditEvent,
                 at: chrono::DateTime<chrono::Utc>,
@@ -552,6 +608,11 @@ macro_rules! impl_store {
                     details: &details,
                 };
                 let hash = chain_hash(&prev, &fields);
+                let deliveries = if self.outbox {
+                    $crate::domain::slack::deliveries_for(&event, id)
+                } else {
+                    Vec::new()
+                };
                 sqlx::query(
                     "INSERT INTO audit_events (id, at, actor_id, action, target_type, target_id, ip, user_agent, details, prev_hash, hash) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
@@ -569,6 +630,22 @@ macro_rules! impl_store {
                 .bind(&hash)
                 .execute(&mut *conn)
                 .await?;
+                // Slack hears of the event through the outbox, in the event's own transaction:
+                // committed together or not at all.
+                for d in deliveries {
+                    sqlx::query(
+                        "INSERT INTO slack_outbox (id, dedupe_key, request_id, kind, event, state, next_attempt_at, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6) ON CONFLICT (dedupe_key) DO NOTHING",
+                    )
+                    .bind(uuid::Uuid::now_v7())
+                    .bind(&d.dedupe_key)
+                    .bind(d.request)
+                    .bind(d.kind.as_str())
+                    .bind($crate::store::sql::to_json(&d.event)?)
+                    .bind(at)
+                    .execute(&mut *conn)
+                    .await?;
+                }
                 Ok(())
             }
 
@@ -837,7 +914,7 @@ macro_rules! impl_store {
                 .execute(&mut *tx.tx)
                 .await
                 .map_err(|e| $crate::store::sql::conflict_on_unique(e, "a user with this email already exists"))?;
-                Self::insert_audit(&mut tx.tx, audit.target("user", id), now).await?;
+                self.insert_audit(&mut tx.tx, audit.target("user", id), now).await?;
                 let user = Self::fetch_user(&mut tx.tx, id).await?;
                 tx.commit().await?;
                 Ok(user)
@@ -878,7 +955,7 @@ macro_rules! impl_store {
                 if let Some(reason) = revoke {
                     Self::revoke_sessions_where(&mut tx.tx, id, None, reason, now).await?;
                 }
-                Self::insert_audit(&mut tx.tx, audit.target("user", id), now).await?;
+                self.insert_audit(&mut tx.tx, audit.target("user", id), now).await?;
                 let user = Self::fetch_user(&mut tx.tx, id).await?;
                 tx.commit().await?;
                 Ok(user)
@@ -909,7 +986,7 @@ macro_rules! impl_store {
                     &mut tx.tx, id, Some(keep_session), $crate::store::RevokeReason::PasswordChange, now,
                 ).await?;
                 let audit = audit.target("user", id).details(serde_json::json!({ "sessions_ended": ended }));
-                Self::insert_audit(&mut tx.tx, audit, now).await?;
+                self.insert_audit(&mut tx.tx, audit, now).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -952,7 +1029,7 @@ macro_rules! impl_store {
                     obj.insert("consecutive_failures".into(), failures.into());
                     obj.insert("locked".into(), (outcome == AfterFailure::Locked).into());
                 }
-                Self::insert_audit(&mut tx.tx, audit.target("user", id).details(details), now).await?;
+                self.insert_audit(&mut tx.tx, audit.target("user", id).details(details), now).await?;
                 tx.commit().await?;
                 Ok(outcome)
             }
@@ -974,7 +1051,7 @@ macro_rules! impl_store {
                 if done.rows_affected() == 0 {
                     return Ok(false);
                 }
-                Self::insert_audit(&mut tx.tx, audit.target("user", id), now).await?;
+                self.insert_audit(&mut tx.tx, audit.target("user", id), now).await?;
                 tx.commit().await?;
                 Ok(true)
             }
@@ -1044,7 +1121,7 @@ macro_rules! impl_store {
                         obj.insert("evicted_sessions".into(), evicted.into());
                     }
                 }
-                Self::insert_audit(&mut tx.tx, audit.target("user", s.user_id).details(details), now).await?;
+                self.insert_audit(&mut tx.tx, audit.target("user", s.user_id).details(details), now).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -1122,7 +1199,7 @@ macro_rules! impl_store {
                     obj.insert("reason".into(), reason.as_str().into());
                     obj.insert("already_ended".into(), (!ended).into());
                 }
-                Self::insert_audit(&mut tx.tx, audit.target("session", session).details(details), now).await?;
+                self.insert_audit(&mut tx.tx, audit.target("session", session).details(details), now).await?;
                 tx.commit().await?;
                 Ok(ended)
             }
@@ -1144,7 +1221,7 @@ macro_rules! impl_store {
                     obj.insert("reason".into(), reason.as_str().into());
                     obj.insert("sessions_ended".into(), ended.into());
                 }
-                Self::insert_audit(&mut tx.tx, audit.target("user", user).details(details), now).await?;
+                self.insert_audit(&mut tx.tx, audit.target("user", user).details(details), now).await?;
                 tx.commit().await?;
                 Ok(ended)
             }
@@ -1236,7 +1313,7 @@ macro_rules! impl_store {
                 .execute(&mut *tx.tx)
                 .await
                 .map_err(|e| $crate::store::sql::conflict_on_unique(e, "a POD with this name already exists"))?;
-                Self::insert_audit(&mut tx.tx, audit.target("pod", id), now).await?;
+                self.insert_audit(&mut tx.tx, audit.target("pod", id), now).await?;
                 tx.commit().await?;
                 Ok($crate::store::Pod { id, name: name.to_owned(), slack_channel: slack_channel.map(str::to_owned), created_at: now, updated_at: now })
             }
@@ -1311,7 +1388,7 @@ macro_rules! impl_store {
                     .execute(&mut *tx.tx)
                     .await
                     .map_err(|e| $crate::store::sql::conflict_on_unique(e, "a POD with this name already exists"))?;
-                Self::insert_audit(&mut tx.tx, audit.target("pod", id), now).await?;
+                self.insert_audit(&mut tx.tx, audit.target("pod", id), now).await?;
                 tx.commit().await?;
                 Ok($crate::store::Pod { id, name, slack_channel: channel, created_at: before.created_at, updated_at: now })
             }
@@ -1343,7 +1420,7 @@ macro_rules! impl_store {
                 if done.rows_affected() == 0 {
                     return Err($crate::store::StoreError::NotFound);
                 }
-                Self::insert_audit(&mut tx.tx, audit.target("pod", id), now).await?;
+                self.insert_audit(&mut tx.tx, audit.target("pod", id), now).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -1371,7 +1448,7 @@ macro_rules! impl_store {
                         .execute(&mut *tx.tx)
                         .await?;
                 }
-                Self::insert_audit(&mut tx.tx, audit.target("pod", id), now).await?;
+                self.insert_audit(&mut tx.tx, audit.target("pod", id), now).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -1393,7 +1470,7 @@ macro_rules! impl_store {
                 if let Some(obj) = details.as_object_mut() {
                     obj.insert("added_manager".into(), manager.to_string().into());
                 }
-                Self::insert_audit(&mut tx.tx, audit.target("pod", id).details(details), now).await?;
+                self.insert_audit(&mut tx.tx, audit.target("pod", id).details(details), now).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -1425,7 +1502,7 @@ macro_rules! impl_store {
                 let now = self.clock.now();
                 let mut tx = self.write_tx().await?;
                 Self::write_instance(&mut tx.tx, instance, true).await?;
-                Self::insert_audit(&mut tx.tx, audit.target("instance", instance.id), now).await?;
+                self.insert_audit(&mut tx.tx, audit.target("instance", instance.id), now).await?;
                 tx.commit().await
             }
 
@@ -1437,7 +1514,7 @@ macro_rules! impl_store {
                 let now = self.clock.now();
                 let mut tx = self.write_tx().await?;
                 Self::write_instance(&mut tx.tx, instance, false).await?;
-                Self::insert_audit(&mut tx.tx, audit.target("instance", instance.id), now).await?;
+                self.insert_audit(&mut tx.tx, audit.target("instance", instance.id), now).await?;
                 tx.commit().await
             }
 
@@ -1465,7 +1542,7 @@ macro_rules! impl_store {
                 if done.rows_affected() == 0 {
                     return Err($crate::store::StoreError::NotFound);
                 }
-                Self::insert_audit(&mut tx.tx, audit.target("instance", id), now).await?;
+                self.insert_audit(&mut tx.tx, audit.target("instance", id), now).await?;
                 tx.commit().await
             }
 
@@ -1545,7 +1622,7 @@ macro_rules! impl_store {
                 sorted.dedup();
                 if sorted != before {
                     let details = serde_json::json!({ "databases": sorted, "previous": before });
-                    Self::insert_audit(&mut tx.tx, audit.target("instance", id).details(details), now).await?;
+                    self.insert_audit(&mut tx.tx, audit.target("instance", id).details(details), now).await?;
                 }
                 tx.commit().await
             }
@@ -1572,7 +1649,7 @@ macro_rules! impl_store {
                         .execute(&mut *tx.tx)
                         .await?;
                 }
-                Self::insert_audit(&mut tx.tx, audit, now).await?;
+                self.insert_audit(&mut tx.tx, audit, now).await?;
                 tx.commit().await
             }
 
@@ -1606,7 +1683,7 @@ macro_rules! impl_store {
                 .execute(&mut *tx.tx)
                 .await?;
                 Self::insert_revision(&mut tx.tx, r.id, first).await?;
-                Self::insert_audit(&mut tx.tx, audit.target("request", r.id), r.created_at).await?;
+                self.insert_audit(&mut tx.tx, audit.target("request", r.id), r.created_at).await?;
                 tx.commit().await
             }
 
@@ -1730,7 +1807,7 @@ macro_rules! impl_store {
                     obj.insert("revision_hash".into(), next.hash.clone().into());
                     obj.insert("reviews_voided".into(), voided.into());
                 }
-                Self::insert_audit(&mut tx.tx, audit.target("request", id).details(details), now).await?;
+                self.insert_audit(&mut tx.tx, audit.target("request", id).details(details), now).await?;
                 tx.commit().await
             }
 
@@ -1795,13 +1872,14 @@ macro_rules! impl_store {
                 let mut details = audit.details.clone();
                 if let Some(obj) = details.as_object_mut() {
                     obj.insert("decision".into(), review.decision.as_str().into());
+                    obj.insert("comment".into(), review.comment.clone().into());
                     obj.insert("revision".into(), review.revision.into());
                     obj.insert("revision_hash".into(), review.revision_hash.clone().into());
                     obj.insert("approvals".into(), approvals.into());
                     obj.insert("required".into(), required.into());
                     obj.insert("status".into(), status.as_str().into());
                 }
-                Self::insert_audit(&mut tx.tx, audit.target("request", id).details(details), now).await?;
+                self.insert_audit(&mut tx.tx, audit.target("request", id).details(details), now).await?;
                 tx.commit().await?;
                 Ok(status)
             }
@@ -1831,7 +1909,7 @@ macro_rules! impl_store {
                 if let Some(obj) = details.as_object_mut() {
                     obj.insert("status".into(), to.as_str().into());
                 }
-                Self::insert_audit(&mut tx.tx, audit.target("request", id).details(details), now).await?;
+                self.insert_audit(&mut tx.tx, audit.target("request", id).details(details), now).await?;
                 tx.commit().await?;
                 Ok(true)
             }
@@ -1912,7 +1990,7 @@ macro_rules! impl_store {
                 let audit = audit.target("request", request).details(serde_json::json!({
                     "execution_id": e.id, "revision": e.revision, "revision_hash": e.revision_hash
                 }));
-                Self::insert_audit(&mut tx.tx, audit, now).await?;
+                self.insert_audit(&mut tx.tx, audit, now).await?;
                 tx.commit().await
             }
 
@@ -1992,7 +2070,7 @@ macro_rules! impl_store {
                 let audit = audit.target("request", request).details(serde_json::json!({
                     "execution_id": id, "status": status.as_str(), "error": error,
                 }));
-                Self::insert_audit(&mut tx.tx, audit, now).await?;
+                self.insert_audit(&mut tx.tx, audit, now).await?;
                 tx.commit().await
             }
 
@@ -2065,10 +2143,251 @@ macro_rules! impl_store {
                 rows.into_iter().map(TryInto::try_into).collect()
             }
 
+            async fn due_deliveries(
+                &self,
+                now: chrono::DateTime<chrono::Utc>,
+                limit: i64,
+            ) -> $crate::store::StoreResult<Vec<$crate::store::Delivery>> {
+                let sql = format!(
+                    "SELECT {} FROM slack_outbox o \
+                     WHERE ((o.state = 'pending' AND o.next_attempt_at <= $1) OR (o.state = 'sending' AND o.lease_until <= $1)) \
+                     AND NOT EXISTS (SELECT 1 FROM slack_outbox p WHERE p.request_id = o.request_id AND p.seq < o.seq \
+                                     AND p.state IN ('pending', 'sending')) \
+                     ORDER BY o.seq LIMIT $2",
+                    $crate::store::sql::DELIVERY_COLUMNS
+                );
+                let rows: Vec<$crate::store::sql::DeliveryRow> =
+                    sqlx::query_as(&sql).bind(now).bind(limit).fetch_all(&self.pool).await?;
+                $crate::store::sql::deliveries(rows)
+            }
+
+            async fn claim_delivery(
+                &self,
+                id: uuid::Uuid,
+                now: chrono::DateTime<chrono::Utc>,
+                lease_until: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::store::StoreResult<bool> {
+                let mut tx = self.write_tx().await?;
+                let done = sqlx::query(
+                    "UPDATE slack_outbox SET state = 'sending', lease_until = $1 WHERE id = $2 \
+                     AND ((state = 'pending' AND next_attempt_at <= $3) OR (state = 'sending' AND lease_until <= $3))",
+                )
+                .bind(lease_until)
+                .bind(id)
+                .bind(now)
+                .execute(&mut *tx.tx)
+                .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn settle_delivery(
+                &self,
+                id: uuid::Uuid,
+                outcome: &$crate::store::DeliveryOutcome,
+                audit: Option<$crate::domain::audit::NewAuditEvent>,
+            ) -> $crate::store::StoreResult<()> {
+                let now = self.clock.now();
+                let mut tx = self.write_tx().await?;
+                let history: Option<String> = sqlx::query_scalar(
+                    "SELECT history FROM slack_outbox WHERE id = $1 AND state = 'sending'",
+                )
+                .bind(id)
+                .fetch_optional(&mut *tx.tx)
+                .await?;
+                let Some(history) = history else {
+                    return Err($crate::store::StoreError::Conflict("delivery is not being sent".into()));
+                };
+                let mut history: Vec<serde_json::Value> = serde_json::from_str(&history).unwrap_or_default();
+                history.extend(outcome.attempt.clone());
+                let finished = (outcome.state != "pending").then_some(now);
+                sqlx::query(
+                    "UPDATE slack_outbox SET state = $1, attempts = $2, next_attempt_at = $3, lease_until = NULL, \
+                     last_error = COALESCE($4, last_error), history = $5, channel = COALESCE($6, channel), ts = COALESCE($7, ts), \
+                     finished_at = $8 WHERE id = $9",
+                )
+                .bind(outcome.state)
+                .bind(outcome.attempts)
+                .bind(outcome.next_attempt_at)
+                .bind(outcome.error.as_deref())
+                .bind($crate::store::sql::to_json(&history)?)
+                .bind(outcome.channel.as_deref())
+                .bind(outcome.ts.as_deref())
+                .bind(finished)
+                .bind(id)
+                .execute(&mut *tx.tx)
+                .await?;
+                if let Some(audit) = audit {
+                    self.insert_audit(&mut tx.tx, audit, now).await?;
+                }
+                tx.commit().await
+            }
+
+            async fn list_deliveries(
+                &self,
+                state: Option<&str>,
+                request: Option<$crate::domain::RequestId>,
+                limit: i64,
+                offset: i64,
+            ) -> $crate::store::StoreResult<$crate::store::Page<$crate::store::Delivery>> {
+                fn filters<'a>(
+                    b: &mut sqlx::QueryBuilder<'a, $db>,
+                    state: Option<&'a str>,
+                    request: Option<$crate::domain::RequestId>,
+                ) {
+                    b.push(" WHERE 1 = 1");
+                    if let Some(s) = state {
+                        b.push(" AND state = ").push_bind(s);
+                    }
+                    if let Some(r) = request {
+                        b.push(" AND request_id = ").push_bind(r.0);
+                    }
+                }
+                let mut count = sqlx::QueryBuilder::<$db>::new("SELECT COUNT(*) FROM slack_outbox");
+                filters(&mut count, state, request);
+                let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
+                let mut b = sqlx::QueryBuilder::<$db>::new(format!(
+                    "SELECT {} FROM slack_outbox",
+                    $crate::store::sql::DELIVERY_COLUMNS
+                ));
+                filters(&mut b, state, request);
+                b.push(" ORDER BY seq DESC LIMIT ").push_bind(limit).push(" OFFSET ").push_bind(offset);
+                let rows: Vec<$crate::store::sql::DeliveryRow> = b.build_query_as().fetch_all(&self.pool).await?;
+                Ok($crate::store::Page { items: $crate::store::sql::deliveries(rows)?, total })
+            }
+
+            async fn delivery_counts(&self) -> $crate::store::StoreResult<Vec<(String, i64)>> {
+                Ok(sqlx::query_as("SELECT state, COUNT(*) FROM slack_outbox GROUP BY state ORDER BY state")
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn get_delivery(&self, id: uuid::Uuid) -> $crate::store::StoreResult<Option<$crate::store::Delivery>> {
+                let sql = format!("SELECT {} FROM slack_outbox WHERE id = $1", $crate::store::sql::DELIVERY_COLUMNS);
+                let row: Option<$crate::store::sql::DeliveryRow> =
+                    sqlx::query_as(&sql).bind(id).fetch_optional(&self.pool).await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn retry_delivery(
+                &self,
+                id: uuid::Uuid,
+                audit: $crate::domain::audit::NewAuditEvent,
+            ) -> $crate::store::StoreResult<bool> {
+                let now = self.clock.now();
+                let mut tx = self.write_tx().await?;
+                let done = sqlx::query(
+                    "UPDATE slack_outbox SET state = 'pending', attempts = 0, next_attempt_at = $1, finished_at = NULL \
+                     WHERE id = $2 AND state = 'dead'",
+                )
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx.tx)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                self.insert_audit(&mut tx.tx, audit, now).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn later_update_pending(
+                &self,
+                request: $crate::domain::RequestId,
+                id: uuid::Uuid,
+            ) -> $crate::store::StoreResult<bool> {
+                let later: Option<i64> = sqlx::query_scalar(
+                    "SELECT o.seq FROM slack_outbox o WHERE o.request_id = $1 AND o.kind = 'update' AND o.state = 'pending' \
+                     AND o.seq > (SELECT seq FROM slack_outbox WHERE id = $2) LIMIT 1",
+                )
+                .bind(request)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(later.is_some())
+            }
+
+            async fn prune_deliveries(&self, before: chrono::DateTime<chrono::Utc>) -> $crate::store::StoreResult<u64> {
+                let mut tx = self.write_tx().await?;
+                let done = sqlx::query(
+                    "DELETE FROM slack_outbox WHERE state IN ('sent', 'skipped', 'dead') AND finished_at < $1",
+                )
+                .bind(before)
+                .execute(&mut *tx.tx)
+                .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn slack_thread(
+                &self,
+                request: $crate::domain::RequestId,
+            ) -> $crate::store::StoreResult<Option<(String, String)>> {
+                Ok(sqlx::query_as("SELECT channel, ts FROM slack_threads WHERE request_id = $1")
+                    .bind(request)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn set_slack_thread(
+                &self,
+                request: $crate::domain::RequestId,
+                channel: &str,
+                ts: &str,
+            ) -> $crate::store::StoreResult<()> {
+                let mut tx = self.write_tx().await?;
+                sqlx::query(
+                    "INSERT INTO slack_threads (request_id, channel, ts, created_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (request_id) DO UPDATE SET channel = excluded.channel, ts = excluded.ts",
+                )
+                .bind(request)
+                .bind(channel)
+                .bind(ts)
+                .bind(self.clock.now())
+                .execute(&mut *tx.tx)
+                .await?;
+                tx.commit().await
+            }
+
+            async fn user_by_slack_id(&self, slack_user: &str) -> $crate::store::StoreResult<Option<$crate::store::User>> {
+                let sql = format!("SELECT {} FROM users u WHERE u.slack_user_id = $1", $crate::store::sql::USER_COLUMNS);
+                let row: Option<$crate::store::sql::UserRow> =
+                    sqlx::query_as(&sql).bind(slack_user).fetch_optional(&self.pool).await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn user_by_email(&self, email: &str) -> $crate::store::StoreResult<Option<$crate::store::User>> {
+                let sql = format!("SELECT {} FROM users u WHERE u.email = $1", $crate::store::sql::USER_COLUMNS);
+                let row: Option<$crate::store::sql::UserRow> =
+                    sqlx::query_as(&sql).bind(email).fetch_optional(&self.pool).await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn set_slack_user_id(
+                &self,
+                user: $crate::domain::UserId,
+                slack_user: &str,
+            ) -> $crate::store::StoreResult<()> {
+                let mut tx = self.write_tx().await?;
+                // A Slack account maps to one portal user: a stale mapping moves to the new one.
+                sqlx::query("UPDATE users SET slack_user_id = NULL WHERE slack_user_id = $1 AND id <> $2")
+                    .bind(slack_user)
+                    .bind(user)
+                    .execute(&mut *tx.tx)
+                    .await?;
+                sqlx::query("UPDATE users SET slack_user_id = $1 WHERE id = $2")
+                    .bind(slack_user)
+                    .bind(user)
+                    .execute(&mut *tx.tx)
+                    .await?;
+                tx.commit().await
+            }
+
             async fn append_audit(&self, event: $crate::domain::audit::NewAuditEvent) -> $crate::store::StoreResult<()> {
                 let now = self.clock.now();
                 let mut tx = self.write_tx().await?;
-                Self::insert_audit(&mut tx.tx, event, now).await?;
+                self.insert_audit(&mut tx.tx, event, now).await?;
                 tx.commit().await?;
                 Ok(())
             }

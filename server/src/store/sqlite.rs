@@ -19,6 +19,8 @@ use crate::config::DatabaseConfig;
 pub struct SqliteStore {
     pool: SqlitePool,
     clock: SharedClock,
+    /// Record Slack deliveries for audited events (Slack is configured).
+    outbox: bool,
     /// SQLite allows one writer at a time; taking this lock before `BEGIN` means a transaction
     /// that reads then writes never meets SQLITE_BUSY half-way through.
     writer: Arc<Mutex<()>>,
@@ -67,8 +69,15 @@ impl SqliteStore {
         Ok(Self {
             pool,
             clock,
+            outbox: false,
             writer: Arc::new(Mutex::new(())),
         })
+    }
+
+    /// Records a Slack delivery for every audited event Slack hears of.
+    pub fn with_outbox(mut self, on: bool) -> Self {
+        self.outbox = on;
+        self
     }
 
     async fn write_tx(&self) -> StoreResult<WriteTx> {
