@@ -2,7 +2,7 @@
 //! read from disk in debug builds, served at `/` with a fallback to `index.html` for the app's
 //! own routes. Hashed assets are cached for a year; `index.html` is revalidated every time, so a
 //! new release is picked up on the next load. A build made without `frontend/dist` serves a page
-//! saying how to build it.
+//! saying how to build it. `build.rs` sets `QUORUM_FRONTEND_DIST` to the folder.
 
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use super::error::ApiError;
 
 #[derive(rust_embed::Embed)]
-#[folder = "$CARGO_MANIFEST_DIR/../frontend/dist/"]
+#[folder = "$QUORUM_FRONTEND_DIST/"]
 #[allow_missing = true]
 struct Dist;
 
