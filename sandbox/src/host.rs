@@ -6,13 +6,15 @@ use std::io::{self, StdinLock, StdoutLock, Write};
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use quorum_sandbox_protocol::{
-    self as proto, ErrorKind, Failure, FromChild, Job, JobLimits, LogLevel, Outcome, ToChild,
+    self as proto, ErrorKind, Failure, FromChild, JobLimits, LogLevel, Outcome, ToChild,
 };
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use wasmtime::{Caller, Engine, Extern, Linker, Memory, Module, ResourceLimiter, Store, Trap};
+use wasmtime::{
+    AsContextMut, Caller, Engine, Extern, Linker, Memory, Module, ResourceLimiter, Store, Trap,
+};
 
 use crate::engine::{self, EPOCH_TICK_MS};
 
@@ -23,6 +25,7 @@ pub const ALLOWED_IMPORTS: &[(&str, &str)] = &[
     ("quorum", "job_read"),
     ("quorum", "db_call"),
     ("quorum", "reply_read"),
+    ("quorum", "reply_next"),
     ("quorum", "log"),
     ("quorum", "sleep"),
     ("quorum", "finish"),
@@ -36,6 +39,40 @@ pub const ALLOWED_IMPORTS: &[(&str, &str)] = &[
     ("wasi_snapshot_preview1", "fd_write"),
     ("wasi_snapshot_preview1", "proc_exit"),
 ];
+
+/// What the guest may use while it starts QuickJS and evaluates the prelude, before its job
+/// (and with it the real limits) arrives. No db call or log can happen before the job.
+const PRE_JOB_LIMITS: JobLimits = JobLimits {
+    wall_ms: 10_000,
+    memory_mb: 64,
+    max_calls: 0,
+    max_call_bytes: 0,
+    max_log_bytes: 0,
+    max_result_bytes: 64 * 1024,
+};
+
+/// Where the child is in its one conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JobState {
+    /// Starting up: QuickJS and the prelude are initialised before the job is asked for, so a
+    /// pre-started child spends its waiting time on them.
+    Waiting,
+    Received,
+    /// The executor closed stdin instead of sending a job (a pre-started child it no longer
+    /// needs): the child exits quietly.
+    Abandoned,
+}
+
+/// The executor went away before sending a job.
+#[derive(Debug)]
+struct Abandoned;
+
+impl fmt::Display for Abandoned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the executor sent no job")
+    }
+}
+impl std::error::Error for Abandoned {}
 
 /// The largest job frame accepted (the portal caps scripts far below this).
 const MAX_JOB_FRAME: usize = 8 * 1024 * 1024;
@@ -127,14 +164,20 @@ impl ResourceLimiter for Limiter {
 }
 
 struct Host {
-    /// The job as the guest reads it.
+    /// The job as the guest reads it, once it has arrived.
     job: Vec<u8>,
+    /// Whether the job has arrived; until then `limits` are [`PRE_JOB_LIMITS`].
+    job_state: JobState,
+    /// Reported in `Ready`, sent when the guest first asks for its job.
+    protections: Option<proto::Protections>,
     limits: JobLimits,
     started: Instant,
     deadline: Instant,
     stdin: StdinLock<'static>,
     stdout: StdoutLock<'static>,
+    /// The piece of a reply the guest reads next.
     reply: Vec<u8>,
+    in_call: Option<InCall>,
     calls: u32,
     log_bytes: u64,
     logs_truncated: bool,
@@ -147,6 +190,47 @@ impl Host {
     fn send(&mut self, frame: &FromChild) -> wasmtime::Result<()> {
         proto::write_frame(&mut self.stdout, frame)
             .map_err(|e| fatal(ErrorKind::Internal, format!("writing to the executor: {e}")))
+    }
+
+    /// Says `Ready`, then blocks until the job arrives and takes on its limits. Returns the
+    /// job's wall limit in milliseconds.
+    fn receive_job(&mut self) -> wasmtime::Result<u64> {
+        let protections = self.protections.take().unwrap_or_default();
+        self.send(&FromChild::Ready {
+            v: proto::VERSION,
+            protections,
+        })?;
+        let read = proto::read_frame(&mut self.stdin, MAX_JOB_FRAME)
+            .map_err(|e| fatal(ErrorKind::Internal, format!("reading the job: {e}")))?;
+        let Some(body) = read else {
+            self.job_state = JobState::Abandoned;
+            return Err(wasmtime::Error::new(Abandoned));
+        };
+        let job = match proto::decode::<ToChild>(&body) {
+            Ok(ToChild::Job(job)) if job.v == proto::VERSION => job,
+            Ok(ToChild::Job(job)) => {
+                return Err(fatal(
+                    ErrorKind::Internal,
+                    format!("protocol version {} is not {}", job.v, proto::VERSION),
+                ));
+            }
+            Ok(other) => {
+                return Err(fatal(
+                    ErrorKind::Internal,
+                    format!("expected a job, got {other:?}"),
+                ));
+            }
+            Err(e) => return Err(fatal(ErrorKind::Internal, format!("bad job frame: {e}"))),
+        };
+        self.job = serde_json::to_vec(&job)
+            .map_err(|e| fatal(ErrorKind::Internal, format!("re-encoding the job: {e}")))?;
+        self.job_state = JobState::Received;
+        self.limits = job.limits;
+        self.limiter.cap =
+            usize::try_from(u64::from(job.limits.memory_mb) * 1024 * 1024).unwrap_or(usize::MAX);
+        self.started = Instant::now();
+        self.deadline = self.started + Duration::from_millis(job.limits.wall_ms);
+        Ok(job.limits.wall_ms)
     }
 
     fn elapsed_ms(&self) -> u64 {
@@ -170,10 +254,23 @@ impl Host {
         .unwrap_or(usize::MAX)
     }
 
-    /// Sends one db call and waits for its reply.
+    /// Sends one db call and returns the first piece of its answer (see [`Host::next_piece`]).
     fn db_call(&mut self, call: Box<RawValue>) -> wasmtime::Result<Vec<u8>> {
         let id = self.calls;
         self.send(&FromChild::DbCall { id, call })?;
+        self.in_call = Some(InCall { id, bytes: 0 });
+        self.next_piece()
+    }
+
+    /// The next piece of the answer to the call in progress: a batch of rows (a JSON array,
+    /// starting with `[`), or the final reply (an object, starting with `{`), which ends the call.
+    fn next_piece(&mut self) -> wasmtime::Result<Vec<u8>> {
+        let Some(call) = self.in_call else {
+            return Err(fatal(
+                ErrorKind::Internal,
+                "the guest asked for more rows outside a database call",
+            ));
+        };
         let cap = self.reply_cap();
         let body = proto::read_frame(&mut self.stdin, cap)
             .map_err(|e| {
@@ -183,25 +280,56 @@ impl Host {
                 )
             })?
             .ok_or_else(|| fatal(ErrorKind::Internal, "the executor went away"))?;
-        match proto::decode::<ToChild>(&body) {
+        let piece = match proto::decode::<ToChild>(&body) {
+            Ok(ToChild::DbRows { id, rows }) if id == call.id => {
+                // The executor caps a call's rows; this is the same cap, checked again here.
+                let bytes = call.bytes.saturating_add(body.len());
+                if bytes > cap {
+                    return Err(fatal(
+                        ErrorKind::Internal,
+                        format!("a database call's rows passed {cap} bytes"),
+                    ));
+                }
+                self.in_call = Some(InCall { bytes, ..call });
+                rows.get().as_bytes().to_vec()
+            }
             Ok(ToChild::DbReply {
-                id: got,
+                id,
                 reply,
                 fatal: stop,
-            }) if got == id => match stop {
-                Some(failure) => Err(wasmtime::Error::new(Fatal(failure))),
-                None => Ok(reply.get().as_bytes().to_vec()),
-            },
-            Ok(other) => Err(fatal(
-                ErrorKind::Internal,
-                format!("unexpected frame from the executor: {other:?}"),
-            )),
-            Err(e) => Err(fatal(
-                ErrorKind::Internal,
-                format!("bad frame from the executor: {e}"),
-            )),
+            }) if id == call.id => {
+                self.in_call = None;
+                match stop {
+                    Some(failure) => return Err(wasmtime::Error::new(Fatal(failure))),
+                    None => reply.get().as_bytes().to_vec(),
+                }
+            }
+            Ok(other) => {
+                return Err(fatal(
+                    ErrorKind::Internal,
+                    format!("unexpected frame from the executor: {other:?}"),
+                ));
+            }
+            Err(e) => {
+                return Err(fatal(
+                    ErrorKind::Internal,
+                    format!("bad frame from the executor: {e}"),
+                ));
+            }
+        };
+        if Instant::now() >= self.deadline {
+            return Err(self.timeout());
         }
+        Ok(piece)
     }
+}
+
+/// The db call whose answer is being read.
+#[derive(Debug, Clone, Copy)]
+struct InCall {
+    id: u32,
+    /// Bytes of row batches received so far.
+    bytes: usize,
 }
 
 fn memory(caller: &mut Caller<'_, Host>) -> wasmtime::Result<Memory> {
@@ -243,9 +371,20 @@ fn write_guest(caller: &mut Caller<'_, Host>, ptr: u32, bytes: &[u8]) -> wasmtim
 
 fn linker(engine: &Engine) -> wasmtime::Result<Linker<Host>> {
     let mut l = Linker::new(engine);
-    l.func_wrap("quorum", "job_len", |caller: Caller<'_, Host>| {
-        caller.data().job.len() as u32
-    })?;
+    l.func_wrap(
+        "quorum",
+        "job_len",
+        |mut caller: Caller<'_, Host>| -> wasmtime::Result<u32> {
+            if caller.data().job_state == JobState::Waiting {
+                let wall_ms = caller.data_mut().receive_job()?;
+                // The deadline counts from the job's arrival, not from start-up.
+                caller
+                    .as_context_mut()
+                    .set_epoch_deadline(wall_ms / EPOCH_TICK_MS + 1);
+            }
+            Ok(caller.data().job.len() as u32)
+        },
+    )?;
     l.func_wrap(
         "quorum",
         "job_read",
@@ -292,11 +431,19 @@ fn linker(engine: &Engine) -> wasmtime::Result<Linker<Host>> {
                 None => br#"{"error":{"kind":"internal","message":"the call was not valid JSON"}}"#
                     .to_vec(),
             };
-            if Instant::now() >= host.deadline {
-                return Err(host.timeout());
-            }
             let len = reply.len() as u32;
             host.reply = reply;
+            Ok(len)
+        },
+    )?;
+    l.func_wrap(
+        "quorum",
+        "reply_next",
+        |mut caller: Caller<'_, Host>| -> wasmtime::Result<u32> {
+            let host = caller.data_mut();
+            let piece = host.next_piece()?;
+            let len = piece.len() as u32;
+            host.reply = piece;
             Ok(len)
         },
     )?;
@@ -520,18 +667,19 @@ fn failure(kind: ErrorKind, message: impl Into<String>) -> Failure {
     }
 }
 
-/// Runs the guest to completion and says how it ended.
-fn execute(engine: &Engine, module: &Module, host: Host) -> Outcome {
-    let wall_ms = host.limits.wall_ms;
+/// Runs the guest to completion and says how it ended, with whether a job ever arrived.
+fn execute(engine: &Engine, module: &Module, host: Host) -> (Outcome, JobState) {
     let mut store = Store::new(engine, host);
     store.limiter(|h| &mut h.limiter);
-    store.set_epoch_deadline(wall_ms / EPOCH_TICK_MS + 1);
+    // Start-up gets its own budget; `job_len` sets the job's deadline when the job arrives.
+    store.set_epoch_deadline(PRE_JOB_LIMITS.wall_ms / EPOCH_TICK_MS + 1);
     store.epoch_deadline_trap();
     let ran = linker(engine)
         .and_then(|l| l.instantiate(&mut store, module))
         .and_then(|i| i.get_typed_func::<(), ()>(&mut store, "_start"))
         .and_then(|start| start.call(&mut store, ()));
     let host = store.into_data();
+    let wall_ms = host.limits.wall_ms;
     let memory_denied = host.limiter.denied;
     let (value, error) = match (&ran, host.finished) {
         (Ok(()), Some(json)) | (Err(_), Some(json)) if exited_cleanly(&ran) => {
@@ -564,12 +712,13 @@ fn execute(engine: &Engine, module: &Module, host: Host) -> Outcome {
             )),
         ),
     };
-    Outcome {
+    let outcome = Outcome {
         value,
         error,
         logs_truncated: host.logs_truncated,
         peak_memory_bytes: host.limiter.peak as u64,
-    }
+    };
+    (outcome, host.job_state)
 }
 
 /// `finish` was called and then the guest returned or exited with status 0.
@@ -605,7 +754,8 @@ fn classify(e: &wasmtime::Error, memory_denied: bool, wall_ms: u64) -> Failure {
     }
 }
 
-/// The child: load, restrict, say ready, run one job, report, exit.
+/// The child: load, restrict, start the guest (which initialises QuickJS and then asks for its
+/// job, at which point `Ready` is said), run the one job, report, exit.
 pub fn run_child(module_path: &Path) -> anyhow::Result<()> {
     let engine = engine::engine()?;
     let module = engine::load(&engine, module_path)?;
@@ -621,8 +771,6 @@ pub fn run_child(module_path: &Path) -> anyhow::Result<()> {
         .context("starting the epoch thread")?;
 
     let protections = crate::restrict::apply();
-    let mut stdout = io::stdout().lock();
-    let mut stdin = io::stdin().lock();
 
     #[cfg(feature = "sandbox-selftest")]
     if std::env::var_os("QUORUM_SANDBOX_SELFTEST").is_some() {
@@ -631,59 +779,38 @@ pub fn run_child(module_path: &Path) -> anyhow::Result<()> {
         }
     }
 
-    proto::write_frame(
-        &mut stdout,
-        &FromChild::Ready {
-            v: proto::VERSION,
-            protections,
-        },
-    )?;
-    let Some(body) = proto::read_frame(&mut stdin, MAX_JOB_FRAME)? else {
-        // The executor changed its mind (a pre-started child it no longer needs).
-        return Ok(());
-    };
-    let job = match proto::decode::<ToChild>(&body)? {
-        ToChild::Job(job) => job,
-        other => bail!("expected a job, got {other:?}"),
-    };
-    if job.v != proto::VERSION {
-        bail!("protocol version {} is not {}", job.v, proto::VERSION);
-    }
-    let outcome = run_job(&engine, &module, &job, stdin, stdout)?;
-    let mut stdout = io::stdout().lock();
-    proto::write_frame(&mut stdout, &FromChild::Outcome(outcome))?;
-    Ok(())
-}
-
-fn run_job(
-    engine: &Engine,
-    module: &Module,
-    job: &Job,
-    stdin: StdinLock<'static>,
-    stdout: StdoutLock<'static>,
-) -> anyhow::Result<Outcome> {
     let started = Instant::now();
-    let cap = usize::try_from(u64::from(job.limits.memory_mb) * 1024 * 1024).unwrap_or(usize::MAX);
     let host = Host {
-        job: serde_json::to_vec(job)?,
-        limits: job.limits,
+        job: Vec::new(),
+        job_state: JobState::Waiting,
+        protections: Some(protections),
+        limits: PRE_JOB_LIMITS,
         started,
-        deadline: started + Duration::from_millis(job.limits.wall_ms),
-        stdin,
-        stdout,
+        deadline: started + Duration::from_millis(PRE_JOB_LIMITS.wall_ms),
+        stdin: io::stdin().lock(),
+        stdout: io::stdout().lock(),
         reply: Vec::new(),
+        in_call: None,
         calls: 0,
         log_bytes: 0,
         logs_truncated: false,
         stderr_bytes: 0,
         finished: None,
         limiter: Limiter {
-            cap,
+            cap: PRE_JOB_LIMITS.memory_mb as usize * 1024 * 1024,
             denied: false,
             peak: 0,
         },
     };
-    Ok(execute(engine, module, host))
+    let (outcome, state) = execute(&engine, &module, host);
+    if state == JobState::Abandoned {
+        return Ok(());
+    }
+    // A guest that failed before asking for its job reports that instead of `Ready`; the
+    // executor shows it as a start-up failure.
+    let mut stdout = io::stdout().lock();
+    proto::write_frame(&mut stdout, &FromChild::Outcome(outcome))?;
+    Ok(())
 }
 
 #[cfg(test)]

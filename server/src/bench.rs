@@ -11,11 +11,12 @@ use crate::config::{Config, LimitsConfig};
 use crate::domain::instance::Engine;
 use crate::domain::workflow::Mode;
 use crate::exec::SqlHandle;
-use crate::sandbox::{Sandbox, ScriptJob, ScriptRun};
+use crate::sandbox::{Handle, Reply, RowSink, Sandbox, ScriptJob, ScriptRun};
 use quorum_sandbox_protocol as proto;
 
 const SELECT_1: &str = "return (await db.query('SELECT 1')).rows;";
 const CALLS_100: &str = "for (let i = 0; i < 100; i++) await db.query('SELECT 1');\nreturn 100;";
+const SUM_100K_SQL: &str = "SELECT g AS n FROM generate_series(1, 100000) g";
 const SUM_100K: &str = "const r = await db.query('SELECT g AS n FROM generate_series(1, 100000) g');\nlet s = 0;\nfor (const row of r.rows) s += row.n;\nreturn s;";
 
 /// Median and 90th percentile of a sample, in milliseconds.
@@ -174,18 +175,35 @@ pub async fn sandbox(
     ));
 
     let mut base = Vec::new();
+    let mut through_handle = Vec::new();
     let mut sums = Vec::new();
     for _ in 0..(iterations / 5).max(3) {
         let t = Instant::now();
-        let rows = sqlx::query("SELECT g AS n FROM generate_series(1, 100000) g")
-            .fetch_all(&mut conn)
-            .await?;
+        let rows = sqlx::query(SUM_100K_SQL).fetch_all(&mut conn).await?;
         let sum: i64 = rows
             .iter()
             .map(|r| r.try_get::<i32, _>(0).map(i64::from))
             .sum::<Result<i64, _>>()?;
         base.push(t.elapsed());
         anyhow::ensure!(sum == 5_000_050_000, "in-process sum {sum}");
+        // The wrapped handle's own work (rows to JSON, limits), in-process, without the sandbox.
+        let t = Instant::now();
+        let op = proto::DbOp::Query {
+            sql: SUM_100K_SQL.into(),
+            params: Vec::new(),
+        };
+        let mut sink = RowSink::detached();
+        let reply = SqlHandle::on(&mut conn, Engine::Postgres, Mode::Read, limits)
+            .call(op, &mut sink)
+            .await;
+        let sum: i64 = match &reply {
+            Reply::Ok { value, .. } => value["rows"]
+                .as_array()
+                .map_or(0, |rows| rows.iter().filter_map(|r| r["n"].as_i64()).sum()),
+            other => anyhow::bail!("the handle answered {other:?}"),
+        };
+        through_handle.push(t.elapsed());
+        anyhow::ensure!(sum == 5_000_050_000, "handle sum {sum}");
         let t = Instant::now();
         let run = script(&sandbox, &mut conn, &limits, SUM_100K).await?;
         sums.push(t.elapsed());
@@ -196,10 +214,16 @@ pub async fn sandbox(
             run.report.result
         );
     }
+    let base = summary(base);
     lines.push(row(
         "sum of 100 000 rows from one db.query",
         summary(sums),
-        Some(summary(base)),
+        Some(base),
+    ));
+    lines.push(row(
+        "  the same rows through the wrapped handle, no sandbox",
+        summary(through_handle),
+        Some(base),
     ));
 
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();

@@ -1161,9 +1161,10 @@ macro_rules! bind_params {
     }};
 }
 
-/// Streams a statement's rows into `{rows, rowCount, fields, truncated}` within the limits.
+/// Streams a statement's rows to the script (through `$sink`, in batches) within the limits, and
+/// answers `{rows, rowCount, fields, truncated}`.
 macro_rules! sql_call {
-    ($self:ident, $op:ident, $query:expr, $value:path) => {{
+    ($self:ident, $op:ident, $sink:ident, $query:expr, $value:path) => {{
         use crate::sandbox::Reply;
         let (sql, params) = match $self.admit($op) {
             Ok(v) => v,
@@ -1174,10 +1175,11 @@ macro_rules! sql_call {
         let timeout = $self.timeout();
         let db_call_ms = $self.limits.db_call_ms;
         let query = bind_params!($query(&sql), &params);
+        let sink = &mut *$sink;
         let work = async {
-            let mut rows: Vec<Value> = Vec::new();
             let mut fields: Option<Value> = None;
             let mut affected = 0u64;
+            let mut count = 0usize;
             let mut bytes = 0u64;
             let mut truncated = false;
             let mut stream = $self.conn.fetch_many(query);
@@ -1195,22 +1197,25 @@ macro_rules! sql_call {
                         if truncated {
                             continue;
                         }
+                        if count >= max_rows {
+                            truncated = true;
+                            continue;
+                        }
                         let mut obj = serde_json::Map::new();
                         for (i, c) in row.columns().iter().enumerate() {
                             obj.insert(c.name().to_owned(), $value(&row, i));
                         }
-                        let obj = Value::Object(obj);
-                        let size = obj.to_string().len() as u64;
-                        if rows.len() >= max_rows || bytes + size > max_bytes {
-                            truncated = true;
-                            continue;
+                        match sink.push(Value::Object(obj), max_bytes - bytes).await {
+                            Some(size) => {
+                                bytes += size;
+                                count += 1;
+                            }
+                            None => truncated = true,
                         }
-                        bytes += size;
-                        rows.push(obj);
                     }
                 }
             }
-            Ok::<_, sqlx::Error>((rows, fields, affected, truncated))
+            Ok::<_, sqlx::Error>((count, fields, affected, truncated))
         };
         match tokio::time::timeout(timeout, work).await {
             Err(_) => Reply::Fatal {
@@ -1218,13 +1223,13 @@ macro_rules! sql_call {
                 message: format!("a database call ran longer than {db_call_ms} ms and was cancelled"),
             },
             Ok(Err(e)) => $self.db_failure(&e),
-            Ok(Ok((rows, fields, affected, truncated))) => {
-                let count = if fields.is_some() { rows.len() as u64 } else { affected };
+            Ok(Ok((returned, fields, affected, truncated))) => {
+                let count = if fields.is_some() { returned as u64 } else { affected };
                 Reply::Ok {
                     rows: count,
                     truncated,
                     value: json!({
-                        "rows": rows,
+                        "rows": sink.finish().await,
                         "rowCount": count,
                         "fields": fields.unwrap_or_else(|| json!([])),
                         "truncated": truncated,
@@ -1236,14 +1241,34 @@ macro_rules! sql_call {
 }
 
 impl crate::sandbox::Handle for SqlHandle<'_, sqlx::PgConnection> {
-    async fn call(&mut self, op: quorum_sandbox_protocol::DbOp) -> crate::sandbox::Reply {
-        sql_call!(self, op, |s| sqlx::query(s).persistent(false), pg_value)
+    async fn call(
+        &mut self,
+        op: quorum_sandbox_protocol::DbOp,
+        rows: &mut crate::sandbox::RowSink<'_>,
+    ) -> crate::sandbox::Reply {
+        sql_call!(
+            self,
+            op,
+            rows,
+            |s| sqlx::query(s).persistent(false),
+            pg_value
+        )
     }
 }
 
 impl crate::sandbox::Handle for SqlHandle<'_, sqlx::SqliteConnection> {
-    async fn call(&mut self, op: quorum_sandbox_protocol::DbOp) -> crate::sandbox::Reply {
-        sql_call!(self, op, |s| sqlx::query(s).persistent(false), sqlite_value)
+    async fn call(
+        &mut self,
+        op: quorum_sandbox_protocol::DbOp,
+        rows: &mut crate::sandbox::RowSink<'_>,
+    ) -> crate::sandbox::Reply {
+        sql_call!(
+            self,
+            op,
+            rows,
+            |s| sqlx::query(s).persistent(false),
+            sqlite_value
+        )
     }
 }
 

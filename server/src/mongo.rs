@@ -783,7 +783,8 @@ impl MongoHandle {
 }
 
 impl Handle for MongoHandle {
-    async fn call(&mut self, op: DbOp) -> Reply {
+    /// MongoDB replies are method values (a find's documents come back whole).
+    async fn call(&mut self, op: DbOp, _rows: &mut crate::sandbox::RowSink<'_>) -> Reply {
         let DbOp::Mongo {
             collection,
             method,

@@ -13,7 +13,6 @@ use std::sync::{Arc, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use quorum_sandbox_protocol::{self as proto, DbOp, FromChild, Job, JobLimits, ToChild};
-use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
@@ -101,6 +100,7 @@ impl Sandbox {
         let (Some(stdin), Some(mut stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err("the sandbox's pipes are missing".into());
         };
+        widen_pipe(&stdin);
         let ready = async {
             let frame = tokio::time::timeout(READY_TIMEOUT, read_frame(&mut stdout, 64 * 1024))
                 .await
@@ -273,9 +273,125 @@ pub enum Reply {
     },
 }
 
-/// The wrapped database handle of one execution: every call goes through it.
+/// The wrapped database handle of one execution: every call goes through it. A handle that
+/// reads rows one by one hands them to `rows` as it goes, so they reach the script in batches
+/// while the rest are still being read, and leaves `rows` out of its reply.
 pub trait Handle: Send {
-    fn call(&mut self, op: DbOp) -> impl std::future::Future<Output = Reply> + Send;
+    fn call(
+        &mut self,
+        op: DbOp,
+        rows: &mut RowSink<'_>,
+    ) -> impl std::future::Future<Output = Reply> + Send;
+}
+
+/// A reply to the guest, as it reads it: `{"ok": value}` or `{"error": {…}}`.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Answer {
+    Ok(Value),
+    Error(Value),
+}
+
+/// Bytes of rows gathered before they are sent to the child as one `DbRows` batch.
+const ROW_BATCH_BYTES: usize = 64 * 1024;
+
+/// Where the rows of one call go as they are read: batches of JSON to the child, and the row
+/// objects kept for the results page (the last query's rows are what an execution shows).
+#[derive(Debug)]
+pub struct RowSink<'a> {
+    child: Option<&'a mut ChildStdin>,
+    id: u32,
+    /// `[` and the rows not yet sent, comma-separated.
+    batch: Vec<u8>,
+    sent: bool,
+    kept: Vec<Value>,
+    /// Writing to the child failed; the conversation ends with this.
+    broken: Option<String>,
+}
+
+impl<'a> RowSink<'a> {
+    fn to_child(child: &'a mut ChildStdin, id: u32) -> Self {
+        Self {
+            child: Some(child),
+            id,
+            ..Self::detached()
+        }
+    }
+
+    /// A sink that sends nothing: the rows stay in `kept` (in-process use and benchmarks).
+    pub fn detached() -> Self {
+        Self {
+            child: None,
+            id: 0,
+            batch: Vec::with_capacity(ROW_BATCH_BYTES + 4096),
+            sent: false,
+            kept: Vec::new(),
+            broken: None,
+        }
+    }
+
+    /// Adds a row if it fits in `room` bytes (its JSON size); returns that size, or `None`
+    /// (and adds nothing) when it does not fit.
+    pub async fn push(&mut self, row: Value, room: u64) -> Option<u64> {
+        let mark = self.batch.len();
+        self.batch.push(if mark == 0 { b'[' } else { b',' });
+        let start = self.batch.len();
+        if serde_json::to_writer(&mut self.batch, &row).is_err() {
+            self.batch.truncate(mark);
+            return None;
+        }
+        let size = (self.batch.len() - start) as u64;
+        if size > room {
+            self.batch.truncate(mark);
+            return None;
+        }
+        self.kept.push(row);
+        if self.batch.len() >= ROW_BATCH_BYTES {
+            self.flush().await;
+        }
+        Some(size)
+    }
+
+    async fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let Some(child) = self.child.as_deref_mut() else {
+            return;
+        };
+        self.batch.push(b']');
+        let sent = match proto::encode_db_rows(self.id, &self.batch) {
+            Ok(frame) => write_all(child, &frame).await,
+            Err(e) => Err(e.to_string()),
+        };
+        self.batch.clear();
+        match sent {
+            Ok(()) => self.sent = true,
+            Err(e) => {
+                self.broken.get_or_insert(e);
+            }
+        }
+    }
+
+    /// Sends what is left and says what the reply's `rows` must hold: nothing when the rows went
+    /// out in batches, else the rows themselves (a detached sink, or rows held back for a reply
+    /// small enough to go in one frame).
+    pub async fn finish(&mut self) -> Value {
+        if self.sent {
+            self.flush().await;
+            return Value::Array(Vec::new());
+        }
+        self.batch.clear();
+        if self.child.is_none() {
+            return Value::Array(std::mem::take(&mut self.kept));
+        }
+        Value::Array(self.kept.clone())
+    }
+
+    /// The rows kept for display.
+    pub fn take_kept(&mut self) -> Vec<Value> {
+        std::mem::take(&mut self.kept)
+    }
 }
 
 /// One script execution's result, before the transaction is settled.
@@ -358,6 +474,21 @@ fn spawn(sandbox: &Sandbox, module: &Path, limits: &LimitsConfig) -> std::io::Re
     cmd.spawn()
 }
 
+/// Lets up to 1 MiB of replies wait in the pipe to the child (64 KiB by default), so the portal
+/// keeps reading rows while the guest decodes the batches before them. Best effort: a host with
+/// a lower `fs.pipe-max-size` keeps the default.
+fn widen_pipe(stdin: &ChildStdin) {
+    use std::os::fd::AsRawFd;
+    #[expect(
+        unsafe_code,
+        reason = "fcntl(F_SETPIPE_SZ) on a pipe this process owns"
+    )]
+    // SAFETY: a plain system call on a valid descriptor; it changes only the pipe's capacity.
+    unsafe {
+        libc::fcntl(stdin.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20);
+    }
+}
+
 /// Reads one frame with the cap checked before the body is allocated.
 async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
@@ -377,7 +508,11 @@ async fn read_frame<R: AsyncRead + Unpin>(
 
 async fn send(stdin: &mut ChildStdin, frame: &ToChild) -> Result<(), String> {
     let bytes = proto::encode(frame).map_err(|e| e.to_string())?;
-    stdin.write_all(&bytes).await.map_err(|e| e.to_string())?;
+    write_all(stdin, &bytes).await
+}
+
+async fn write_all(stdin: &mut ChildStdin, bytes: &[u8]) -> Result<(), String> {
+    stdin.write_all(bytes).await.map_err(|e| e.to_string())?;
     stdin.flush().await.map_err(|e| e.to_string())
 }
 
@@ -469,8 +604,12 @@ pub async fn run_script<H: Handle>(job: ScriptJob<'_>, handle: &mut H) -> Script
             ));
         }
     }
-    let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
-    kill_group(&child);
+    // The outcome is in hand: the child's exit (unmapping its memory) is not waited for.
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+        kill_group(&child);
+        let _ = child.wait().await;
+    });
     run
 }
 
@@ -503,7 +642,7 @@ async fn converse<H: Handle>(
         .saturating_mul(2)
         + (1 << 20);
     let mut log_bytes: u64 = 0;
-    let mut last_rows: Option<Value> = None;
+    let mut last_rows: Option<Vec<Value>> = None;
     loop {
         let body = read_frame(stdout, cap)
             .await?
@@ -530,6 +669,7 @@ async fn converse<H: Handle>(
                 let seq = u32::try_from(run.report.calls.len()).unwrap_or(u32::MAX) + 1;
                 let at_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
                 let t0 = Instant::now();
+                let mut sink = RowSink::to_child(stdin, id);
                 let (reply, record) = if seq > limits.max_calls {
                     let message = format!(
                         "the script made more than {} database calls",
@@ -546,7 +686,7 @@ async fn converse<H: Handle>(
                     match serde_json::from_str::<DbOp>(call.get()) {
                         Ok(op) => {
                             let described = describe(&op);
-                            (handle.call(op).await, described)
+                            (handle.call(op, &mut sink).await, described)
                         }
                         Err(e) => (
                             Reply::Error {
@@ -557,6 +697,10 @@ async fn converse<H: Handle>(
                         ),
                     }
                 };
+                if let Some(e) = sink.broken.take() {
+                    return Err(format!("sending rows to the sandbox: {e}"));
+                }
+                let kept = sink.take_kept();
                 let duration_ms = (t0.elapsed().as_secs_f64() * 100_000.0).round() / 100.0;
                 let mut note = None;
                 let (reply_json, fatal, rows, error) = match reply {
@@ -566,9 +710,11 @@ async fn converse<H: Handle>(
                         truncated,
                     } => {
                         if value.get("rows").is_some() {
-                            last_rows = Some(value.clone());
-                        } else if job.engine == proto::Engine::Mongodb && value.is_array() {
-                            last_rows = Some(json!({ "rows": value }));
+                            last_rows = Some(kept);
+                        } else if job.engine == proto::Engine::Mongodb
+                            && let Some(docs) = value.as_array()
+                        {
+                            last_rows = Some(docs.clone());
                         }
                         if truncated {
                             note = Some(format!(
@@ -579,12 +725,12 @@ async fn converse<H: Handle>(
                                 job.limits.max_result_bytes
                             ));
                         }
-                        (json!({ "ok": value }), None, rows, None)
+                        (Answer::Ok(value), None, rows, None)
                     }
                     Reply::Error { message, code } => {
                         run.any_call_failed = true;
-                        let e = json!({"error": {"kind": "db_error", "message": message, "code": code}});
-                        (e, None, 0, Some(message))
+                        let e = json!({"kind": "db_error", "message": message, "code": code});
+                        (Answer::Error(e), None, 0, Some(message))
                     }
                     Reply::Fatal { kind, message } => {
                         run.any_call_failed = true;
@@ -594,7 +740,7 @@ async fn converse<H: Handle>(
                             line: None,
                             column: None,
                         };
-                        (Value::Null, Some(f), 0, Some(message))
+                        (Answer::Ok(Value::Null), Some(f), 0, Some(message))
                     }
                 };
                 if let Some(message) = note {
@@ -613,8 +759,9 @@ async fn converse<H: Handle>(
                     rows,
                     error,
                 });
+                // Serialized once, straight into the raw value (no second parse).
                 let reply =
-                    RawValue::from_string(reply_json.to_string()).map_err(|e| e.to_string())?;
+                    serde_json::value::to_raw_value(&reply_json).map_err(|e| e.to_string())?;
                 send(stdin, &ToChild::DbReply { id, reply, fatal }).await?;
             }
             FromChild::Outcome(outcome) => {
@@ -624,7 +771,7 @@ async fn converse<H: Handle>(
                     .value
                     .as_deref()
                     .and_then(|v| serde_json::from_str(v.get()).ok());
-                run.display = display_rows(value.as_ref(), last_rows.as_ref(), limits);
+                run.display = display_rows(value.as_ref(), last_rows.as_deref(), limits);
                 if job.engine == proto::Engine::Mongodb
                     && let Some(d) = run.display.as_mut()
                 {
@@ -659,7 +806,7 @@ async fn converse<H: Handle>(
 struct NoDatabase;
 
 impl Handle for NoDatabase {
-    async fn call(&mut self, _op: DbOp) -> Reply {
+    async fn call(&mut self, _op: DbOp, _rows: &mut RowSink<'_>) -> Reply {
         Reply::Fatal {
             kind: proto::ErrorKind::Internal,
             message: "a syntax check runs no database calls".into(),
@@ -719,18 +866,16 @@ fn describe(op: &DbOp) -> (String, String) {
 /// The rows shown for a script: an explicitly returned array of objects, else the last query's.
 fn display_rows(
     value: Option<&Value>,
-    last: Option<&Value>,
+    last: Option<&[Value]>,
     limits: &LimitsConfig,
 ) -> Option<ResultSet> {
-    let objects = |v: &Value| -> Option<Vec<Map<String, Value>>> {
-        v.as_array()?
-            .iter()
-            .map(|r| r.as_object().cloned())
-            .collect()
+    let objects = |rows: &[Value]| -> Option<Vec<Map<String, Value>>> {
+        rows.iter().map(|r| r.as_object().cloned()).collect()
     };
+    let array = |v: &Value| v.as_array().and_then(|a| objects(a));
     let rows = value
-        .and_then(|v| objects(v).or_else(|| v.get("rows").and_then(objects)))
-        .or_else(|| last.and_then(|l| l.get("rows")).and_then(objects))?;
+        .and_then(|v| array(v).or_else(|| v.get("rows").and_then(array)))
+        .or_else(|| last.and_then(objects))?;
     let mut names: Vec<String> = Vec::new();
     for r in &rows {
         for k in r.keys() {

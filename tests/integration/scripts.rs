@@ -306,6 +306,77 @@ async fn postgres_reads_write_nothing_and_failed_writes_roll_back() {
     assert_ne!(prices(&target).await, before);
 }
 
+/// Rows larger than one batch reach the script in order and whole; the row limit cuts a
+/// streamed result as it cuts a small one; a query that fails after some batches were sent is a
+/// catchable error that leaves nothing half-delivered, and the next call still works.
+#[tokio::test]
+async fn rows_stream_to_the_script_in_batches() {
+    let app = TestApp::spawn_with(StoreKind::Sqlite, "[limits]\nmax_rows = 50000").await;
+    let target = pg_target().await;
+    let instance = pg_instance(&app, &target, "on_approval").await;
+    // PostgreSQL aborts the transaction at the first error, so the failing query comes last.
+    let script = "\
+const r = await db.query('SELECT g AS n, md5(g::text) AS h FROM generate_series(1, 20000) g ORDER BY g');
+let inOrder = r.rows.length === 20000 && r.rowCount === 20000;
+for (let i = 0; i < r.rows.length; i++) if (r.rows[i].n !== i + 1 || r.rows[i].h.length !== 32) inOrder = false;
+const cut = await db.query('SELECT g FROM generate_series(1, 60000) g');
+let caught = '';
+try { await db.query('SELECT 100 / (40000 - g) AS x FROM generate_series(1, 60000) g'); } catch (e) { caught = e.message; }
+return { inOrder, caught, cut: cut.rows.length, cutFlag: cut.truncated, lastOfCut: cut.rows[49999].g, fields: r.fields.map((f) => f.name) };";
+    let e = run(&app, &instance, &target.database, "read", script).await;
+    assert_eq!(e["status"], "succeeded", "{e}");
+    let result = &e["result"];
+    assert_eq!(result["inOrder"], true, "{result}");
+    assert!(
+        result["caught"]
+            .as_str()
+            .is_some_and(|m| m.contains("division by zero")),
+        "{result}"
+    );
+    assert_eq!(result["cut"], 50000, "{result}");
+    assert_eq!(result["cutFlag"], true, "{result}");
+    assert_eq!(result["lastOfCut"], 50000, "{result}");
+    assert_eq!(result["fields"], json!(["n", "h"]), "{result}");
+    let calls = e["calls"].as_array().expect("calls");
+    let rows: Vec<&Value> = calls.iter().map(|c| &c["rows"]).collect();
+    assert_eq!(rows, [&json!(20000), &json!(50000), &json!(0)], "{e}");
+    assert!(
+        calls[2]["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("division by zero")),
+        "{e}"
+    );
+    assert!(
+        e["logs"]
+            .as_array()
+            .expect("logs")
+            .iter()
+            .any(|l| l["level"] == "warn"
+                && l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("first 50000 rows"))),
+        "{e}"
+    );
+
+    // SQLite keeps going after a failed statement: the call after the broken stream answers.
+    let script = "\
+let caught = '';
+try {
+  await db.query(\"WITH RECURSIVE c(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM c WHERE g < 60000) SELECT g, json(CASE WHEN g < 40000 THEN '1' ELSE '{bad' END) AS x FROM c\");
+} catch (e) { caught = e.message; }
+const after = await db.query('SELECT 7 AS seven');
+return { caught, seven: after.rows[0].seven };";
+    let e = demo(&app, script).await;
+    assert_eq!(e["status"], "succeeded", "{e}");
+    assert!(
+        e["result"]["caught"]
+            .as_str()
+            .is_some_and(|m| m.contains("malformed JSON")),
+        "{e}"
+    );
+    assert_eq!(e["result"]["seven"], 7, "{e}");
+}
+
 #[tokio::test]
 async fn a_database_call_that_hangs_is_cancelled_on_the_server() {
     let app = TestApp::spawn_with(StoreKind::Sqlite, TIGHT).await;

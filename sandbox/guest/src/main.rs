@@ -1,9 +1,10 @@
 //! The Quorum script guest: QuickJS inside WebAssembly.
 //!
 //! The host (the `quorum-sandbox` child process) provides the `quorum` imports below and nothing
-//! else of use: no files, no sockets, no environment. The guest reads its job, evaluates the
-//! prelude (`prelude.js`: `db`, `console`, `setTimeout`), runs the user's script as the body of an
-//! async function (so top-level `await` and `return` work), drives QuickJS's job queue until the
+//! else of use: no files, no sockets, no environment. The guest starts QuickJS and evaluates the
+//! prelude (`prelude.js`: `db`, `console`, `setTimeout`) before it asks for its job, so a
+//! pre-started child waits with all of that done; it then reads the job, runs the user's script
+//! as the body of an async function (so top-level `await` and `return` work), drives QuickJS's job queue until the
 //! script settles, and hands the JSON-encoded outcome back to the host.
 
 use rquickjs::context::EvalOptions;
@@ -12,14 +13,18 @@ use rquickjs::{CatchResultExt, CaughtError, Context, Ctx, Function, Promise, Run
 mod host {
     #[link(wasm_import_module = "quorum")]
     unsafe extern "C" {
-        /// Length of the job's JSON.
+        /// Length of the job's JSON. The first call blocks until the executor sends the job.
         pub fn job_len() -> u32;
         /// Copies the job's JSON to `ptr` (which has room for `job_len()` bytes).
         pub fn job_read(ptr: *mut u8);
-        /// Sends one db call (JSON) to the broker; returns the length of the reply, kept by the host.
+        /// Sends one db call (JSON) to the broker; returns the length of the first piece of the
+        /// reply, kept by the host: a batch of rows (a JSON array) or the reply itself (an object).
         pub fn db_call(ptr: *const u8, len: u32) -> u32;
-        /// Copies the last reply to `ptr`.
+        /// Copies the last piece of a reply to `ptr`.
         pub fn reply_read(ptr: *mut u8);
+        /// Reads the next piece of the current call's reply (after a batch of rows); returns its
+        /// length, kept by the host.
+        pub fn reply_next() -> u32;
         /// One console line at `level` (0 log, 1 info, 2 warn, 3 error).
         pub fn log(level: u32, ptr: *const u8, len: u32);
         /// Blocks for up to `ms` milliseconds (never past the deadline); used by `setTimeout`.
@@ -40,6 +45,8 @@ struct Job {
 }
 
 const PRELUDE: &str = include_str!("prelude.js");
+/// The global the prelude's set-up function waits under, removed before the script runs.
+const SETUP: &str = "__quorum_setup";
 /// Columns the wrapper adds in front of the script's first line.
 const SCRIPT_PREFIX: &str = "(async () => {";
 const EXPRESSION_PREFIX: &str = "(async () => { return __quorum_expr(await (";
@@ -104,20 +111,30 @@ fn finish_internal(message: &str) {
     finish(&failure_json("internal", message));
 }
 
+/// The piece of a reply the host holds, `len` bytes long.
+fn read_reply(len: u32) -> String {
+    let mut buf = vec![0u8; len as usize];
+    // SAFETY: the host writes exactly `len` bytes into the buffer we allocated for them.
+    unsafe { host::reply_read(buf.as_mut_ptr()) };
+    String::from_utf8(buf).unwrap_or_else(|_| failure_json("internal", "reply is not UTF-8"))
+}
+
 fn install_natives<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<()> {
     let g = ctx.globals();
     g.set(
         "__quorum_call",
         Function::new(ctx.clone(), |request: String| -> String {
-            // SAFETY: the host reads `len` bytes from our memory, then writes exactly the
-            // returned number of bytes into the buffer we allocated.
-            unsafe {
-                let len = host::db_call(request.as_ptr(), request.len() as u32) as usize;
-                let mut buf = vec![0u8; len];
-                host::reply_read(buf.as_mut_ptr());
-                String::from_utf8(buf)
-                    .unwrap_or_else(|_| failure_json("internal", "reply is not UTF-8"))
-            }
+            // SAFETY: the host reads `len` bytes from our memory before returning.
+            let len = unsafe { host::db_call(request.as_ptr(), request.len() as u32) };
+            read_reply(len)
+        })?,
+    )?;
+    g.set(
+        "__quorum_next",
+        Function::new(ctx.clone(), || -> String {
+            // SAFETY: a plain call; the host keeps the piece for `reply_read`.
+            let len = unsafe { host::reply_next() };
+            read_reply(len)
         })?,
     )?;
     g.set(
@@ -180,13 +197,25 @@ fn describe_error<'js>(ctx: &Ctx<'js>, err: CaughtError<'js>, prefix_len: usize)
     }
 }
 
-fn run(ctx: &Ctx<'_>, job: &Job) -> Result<String, String> {
+/// Installs the natives and evaluates the prelude, keeping the function it returns (which takes
+/// the engine) as a hidden global until the job arrives. Done before the job is asked for, so a
+/// pre-started child has it ready.
+fn prepare(ctx: &Ctx<'_>) -> Result<(), String> {
     install_natives(ctx).map_err(|e| format!("natives: {e}"))?;
     let prelude: Function = ctx
         .eval_with_options(PRELUDE, options("prelude.js"))
         .catch(ctx)
         .map_err(|e| format!("prelude: {e}"))?;
-    prelude
+    ctx.globals()
+        .set(SETUP, prelude)
+        .map_err(|e| format!("prelude: {e}"))
+}
+
+fn run(ctx: &Ctx<'_>, job: &Job) -> Result<String, String> {
+    let globals = ctx.globals();
+    let setup: Function = globals.get(SETUP).map_err(|e| format!("prelude: {e}"))?;
+    globals.remove(SETUP).map_err(|e| format!("prelude: {e}"))?;
+    setup
         .call::<_, ()>((job.engine.as_str(),))
         .catch(ctx)
         .map_err(|e| format!("prelude: {e}"))?;
@@ -273,6 +302,10 @@ fn main() {
     let Ok(context) = Context::full(&rt) else {
         return finish_internal("QuickJS context could not start");
     };
+    if let Err(message) = context.with(|ctx| prepare(&ctx)) {
+        return finish_internal(&message);
+    }
+    // Blocks until the executor hands over the job.
     let job = match context.with(|ctx| parse_job(&ctx, read_raw_job())) {
         Ok(job) => job,
         Err(message) => return finish_internal(&message),

@@ -6,9 +6,11 @@
   'use strict';
   const g = globalThis;
   const call = g.__quorum_call;
+  const next = g.__quorum_next;
   const log = g.__quorum_log;
   const sleep = g.__quorum_sleep;
   delete g.__quorum_call;
+  delete g.__quorum_next;
   delete g.__quorum_log;
   delete g.__quorum_sleep;
 
@@ -153,9 +155,18 @@
       if (e.code !== undefined) this.code = e.code;
     }
   }
+  // A reply comes in pieces: batches of rows (JSON arrays), decoded here while the portal reads
+  // the next ones, then the reply itself (an object, with `rows: []` when batches came first).
   function invoke(op) {
-    const reply = JSON.parse(call(JSON.stringify(op)));
+    let piece = call(JSON.stringify(op));
+    let batches = null;
+    while (piece.charCodeAt(0) === 91) {
+      (batches || (batches = [])).push(JSON.parse(piece));
+      piece = next();
+    }
+    const reply = JSON.parse(piece);
     if (reply.error) throw new DatabaseError(reply.error);
+    if (batches !== null) reply.ok.rows = batches.length === 1 ? batches[0] : [].concat(...batches);
     return reply.ok;
   }
 

@@ -8,7 +8,8 @@
 //! child  → parent   Ready                         (once, after start-up and self-restriction)
 //! parent → child    Job                           (once)
 //! child  → parent   DbCall | Log                  (any number; each DbCall waits for its DbReply)
-//! parent → child    DbReply                       (one per DbCall, same id)
+//! parent → child    DbRows*                       (rows of that call in batches, as they are read)
+//! parent → child    DbReply                       (one per DbCall, same id, after its batches)
 //! child  → parent   Outcome                       (once, then the child exits)
 //! ```
 
@@ -18,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 /// Bumped on any incompatible change; both sides refuse a peer speaking another version.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// The largest frame either side will ever accept, whatever the limits of a job say.
 pub const ABSOLUTE_MAX_FRAME: usize = 512 * 1024 * 1024;
@@ -226,6 +227,15 @@ pub enum FromChild {
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum ToChild {
     Job(Job),
+    /// A batch of the rows of call `id`, sent while the rest are still being read so that the
+    /// guest decodes one batch while the portal fetches the next. `rows` is a JSON array of row
+    /// objects; the batches of a call, in order, are its rows, and its `DbReply` then carries
+    /// `"rows": []`. A call that fails after some batches were sent ends in an error reply, and
+    /// the guest drops them.
+    DbRows {
+        id: u32,
+        rows: Box<RawValue>,
+    },
     DbReply {
         id: u32,
         /// `{"ok": value}` or `{"error": {"kind": …, "message": …}}`, handed to the guest as is.
@@ -247,6 +257,24 @@ pub fn encode<T: Serialize>(frame: &T) -> Result<Vec<u8>, FrameError> {
         cap: u32::MAX as usize,
     })?;
     out[..4].copy_from_slice(&prefix.to_be_bytes());
+    Ok(out)
+}
+
+/// A `DbRows` frame, length prefix included, built around `rows` (the JSON array text of a
+/// batch) without copying it through a `RawValue`: the sender wrote that text itself with
+/// `serde_json`, so it is valid JSON, and the batch is the bulk of a large reply.
+pub fn encode_db_rows(id: u32, rows: &[u8]) -> Result<Vec<u8>, FrameError> {
+    let head = format!(r#"{{"db_rows":{{"id":{id},"rows":"#);
+    let len = head.len() + rows.len() + 2;
+    let prefix = u32::try_from(len).map_err(|_| FrameError::TooLarge {
+        len,
+        cap: u32::MAX as usize,
+    })?;
+    let mut out = Vec::with_capacity(4 + len);
+    out.extend_from_slice(&prefix.to_be_bytes());
+    out.extend_from_slice(head.as_bytes());
+    out.extend_from_slice(rows);
+    out.extend_from_slice(b"}}");
     Ok(out)
 }
 
@@ -361,6 +389,22 @@ mod tests {
             } => {
                 assert_eq!(reply.get(), r#"{"ok":{"rows":[{"a":1}]}}"#)
             }
+            other => panic!("unexpected {other:?}"),
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn row_batches_encode_as_serde_would() -> Result<(), FrameError> {
+        let rows = br#"[{"n":1},{"n":"two"}]"#;
+        let bytes = encode_db_rows(9, rows)?;
+        let expected = encode(&ToChild::DbRows {
+            id: 9,
+            rows: RawValue::from_string(String::from_utf8_lossy(rows).into_owned())?,
+        })?;
+        assert_eq!(bytes, expected);
+        match decode::<ToChild>(&bytes[4..])? {
+            ToChild::DbRows { id: 9, rows: got } => assert_eq!(got.get().as_bytes(), rows),
             other => panic!("unexpected {other:?}"),
         }
         Ok(())
