@@ -26,6 +26,10 @@ pub fn engine() -> anyhow::Result<Engine> {
     config.cranelift_opt_level(wasmtime::OptLevel::Speed);
     // No memfd for copy-on-write memory images: the child keeps no descriptor besides stdio.
     config.memory_init_cow(false);
+    // `.eh_frame` only serves outside unwinders (debuggers, profilers); registering it for every
+    // function of the guest is a measurable part of a fresh child's start. Wasmtime's own traps
+    // and backtraces do not need it.
+    config.native_unwind_info(false);
     Engine::new(&config).map_err(|e| anyhow::anyhow!("wasmtime engine: {e}"))
 }
 

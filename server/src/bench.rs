@@ -158,6 +158,8 @@ pub async fn sandbox(
 
     let mut base = Vec::new();
     let mut calls = Vec::new();
+    let mut apart = Vec::new();
+    let mut in_handle = Vec::new();
     for _ in 0..iterations {
         let t = Instant::now();
         for _ in 0..100 {
@@ -165,13 +167,30 @@ pub async fn sandbox(
         }
         base.push(t.elapsed());
         let t = Instant::now();
-        script(&sandbox, &mut conn, &limits, CALLS_100).await?;
+        let run = script(&sandbox, &mut conn, &limits, CALLS_100).await?;
         calls.push(t.elapsed());
+        let records = &run.report.calls;
+        if let (Some(first), Some(last)) = (records.first(), records.last())
+            && records.len() > 1
+        {
+            let n = records.len() as f64;
+            apart.push((last.at_ms - first.at_ms) as f64 / (n - 1.0));
+            in_handle.push(records.iter().map(|c| c.duration_ms).sum::<f64>() / n);
+        }
     }
     lines.push(row(
         "100 sequential db.query calls",
         summary(calls),
         Some(summary(base)),
+    ));
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    lines.push(format!(
+        "  one call every {:.3} ms, {:.3} ms of it in the wrapped handle (the rest: the guest, the pipes, the executor's loop)",
+        median(apart),
+        median(in_handle)
     ));
 
     let mut base = Vec::new();
@@ -237,9 +256,10 @@ pub async fn sandbox(
         }
     };
     lines.push(format!(
-        "child peak memory: {:.1} MiB resident (largest child), {:.1} MiB of wasm linear memory",
+        "child peak memory: {:.1} MiB of wasm linear memory; {:.1} MiB ru_maxrss of the largest child \
+         (an upper bound: Linux counts the pages this process had resident when it forked the child)",
+        peak_wasm as f64 / (1024.0 * 1024.0),
         max_rss_kib as f64 / 1024.0,
-        peak_wasm as f64 / (1024.0 * 1024.0)
     ));
     conn.close().await?;
     Ok(lines)

@@ -1047,7 +1047,15 @@ pub(crate) struct SqlHandle<'a, C> {
     mode: Mode,
     dialect: Dialect,
     limits: LimitsConfig,
+    /// Statements already admitted in this execution: a loop running the same statement is
+    /// parsed and classified once (admission depends only on the text, the mode and the dialect,
+    /// which do not change).
+    admitted: std::collections::HashSet<String>,
 }
+
+/// Admitted statements remembered per execution, and the longest one remembered.
+const ADMITTED_CACHE: usize = 256;
+const ADMITTED_CACHE_SQL: usize = 4096;
 
 impl<'a, C> SqlHandle<'a, C> {
     fn new(conn: &'a mut C, plan: &Plan) -> Self {
@@ -1064,23 +1072,38 @@ impl<'a, C> SqlHandle<'a, C> {
             mode,
             dialect,
             limits,
+            admitted: std::collections::HashSet::new(),
         }
     }
 
     /// The statement, or the reason it may not run.
     fn admit(
-        &self,
+        &mut self,
         op: quorum_sandbox_protocol::DbOp,
     ) -> Result<(String, Vec<Value>), crate::sandbox::Reply> {
         use crate::sandbox::Reply;
-        use quorum_sandbox_protocol::{DbOp, ErrorKind as K};
+        use quorum_sandbox_protocol::DbOp;
         let DbOp::Query { sql, params } = op else {
             return Err(Reply::Error {
                 message: "this is a SQL instance: use db.query(sql, params)".into(),
                 code: None,
             });
         };
-        let statements = split_statements(&sql, self.dialect);
+        if self.admitted.contains(&sql) {
+            return Ok((sql, params));
+        }
+        self.check(&sql)?;
+        if self.admitted.len() < ADMITTED_CACHE && sql.len() <= ADMITTED_CACHE_SQL {
+            self.admitted.insert(sql.clone());
+        }
+        Ok((sql, params))
+    }
+
+    /// Refuses anything but one statement this request's mode allows.
+    fn check(&self, sql: &str) -> Result<(), crate::sandbox::Reply> {
+        use crate::sandbox::Reply;
+        use quorum_sandbox_protocol::ErrorKind as K;
+        let statements = split_statements(sql, self.dialect);
         if statements.len() != 1 {
             return Err(Reply::Error {
                 message: format!(
@@ -1090,8 +1113,8 @@ impl<'a, C> SqlHandle<'a, C> {
                 code: None,
             });
         }
-        let keyword = crate::domain::sql::leading_keyword(&sql);
-        match admit(classify(&sql), self.mode) {
+        let keyword = crate::domain::sql::leading_keyword(sql);
+        match admit(classify(sql), self.mode) {
             Err(Refusal::ReadOnly) => Err(Reply::Fatal {
                 kind: K::ReadOnlyViolation,
                 message: format!("{keyword} is not allowed in a read request"),
@@ -1102,7 +1125,7 @@ impl<'a, C> SqlHandle<'a, C> {
                     "{keyword} is not allowed: the portal runs the whole script in one transaction it controls"
                 ),
             }),
-            Ok(()) => Ok((sql, params)),
+            Ok(()) => Ok(()),
         }
     }
 
@@ -1162,7 +1185,9 @@ macro_rules! bind_params {
 }
 
 /// Streams a statement's rows to the script (through `$sink`, in batches) within the limits, and
-/// answers `{rows, rowCount, fields, truncated}`.
+/// answers `{rows, rowCount, fields, truncated}`. Statements are prepared once per execution:
+/// each execution has a connection of its own, closed when it ends, so a script that runs the
+/// same statement in a loop pays for parsing it once.
 macro_rules! sql_call {
     ($self:ident, $op:ident, $sink:ident, $query:expr, $value:path) => {{
         use crate::sandbox::Reply;
@@ -1178,6 +1203,8 @@ macro_rules! sql_call {
         let sink = &mut *$sink;
         let work = async {
             let mut fields: Option<Value> = None;
+            // `"name":` for each column, escaped once per call.
+            let mut keys: Vec<Vec<u8>> = Vec::new();
             let mut affected = 0u64;
             let mut count = 0usize;
             let mut bytes = 0u64;
@@ -1201,11 +1228,31 @@ macro_rules! sql_call {
                             truncated = true;
                             continue;
                         }
-                        let mut obj = serde_json::Map::new();
-                        for (i, c) in row.columns().iter().enumerate() {
-                            obj.insert(c.name().to_owned(), $value(&row, i));
+                        if keys.is_empty() {
+                            keys = row
+                                .columns()
+                                .iter()
+                                .map(|c| {
+                                    let mut k = serde_json::to_vec(c.name()).unwrap_or_default();
+                                    k.push(b':');
+                                    k
+                                })
+                                .collect();
                         }
-                        match sink.push(Value::Object(obj), max_bytes - bytes).await {
+                        // Written straight to JSON text: no map per row.
+                        let write = |out: &mut Vec<u8>| -> serde_json::Result<()> {
+                            out.push(b'{');
+                            for (i, key) in keys.iter().enumerate() {
+                                if i > 0 {
+                                    out.push(b',');
+                                }
+                                out.extend_from_slice(key);
+                                serde_json::to_writer(&mut *out, &$value(&row, i))?;
+                            }
+                            out.push(b'}');
+                            Ok(())
+                        };
+                        match sink.push(max_bytes - bytes, write).await {
                             Some(size) => {
                                 bytes += size;
                                 count += 1;
@@ -1246,13 +1293,7 @@ impl crate::sandbox::Handle for SqlHandle<'_, sqlx::PgConnection> {
         op: quorum_sandbox_protocol::DbOp,
         rows: &mut crate::sandbox::RowSink<'_>,
     ) -> crate::sandbox::Reply {
-        sql_call!(
-            self,
-            op,
-            rows,
-            |s| sqlx::query(s).persistent(false),
-            pg_value
-        )
+        sql_call!(self, op, rows, sqlx::query, pg_value)
     }
 }
 
@@ -1262,13 +1303,7 @@ impl crate::sandbox::Handle for SqlHandle<'_, sqlx::SqliteConnection> {
         op: quorum_sandbox_protocol::DbOp,
         rows: &mut crate::sandbox::RowSink<'_>,
     ) -> crate::sandbox::Reply {
-        sql_call!(
-            self,
-            op,
-            rows,
-            |s| sqlx::query(s).persistent(false),
-            sqlite_value
-        )
+        sql_call!(self, op, rows, sqlx::query, sqlite_value)
     }
 }
 

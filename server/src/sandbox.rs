@@ -295,8 +295,9 @@ enum Answer {
 /// Bytes of rows gathered before they are sent to the child as one `DbRows` batch.
 const ROW_BATCH_BYTES: usize = 64 * 1024;
 
-/// Where the rows of one call go as they are read: batches of JSON to the child, and the row
-/// objects kept for the results page (the last query's rows are what an execution shows).
+/// Where the rows of one call go as they are read: written once as JSON text, sent to the child
+/// in batches, and the batches kept for the results page (the last query's rows are what an
+/// execution shows; they are decoded only then).
 #[derive(Debug)]
 pub struct RowSink<'a> {
     child: Option<&'a mut ChildStdin>,
@@ -304,7 +305,8 @@ pub struct RowSink<'a> {
     /// `[` and the rows not yet sent, comma-separated.
     batch: Vec<u8>,
     sent: bool,
-    kept: Vec<Value>,
+    /// Every batch of this call, each a JSON array.
+    kept: Vec<Vec<u8>>,
     /// Writing to the child failed; the conversation ends with this.
     broken: Option<String>,
 }
@@ -318,7 +320,7 @@ impl<'a> RowSink<'a> {
         }
     }
 
-    /// A sink that sends nothing: the rows stay in `kept` (in-process use and benchmarks).
+    /// A sink that sends nothing (in-process use and benchmarks): its rows go in the reply.
     pub fn detached() -> Self {
         Self {
             child: None,
@@ -330,68 +332,82 @@ impl<'a> RowSink<'a> {
         }
     }
 
-    /// Adds a row if it fits in `room` bytes (its JSON size); returns that size, or `None`
-    /// (and adds nothing) when it does not fit.
-    pub async fn push(&mut self, row: Value, room: u64) -> Option<u64> {
+    /// Adds one row, written as a JSON object by `write`, if it takes at most `room` bytes;
+    /// returns its size, or `None` (and adds nothing) when it does not fit or cannot be written.
+    pub async fn push(
+        &mut self,
+        room: u64,
+        write: impl FnOnce(&mut Vec<u8>) -> serde_json::Result<()>,
+    ) -> Option<u64> {
         let mark = self.batch.len();
         self.batch.push(if mark == 0 { b'[' } else { b',' });
         let start = self.batch.len();
-        if serde_json::to_writer(&mut self.batch, &row).is_err() {
-            self.batch.truncate(mark);
-            return None;
-        }
-        let size = (self.batch.len() - start) as u64;
+        let size = match write(&mut self.batch) {
+            Ok(()) => (self.batch.len() - start) as u64,
+            Err(_) => u64::MAX,
+        };
         if size > room {
             self.batch.truncate(mark);
             return None;
         }
-        self.kept.push(row);
         if self.batch.len() >= ROW_BATCH_BYTES {
             self.flush().await;
         }
         Some(size)
     }
 
+    /// Closes the batch being filled and keeps it; sends it when there is a child.
     async fn flush(&mut self) {
         if self.batch.is_empty() {
             return;
         }
-        let Some(child) = self.child.as_deref_mut() else {
-            return;
-        };
         self.batch.push(b']');
-        let sent = match proto::encode_db_rows(self.id, &self.batch) {
-            Ok(frame) => write_all(child, &frame).await,
-            Err(e) => Err(e.to_string()),
-        };
-        self.batch.clear();
-        match sent {
-            Ok(()) => self.sent = true,
-            Err(e) => {
-                self.broken.get_or_insert(e);
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(ROW_BATCH_BYTES + 4096));
+        if let Some(child) = self.child.as_deref_mut() {
+            let sent = match proto::encode_db_rows(self.id, &batch) {
+                Ok(frame) => write_all(child, &frame).await,
+                Err(e) => Err(e.to_string()),
+            };
+            match sent {
+                Ok(()) => self.sent = true,
+                Err(e) => {
+                    self.broken.get_or_insert(e);
+                }
             }
         }
+        self.kept.push(batch);
     }
 
     /// Sends what is left and says what the reply's `rows` must hold: nothing when the rows went
-    /// out in batches, else the rows themselves (a detached sink, or rows held back for a reply
-    /// small enough to go in one frame).
+    /// out in batches, else the rows themselves (a detached sink, or rows few enough to go in
+    /// the reply's one frame).
     pub async fn finish(&mut self) -> Value {
         if self.sent {
             self.flush().await;
             return Value::Array(Vec::new());
         }
-        self.batch.clear();
-        if self.child.is_none() {
-            return Value::Array(std::mem::take(&mut self.kept));
+        if !self.batch.is_empty() {
+            self.batch.push(b']');
+            self.kept.push(std::mem::take(&mut self.batch));
         }
-        Value::Array(self.kept.clone())
+        Value::Array(decode_batches(&self.kept))
     }
 
-    /// The rows kept for display.
-    pub fn take_kept(&mut self) -> Vec<Value> {
+    /// This call's rows, as the batches of JSON they were sent in.
+    fn take_kept(&mut self) -> Vec<Vec<u8>> {
         std::mem::take(&mut self.kept)
     }
+}
+
+/// The rows of a call's batches.
+fn decode_batches(batches: &[Vec<u8>]) -> Vec<Value> {
+    let mut rows = Vec::new();
+    for b in batches {
+        if let Ok(Value::Array(part)) = serde_json::from_slice(b) {
+            rows.extend(part);
+        }
+    }
+    rows
 }
 
 /// One script execution's result, before the transaction is settled.
@@ -642,7 +658,9 @@ async fn converse<H: Handle>(
         .saturating_mul(2)
         + (1 << 20);
     let mut log_bytes: u64 = 0;
-    let mut last_rows: Option<Vec<Value>> = None;
+    // The last call's rows: SQL keeps the batches it sent, decoded only for the outcome.
+    let mut last_rows: Option<Vec<Vec<u8>>> = None;
+    let mut last_docs: Option<Vec<Value>> = None;
     loop {
         let body = read_frame(stdout, cap)
             .await?
@@ -711,10 +729,11 @@ async fn converse<H: Handle>(
                     } => {
                         if value.get("rows").is_some() {
                             last_rows = Some(kept);
+                            last_docs = None;
                         } else if job.engine == proto::Engine::Mongodb
                             && let Some(docs) = value.as_array()
                         {
-                            last_rows = Some(docs.clone());
+                            last_docs = Some(docs.clone());
                         }
                         if truncated {
                             note = Some(format!(
@@ -771,7 +790,8 @@ async fn converse<H: Handle>(
                     .value
                     .as_deref()
                     .and_then(|v| serde_json::from_str(v.get()).ok());
-                run.display = display_rows(value.as_ref(), last_rows.as_deref(), limits);
+                let last = last_docs.or_else(|| last_rows.as_deref().map(decode_batches));
+                run.display = display_rows(value.as_ref(), last, limits);
                 if job.engine == proto::Engine::Mongodb
                     && let Some(d) = run.display.as_mut()
                 {
@@ -866,16 +886,27 @@ fn describe(op: &DbOp) -> (String, String) {
 /// The rows shown for a script: an explicitly returned array of objects, else the last query's.
 fn display_rows(
     value: Option<&Value>,
-    last: Option<&[Value]>,
+    last: Option<Vec<Value>>,
     limits: &LimitsConfig,
 ) -> Option<ResultSet> {
-    let objects = |rows: &[Value]| -> Option<Vec<Map<String, Value>>> {
-        rows.iter().map(|r| r.as_object().cloned()).collect()
+    let array = |v: &Value| -> Option<Vec<Map<String, Value>>> {
+        v.as_array()?
+            .iter()
+            .map(|r| r.as_object().cloned())
+            .collect()
     };
-    let array = |v: &Value| v.as_array().and_then(|a| objects(a));
+    // The last query's rows are not needed afterwards: moved, not copied.
+    let owned = |rows: Vec<Value>| -> Option<Vec<Map<String, Value>>> {
+        rows.into_iter()
+            .map(|r| match r {
+                Value::Object(m) => Some(m),
+                _ => None,
+            })
+            .collect()
+    };
     let rows = value
         .and_then(|v| array(v).or_else(|| v.get("rows").and_then(array)))
-        .or_else(|| last.and_then(objects))?;
+        .or_else(|| last.and_then(owned))?;
     let mut names: Vec<String> = Vec::new();
     for r in &rows {
         for k in r.keys() {
@@ -889,10 +920,10 @@ fn display_rows(
     let rows = rows
         .into_iter()
         .take(max)
-        .map(|r| {
+        .map(|mut r| {
             names
                 .iter()
-                .map(|n| r.get(n).cloned().unwrap_or(Value::Null))
+                .map(|n| r.remove(n).unwrap_or(Value::Null))
                 .collect()
         })
         .collect();
