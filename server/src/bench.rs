@@ -158,6 +158,7 @@ pub async fn sandbox(
 
     let mut base = Vec::new();
     let mut calls = Vec::new();
+    let mut calls_prestarted = Vec::new();
     let mut apart = Vec::new();
     let mut in_handle = Vec::new();
     for _ in 0..iterations {
@@ -169,6 +170,10 @@ pub async fn sandbox(
         let t = Instant::now();
         let run = script(&sandbox, &mut conn, &limits, CALLS_100).await?;
         calls.push(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let t = Instant::now();
+        script(&pooled, &mut conn, &limits, CALLS_100).await?;
+        calls_prestarted.push(t.elapsed());
         let records = &run.report.calls;
         if let (Some(first), Some(last)) = (records.first(), records.last())
             && records.len() > 1
@@ -178,10 +183,16 @@ pub async fn sandbox(
             in_handle.push(records.iter().map(|c| c.duration_ms).sum::<f64>() / n);
         }
     }
+    let base = summary(base);
     lines.push(row(
-        "100 sequential db.query calls",
+        "100 sequential db.query calls, fresh child",
         summary(calls),
-        Some(summary(base)),
+        Some(base),
+    ));
+    lines.push(row(
+        "100 sequential db.query calls, pre-started child",
+        summary(calls_prestarted),
+        Some(base),
     ));
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
@@ -196,6 +207,7 @@ pub async fn sandbox(
     let mut base = Vec::new();
     let mut through_handle = Vec::new();
     let mut sums = Vec::new();
+    let mut sums_prestarted = Vec::new();
     for _ in 0..(iterations / 5).max(3) {
         let t = Instant::now();
         let rows = sqlx::query(SUM_100K_SQL).fetch_all(&mut conn).await?;
@@ -226,6 +238,10 @@ pub async fn sandbox(
         let t = Instant::now();
         let run = script(&sandbox, &mut conn, &limits, SUM_100K).await?;
         sums.push(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let t = Instant::now();
+        script(&pooled, &mut conn, &limits, SUM_100K).await?;
+        sums_prestarted.push(t.elapsed());
         peak_wasm = peak_wasm.max(run.report.sandbox.peak_memory_bytes);
         anyhow::ensure!(
             run.report.result == Some(serde_json::json!(5_000_050_000_i64)),
@@ -235,8 +251,13 @@ pub async fn sandbox(
     }
     let base = summary(base);
     lines.push(row(
-        "sum of 100 000 rows from one db.query",
+        "sum of 100 000 rows from one db.query, fresh child",
         summary(sums),
+        Some(base),
+    ));
+    lines.push(row(
+        "sum of 100 000 rows from one db.query, pre-started child",
+        summary(sums_prestarted),
         Some(base),
     ));
     lines.push(row(

@@ -135,7 +135,8 @@ impl Sandbox {
     }
 
     /// A ready child for a job under `limits`: a pre-started one when one fits, else a new one.
-    /// Either way the pool is topped up in the background.
+    /// The pool is topped up when the job is over (see [`run_script`]), so starting the
+    /// replacement does not compete with the job for the CPU.
     async fn take(&self, module: &Path, limits: &LimitsConfig) -> Result<Started, String> {
         let fits = self.pool_size > 0
             && (limits.memory_mb, limits.wall_ms)
@@ -155,7 +156,6 @@ impl Sandbox {
             }
             found
         };
-        self.refill(module);
         match waiting {
             Some(s) => Ok(s),
             None => self.start(module, limits).await,
@@ -164,6 +164,9 @@ impl Sandbox {
 
     /// Tops the pool up to its size in a background task (one at a time).
     fn refill(&self, module: &Path) {
+        if self.pool_size == 0 {
+            return;
+        }
         let Some(me) = self.me.upgrade() else {
             return;
         };
@@ -600,6 +603,7 @@ pub async fn run_script<H: Handle>(job: ScriptJob<'_>, handle: &mut H) -> Script
     )
     .await;
     let mut child = started.child;
+    job.sandbox.refill(&module);
     match result {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
