@@ -12,8 +12,10 @@ fn main() {
     let manifest_dir =
         PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let guest = manifest_dir.join("guest");
+    // Relative to this package, so a second checkout sharing the target directory is not
+    // mistaken for this one.
     for path in ["Cargo.toml", "Cargo.lock", "src"] {
-        println!("cargo:rerun-if-changed={}", guest.join(path).display());
+        println!("cargo:rerun-if-changed=guest/{path}");
     }
     println!("cargo:rerun-if-env-changed=QUORUM_GUEST_WASM");
 
