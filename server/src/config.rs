@@ -58,6 +58,16 @@ pub enum SlackMode {
     Webhook,
 }
 
+impl SlackMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Bot => "bot",
+            Self::Webhook => "webhook",
+        }
+    }
+}
+
 impl SlackConfig {
     pub fn mode(&self) -> SlackMode {
         if !self.bot_token.is_empty() {

@@ -385,6 +385,13 @@ store_tests! {
         let (status, twice) = app.post(&format!("/api/v1/slack/deliveries/{delivery}/retry"), &admin.token, json!({})).await;
         assert_eq!(status, StatusCode::CONFLICT, "{twice}");
         assert_eq!(twice["error"]["code"], "not_dead");
+        let (status, bad) = app.get("/api/v1/slack/deliveries?state=lost", &admin.token).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(bad["error"]["code"], "invalid_state");
+        let (status, dead) = app.get("/api/v1/slack/deliveries?state=dead", &admin.token).await;
+        assert_eq!(status, StatusCode::OK, "{dead}");
+        assert_eq!(dead["total"], 0, "the retried delivery is no longer dead: {dead}");
+        assert_eq!(dead["mode"], "bot");
     }
 
     async fn an_outage_across_a_restart_delivers_each_message_once(kind) {

@@ -22,6 +22,9 @@ pub const MAX_HEADER_CHARS: usize = 150;
 pub const MAX_MESSAGE_CHARS: usize = 12_000;
 /// Messages posted to one channel at most this often (Slack's chat.postMessage guidance).
 pub const CHANNEL_INTERVAL: Duration = Duration::from_secs(1);
+/// The states a delivery moves through: `pending` → `sending` (leased by a worker) → `sent`,
+/// `skipped` (nothing to do in webhook mode) or `dead` (attempts used up; an admin may retry).
+pub const DELIVERY_STATES: [&str; 5] = ["pending", "sending", "sent", "skipped", "dead"];
 /// Pending deliveries above this are logged as a warning on every pass of the worker.
 pub const OUTBOX_ALERT: i64 = 1000;
 

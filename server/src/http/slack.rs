@@ -26,9 +26,10 @@ use super::error::{ApiError, ApiResult, ErrorEnvelope};
 use super::extract::{AdministerOrg, ClientMeta, PathId, QueryParams, Require, actor_of};
 use super::requests::{ReviewBody, check_reviewer, decide, reviewable_request};
 use super::views::paging;
-use crate::config::SlackMode;
 use crate::domain::audit::NewAuditEvent;
-use crate::domain::slack::{ButtonValue, SignatureError, escape, verify_signature};
+use crate::domain::slack::{
+    ButtonValue, DELIVERY_STATES, SignatureError, escape, verify_signature,
+};
 use crate::domain::workflow::{Decision, ReviewChannel};
 use crate::domain::{Actor, RequestId};
 use crate::notify::SlackError;
@@ -464,8 +465,6 @@ pub struct DeliveryQuery {
     pub per_page: Option<u32>,
 }
 
-const STATES: [&str; 5] = ["pending", "sending", "sent", "skipped", "dead"];
-
 /// Slack deliveries, newest first, with counts per state (admins).
 #[utoipa::path(get, path = "/api/v1/slack/deliveries", tag = "slack", security(("bearer" = [])), params(DeliveryQuery),
     responses((status = 200, body = DeliveryPage), (status = 400, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope)))]
@@ -475,11 +474,11 @@ pub async fn list_deliveries(
     QueryParams(q): QueryParams<DeliveryQuery>,
 ) -> ApiResult<axum::Json<DeliveryPage>> {
     if let Some(s) = &q.state
-        && !STATES.contains(&s.as_str())
+        && !DELIVERY_STATES.contains(&s.as_str())
     {
         return Err(ApiError::bad_request(
             "invalid_state",
-            format!("state must be one of {}", STATES.join(", ")),
+            format!("state must be one of {}", DELIVERY_STATES.join(", ")),
         ));
     }
     let (page, per_page, limit, offset) = paging(q.page, q.per_page);
@@ -489,11 +488,7 @@ pub async fn list_deliveries(
         .await?;
     let counts = state.store.delivery_counts().await?.into_iter().collect();
     Ok(axum::Json(DeliveryPage {
-        mode: match state.config.slack.mode() {
-            SlackMode::Off => "off",
-            SlackMode::Bot => "bot",
-            SlackMode::Webhook => "webhook",
-        },
+        mode: state.config.slack.mode().as_str(),
         counts,
         items: found.items.into_iter().map(Into::into).collect(),
         total: found.total,
