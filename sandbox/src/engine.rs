@@ -33,6 +33,22 @@ pub fn engine() -> anyhow::Result<Engine> {
     Engine::new(&config).map_err(|e| anyhow::anyhow!("wasmtime engine: {e}"))
 }
 
+/// Starts the thread that advances the engine's epoch every [`EPOCH_TICK_MS`], which is what
+/// makes deadlines fire while wasm runs.
+pub fn start_epoch_ticker(engine: &Engine) -> anyhow::Result<()> {
+    let ticker = engine.clone();
+    std::thread::Builder::new()
+        .name("epoch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_millis(EPOCH_TICK_MS));
+                ticker.increment_epoch();
+            }
+        })
+        .context("starting the epoch thread")?;
+    Ok(())
+}
+
 /// The cache file name: the guest's hash, and wasmtime's compatibility hash (its version and
 /// every engine setting that affects compiled code).
 fn cache_key(engine: &Engine) -> String {

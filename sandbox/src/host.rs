@@ -6,7 +6,6 @@ use std::io::{self, StdinLock, StdoutLock, Write};
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
 use quorum_sandbox_protocol::{
     self as proto, ErrorKind, Failure, FromChild, JobLimits, LogLevel, Outcome, ToChild,
 };
@@ -17,6 +16,7 @@ use wasmtime::{
 };
 
 use crate::engine::{self, EPOCH_TICK_MS};
+use crate::template::Served;
 
 /// Every import the guest may have; `engine::tests` checks the guest asks for exactly these.
 #[cfg(test)]
@@ -164,6 +164,9 @@ impl ResourceLimiter for Limiter {
 }
 
 struct Host {
+    /// Set in a template: the first `job_len` serves fork requests instead of waiting for a job,
+    /// and returns only in the children.
+    template: Option<crate::template::Template>,
     /// The job as the guest reads it, once it has arrived.
     job: Vec<u8>,
     /// Whether the job has arrived; until then `limits` are [`PRE_JOB_LIMITS`].
@@ -222,7 +225,19 @@ impl Host {
             }
             Err(e) => return Err(fatal(ErrorKind::Internal, format!("bad job frame: {e}"))),
         };
-        self.job = serde_json::to_vec(&job)
+        // With the job, a seed for `Math.random` drawn here, so no two jobs share one (QuickJS
+        // seeds its own from the clock when the context is made, which every child forked from
+        // one template would share).
+        let mut seed = [0u8; 8];
+        fill_random(&mut seed);
+        let (low, high) = seed.split_at(4);
+        let word = |b: &[u8]| b.iter().rev().fold(0u32, |w, &x| (w << 8) | u32::from(x));
+        let mut guest_job = serde_json::to_value(&job)
+            .map_err(|e| fatal(ErrorKind::Internal, format!("re-encoding the job: {e}")))?;
+        if let Some(fields) = guest_job.as_object_mut() {
+            fields.insert("seed".into(), serde_json::json!([word(low), word(high)]));
+        }
+        self.job = serde_json::to_vec(&guest_job)
             .map_err(|e| fatal(ErrorKind::Internal, format!("re-encoding the job: {e}")))?;
         self.job_state = JobState::Received;
         self.limits = job.limits;
@@ -375,6 +390,19 @@ fn linker(engine: &Engine) -> wasmtime::Result<Linker<Host>> {
         "quorum",
         "job_len",
         |mut caller: Caller<'_, Host>| -> wasmtime::Result<u32> {
+            if let Some(template) = caller.data_mut().template.take() {
+                let engine = caller.engine().clone();
+                match crate::template::serve(&template, &engine) {
+                    Ok(Served::Child(protections)) => {
+                        caller.data_mut().protections = Some(protections);
+                    }
+                    Ok(Served::Closed) => {
+                        caller.data_mut().job_state = JobState::Abandoned;
+                        return Err(wasmtime::Error::new(Abandoned));
+                    }
+                    Err(e) => return Err(fatal(ErrorKind::Internal, format!("{e:#}"))),
+                }
+            }
             if caller.data().job_state == JobState::Waiting {
                 let wall_ms = caller.data_mut().receive_job()?;
                 // The deadline counts from the job's arrival, not from start-up.
@@ -759,17 +787,7 @@ fn classify(e: &wasmtime::Error, memory_denied: bool, wall_ms: u64) -> Failure {
 pub fn run_child(module_path: &Path) -> anyhow::Result<()> {
     let engine = engine::engine()?;
     let module = engine::load(&engine, module_path)?;
-    let ticker = engine.clone();
-    std::thread::Builder::new()
-        .name("epoch".into())
-        .spawn(move || {
-            loop {
-                std::thread::sleep(Duration::from_millis(EPOCH_TICK_MS));
-                ticker.increment_epoch();
-            }
-        })
-        .context("starting the epoch thread")?;
-
+    engine::start_epoch_ticker(&engine)?;
     let protections = crate::restrict::apply();
 
     #[cfg(feature = "sandbox-selftest")]
@@ -778,12 +796,43 @@ pub fn run_child(module_path: &Path) -> anyhow::Result<()> {
             eprintln!("selftest {probe}: {result}");
         }
     }
+    let (outcome, state) = run_guest(&engine, &module, Some(protections), None);
+    report(outcome, state)
+}
 
+/// The template: load, restrict (all but new processes), start the guest, and fork a child per
+/// request from inside its first `job_len` (see `template.rs`). Each child returns here as a
+/// child that has just started, runs its one job and reports.
+pub fn run_template(module_path: &Path) -> anyhow::Result<()> {
+    let engine = engine::engine()?;
+    let module = engine::load(&engine, module_path)?;
+    let template = crate::template::start();
+    let pid = std::process::id();
+    let (outcome, state) = run_guest(&engine, &module, None, Some(template));
+    if std::process::id() != pid {
+        return report(outcome, state);
+    }
+    // Still the template: it returns only when the executor closed the control socket, or when
+    // the guest failed before it could serve (said on stderr, which the executor logs).
+    match (state, outcome.error) {
+        (JobState::Abandoned, _) => Ok(()),
+        (_, Some(f)) => anyhow::bail!("the template's guest failed: {}", f.message),
+        (_, None) => anyhow::bail!("the template's guest ended without serving"),
+    }
+}
+
+fn run_guest(
+    engine: &Engine,
+    module: &Module,
+    protections: Option<proto::Protections>,
+    template: Option<crate::template::Template>,
+) -> (Outcome, JobState) {
     let started = Instant::now();
     let host = Host {
+        template,
         job: Vec::new(),
         job_state: JobState::Waiting,
-        protections: Some(protections),
+        protections,
         limits: PRE_JOB_LIMITS,
         started,
         deadline: started + Duration::from_millis(PRE_JOB_LIMITS.wall_ms),
@@ -802,7 +851,11 @@ pub fn run_child(module_path: &Path) -> anyhow::Result<()> {
             peak: 0,
         },
     };
-    let (outcome, state) = execute(&engine, &module, host);
+    execute(engine, module, host)
+}
+
+/// Writes the outcome, unless the executor never sent a job (then the child exits quietly).
+fn report(outcome: Outcome, state: JobState) -> anyhow::Result<()> {
     if state == JobState::Abandoned {
         return Ok(());
     }

@@ -6,12 +6,16 @@
 //!   loads the precompiled guest, restricts itself (no new privileges, seccomp, Landlock), says
 //!   `Ready`, reads one `Job` from stdin, runs it with every `db.*` call brokered over
 //!   stdin/stdout, writes the `Outcome`, and exits.
+//! - `quorum-sandbox template --module FILE` does the same start-up once and then forks a child
+//!   per request on its control socket (its stdin); each child carries on as `run` would after
+//!   start-up (see `template.rs`).
 //!
 //! The child never opens a file or a socket after start-up; it holds no credentials.
 
 mod engine;
 mod host;
 mod restrict;
+mod template;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -20,7 +24,7 @@ use anyhow::{Context, bail};
 
 fn usage() -> anyhow::Error {
     anyhow::anyhow!(
-        "usage: quorum-sandbox precompile --cache-dir DIR\n       quorum-sandbox run --module FILE"
+        "usage: quorum-sandbox precompile --cache-dir DIR\n       quorum-sandbox run --module FILE\n       quorum-sandbox template --module FILE"
     )
 }
 
@@ -47,6 +51,10 @@ fn main() -> anyhow::Result<()> {
         "run" => {
             let module = flag(rest, "--module")?;
             host::run_child(&module)
+        }
+        "template" => {
+            let module = flag(rest, "--module")?;
+            host::run_template(&module)
         }
         "--version" => {
             let mut out = std::io::stdout().lock();

@@ -3,6 +3,10 @@
 //! filter refusing sockets, program execution, new processes and threads, file opens, and
 //! tracing. The parent has already set rlimits, the death signal, a cleared environment and
 //! closed descriptors (see the server's executor).
+//!
+//! A template (fork server, see `template.rs`) takes the same steps in two halves: everything
+//! but the ban on new processes for itself ([`apply_template`]), since forking is its job, and
+//! the rest in each job child right after the fork ([`apply_forked`]).
 
 use quorum_sandbox_protocol::Protections;
 
@@ -20,10 +24,6 @@ const DENIED: &[i64] = &[
     libc::SYS_sendmsg,
     libc::SYS_execve,
     libc::SYS_execveat,
-    libc::SYS_fork,
-    libc::SYS_vfork,
-    libc::SYS_clone,
-    libc::SYS_clone3,
     libc::SYS_ptrace,
     libc::SYS_process_vm_readv,
     libc::SYS_process_vm_writev,
@@ -52,6 +52,15 @@ const DENIED: &[i64] = &[
     libc::SYS_truncate,
 ];
 
+/// New processes and threads: refused to every job child, allowed to a template.
+#[cfg(target_os = "linux")]
+const DENIED_PROCESSES: &[i64] = &[
+    libc::SYS_fork,
+    libc::SYS_vfork,
+    libc::SYS_clone,
+    libc::SYS_clone3,
+];
+
 #[cfg(target_os = "linux")]
 const DENIED_OPEN: &[i64] = &[
     libc::SYS_open,
@@ -61,21 +70,24 @@ const DENIED_OPEN: &[i64] = &[
     libc::SYS_open_by_handle_at,
 ];
 
+/// A child started on its own: all of it at once.
 #[cfg(target_os = "linux")]
 pub fn apply() -> Protections {
-    #[expect(unsafe_code, reason = "prctl and setrlimit with constant arguments")]
-    // SAFETY: plain system calls with constant arguments and no pointers.
-    let no_new_privs = unsafe {
-        let nproc = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // No new processes for this user from here on (ignored for root; seccomp covers it).
-        libc::setrlimit(libc::RLIMIT_NPROC, &nproc);
-        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
-    };
+    let template = apply_template();
+    apply_forked(&template)
+}
+
+/// Everything but the ban on new processes: no new privileges, Landlock, and the filters on
+/// opens and on everything in [`DENIED`].
+#[cfg(target_os = "linux")]
+pub fn apply_template() -> Protections {
+    #[expect(unsafe_code, reason = "prctl with constant arguments")]
+    // SAFETY: a plain system call with constant arguments and no pointers.
+    let no_new_privs = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 };
     let landlock = landlock_everything();
-    let seccomp = match seccomp_filter() {
+    let seccomp = match seccomp_filter(DENIED_OPEN, libc::EACCES)
+        .and_then(|()| seccomp_filter(DENIED, libc::EPERM))
+    {
         Ok(()) => true,
         Err(e) => {
             eprintln!("quorum-sandbox: seccomp filter not installed: {e}");
@@ -89,13 +101,51 @@ pub fn apply() -> Protections {
     }
 }
 
+/// The rest, once the process has every thread it will ever have (the epoch ticker): no new
+/// processes or threads, by rlimit and by a filter stacked on the template's.
+#[cfg(target_os = "linux")]
+pub fn apply_forked(template: &Protections) -> Protections {
+    #[expect(unsafe_code, reason = "setrlimit with a constant argument")]
+    // SAFETY: a plain system call on a struct that lives across it.
+    unsafe {
+        let nproc = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // No new processes for this user from here on (ignored for root; seccomp covers it).
+        libc::setrlimit(libc::RLIMIT_NPROC, &nproc);
+    }
+    let processes = match seccomp_filter(DENIED_PROCESSES, libc::EPERM) {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("quorum-sandbox: seccomp filter not installed: {e}");
+            false
+        }
+    };
+    Protections {
+        seccomp: template.seccomp && processes,
+        landlock: template.landlock.clone(),
+        no_new_privs: template.no_new_privs,
+    }
+}
+
 #[cfg(not(target_os = "linux"))]
 pub fn apply() -> Protections {
+    apply_template()
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn apply_template() -> Protections {
     Protections {
         seccomp: false,
         landlock: "unsupported".into(),
         no_new_privs: false,
     }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn apply_forked(template: &Protections) -> Protections {
+    template.clone()
 }
 
 #[cfg(target_os = "linux")]
@@ -122,30 +172,28 @@ fn landlock_everything() -> String {
     }
 }
 
+/// Installs one filter refusing `calls` with `errno`. Filters stack and the kernel applies the
+/// most restrictive answer, so opens get `EACCES` and everything else `EPERM`. TSYNC puts each on
+/// every thread, including the epoch ticker.
 #[cfg(target_os = "linux")]
-fn seccomp_filter() -> anyhow::Result<()> {
+fn seccomp_filter(calls: &[i64], errno: i32) -> anyhow::Result<()> {
     use std::collections::BTreeMap;
 
     use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
     let arch = TargetArch::try_from(std::env::consts::ARCH)
         .map_err(|e| anyhow::anyhow!("unsupported architecture: {e:?}"))?;
-    let build = |calls: &[i64], errno: i32| -> anyhow::Result<BpfProgram> {
-        let rules = calls
-            .iter()
-            .map(|&nr| (nr, Vec::new()))
-            .collect::<BTreeMap<_, _>>();
-        let filter = SeccompFilter::new(
-            rules,
-            SeccompAction::Allow,
-            SeccompAction::Errno(errno as u32),
-            arch,
-        )?;
-        Ok(filter.try_into()?)
-    };
-    // Two filters: the kernel applies the most restrictive answer, so opens get EACCES and
-    // everything else EPERM. TSYNC puts them on every thread, including the epoch ticker.
-    seccompiler::apply_filter_all_threads(&build(DENIED_OPEN, libc::EACCES)?)?;
-    seccompiler::apply_filter_all_threads(&build(DENIED, libc::EPERM)?)?;
+    let rules = calls
+        .iter()
+        .map(|&nr| (nr, Vec::new()))
+        .collect::<BTreeMap<_, _>>();
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(errno as u32),
+        arch,
+    )?;
+    let program: BpfProgram = filter.try_into()?;
+    seccompiler::apply_filter_all_threads(&program)?;
     Ok(())
 }
 

@@ -58,14 +58,14 @@ async fn script(
 fn row(name: &str, sandbox: (f64, f64), in_process: Option<(f64, f64)>) -> String {
     match in_process {
         Some(base) => format!(
-            "{name:<52} {:>9.2} {:>9.2} {:>11.2} {:>8.1}x",
+            "{name:<62} {:>9.2} {:>9.2} {:>11.2} {:>8.1}x",
             sandbox.0,
             sandbox.1,
             base.0,
             sandbox.0 / base.0.max(0.001)
         ),
         None => format!(
-            "{name:<52} {:>9.2} {:>9.2} {:>11} {:>9}",
+            "{name:<62} {:>9.2} {:>9.2} {:>11} {:>9}",
             sandbox.0, sandbox.1, "-", "-"
         ),
     }
@@ -81,12 +81,19 @@ pub async fn sandbox(
     let iterations = iterations.max(5);
     let options: PgConnectOptions = postgres_url.parse()?;
     let mut conn = PgConnection::connect_with(&options).await?;
-    // Every child started on demand, and a pool of pre-started ones.
+    // Children started from scratch on demand, forked from the template on demand, and a pool
+    // of pre-started (forked) ones.
+    let mut scratch_config = config.clone();
+    scratch_config.executor.sandbox_pool = 0;
+    scratch_config.executor.sandbox_template = false;
+    let scratch = Sandbox::new(&scratch_config);
     let mut fresh_config = config.clone();
     fresh_config.executor.sandbox_pool = 0;
+    fresh_config.executor.sandbox_template = true;
     let sandbox = Sandbox::new(&fresh_config);
     let mut pooled_config = config.clone();
     pooled_config.executor.sandbox_pool = 2;
+    pooled_config.executor.sandbox_template = true;
     let pooled = Sandbox::new(&pooled_config);
     sandbox
         .module()
@@ -98,10 +105,11 @@ pub async fn sandbox(
         max_result_bytes: 64 * 1024 * 1024,
         ..config.limits
     };
-    // Warm up the connection, the page cache and the module file.
+    // Warm up the connection, the page cache and the module file, and start the template.
     script(&sandbox, &mut conn, &limits, SELECT_1).await?;
+    script(&scratch, &mut conn, &limits, SELECT_1).await?;
     let mut lines = vec![format!(
-        "{:<52} {:>9} {:>9} {:>11} {:>9}",
+        "{:<62} {:>9} {:>9} {:>11} {:>9}",
         "per execution (ms)", "p50", "p90", "in-process", "ratio"
     )];
 
@@ -113,6 +121,7 @@ pub async fn sandbox(
     // Fill the pool (it serves jobs under the configured wall and memory limits).
     script(&pooled, &mut conn, &limits, SELECT_1).await?;
     let mut base = Vec::new();
+    let mut from_scratch = Vec::new();
     let mut fresh = Vec::new();
     let mut prestarted = Vec::new();
     let mut fresh_connected = Vec::new();
@@ -121,6 +130,10 @@ pub async fn sandbox(
         let t = Instant::now();
         sqlx::query("SELECT 1").fetch_all(&mut conn).await?;
         base.push(t.elapsed());
+
+        let t = Instant::now();
+        script(&scratch, &mut conn, &limits, SELECT_1).await?;
+        from_scratch.push(t.elapsed());
 
         let t = Instant::now();
         let run = script(&sandbox, &mut conn, &limits, SELECT_1).await?;
@@ -141,17 +154,22 @@ pub async fn sandbox(
     }
     let base = summary(base);
     lines.push(row(
-        "SELECT 1 script, fresh child, open connection",
+        "SELECT 1 script, child started from scratch",
+        summary(from_scratch),
+        Some(base),
+    ));
+    lines.push(row(
+        "SELECT 1 script, child forked on demand",
         summary(fresh),
         Some(base),
     ));
     lines.push(row(
-        "SELECT 1 script, pre-started child, open connection",
+        "SELECT 1 script, pre-started child",
         summary(prestarted),
         Some(base),
     ));
     lines.push(row(
-        "SELECT 1 script, fresh child and connection",
+        "SELECT 1 script, child forked on demand, new connection",
         summary(fresh_connected),
         Some(base),
     ));
@@ -185,7 +203,7 @@ pub async fn sandbox(
     }
     let base = summary(base);
     lines.push(row(
-        "100 sequential db.query calls, fresh child",
+        "100 sequential db.query calls, child forked on demand",
         summary(calls),
         Some(base),
     ));
@@ -251,7 +269,7 @@ pub async fn sandbox(
     }
     let base = summary(base);
     lines.push(row(
-        "sum of 100 000 rows from one db.query, fresh child",
+        "sum of 100 000 rows from one db.query, child forked on demand",
         summary(sums),
         Some(base),
     ));

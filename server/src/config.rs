@@ -92,6 +92,9 @@ pub struct ExecutorConfig {
     pub sandbox_data_mb: u64,
     /// Sandbox children kept started and waiting for a job (each still runs one job only).
     pub sandbox_pool: usize,
+    /// Fork children from a template process that has already loaded the guest and started
+    /// QuickJS, rather than starting each from scratch.
+    pub sandbox_template: bool,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize)]

@@ -5,17 +5,31 @@
 //! The child gets a cleared environment, only stdin/stdout/stderr, `PR_SET_PDEATHSIG`, its own
 //! process group and rlimits (data, open files, core, CPU, file size); it then installs seccomp
 //! and Landlock itself (see `sandbox/src/restrict.rs`) and reports what is in force.
+//!
+//! With `executor.sandbox_template` (the default) children are not started from scratch: one
+//! template process (`quorum-sandbox template`, confined the same way) has loaded the guest and
+//! started QuickJS, and forks a child per request (see `sandbox/src/template.rs`). The child
+//! gets its three pipes over the template's control socket, sets the job's rlimits on itself,
+//! and from `Ready` on speaks exactly as a child started on its own. A template that fails is
+//! replaced; while it cannot be, children start on their own.
 
+use std::io::IoSlice;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
+use quorum_sandbox_protocol::template::{ForkRequest, GREETING, decode_reply};
 use quorum_sandbox_protocol::{self as proto, DbOp, FromChild, Job, JobLimits, ToChild};
 use serde_json::{Map, Value, json};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::UnixStream;
+use tokio::net::unix::pipe;
+use tokio::process::{Child, Command};
 use tokio::sync::OnceCell;
 
 use crate::config::{Config, LimitsConfig};
@@ -30,6 +44,9 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const KILL_GRACE: Duration = Duration::from_millis(1500);
 /// Bytes of the child's stderr kept for the portal's log.
 const MAX_STDERR: usize = 16 * 1024;
+/// After a template failed to start or to fork, how long children start on their own before
+/// another template is tried.
+const TEMPLATE_RETRY: Duration = Duration::from_secs(30);
 
 /// Where the sandbox binary is, once compiled the guest module it loads, and the children
 /// started ahead of need.
@@ -46,17 +63,193 @@ pub struct Sandbox {
     pool_limits: LimitsConfig,
     pool: std::sync::Mutex<Vec<Started>>,
     refilling: AtomicBool,
+    /// Fork children from a template (`executor.sandbox_template`).
+    use_template: bool,
+    template: tokio::sync::Mutex<TemplateSlot>,
     me: Weak<Sandbox>,
 }
 
 /// A child that started, confined itself and said it is ready for its one job.
 #[derive(Debug)]
 struct Started {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: ChildStdout,
+    child: Proc,
+    stdin: pipe::Sender,
+    stdout: pipe::Receiver,
     stderr: Option<tokio::task::JoinHandle<String>>,
     protections: SandboxReport,
+}
+
+/// A child process and its pipes, before it said `Ready`.
+#[derive(Debug)]
+struct Launched {
+    child: Proc,
+    stdin: pipe::Sender,
+    stdout: pipe::Receiver,
+    stderr: pipe::Receiver,
+}
+
+/// A sandbox child: started by this process, or forked by the template (so not ours to wait
+/// for; it is watched and killed through a pidfd, which cannot name a recycled pid).
+#[derive(Debug)]
+enum Proc {
+    Spawned(Child),
+    Forked(OwnedFd),
+}
+
+impl Proc {
+    /// Whether it still runs (a pre-started child may have died while it waited).
+    fn running(&mut self) -> bool {
+        match self {
+            Proc::Spawned(child) => matches!(child.try_wait(), Ok(None)),
+            Proc::Forked(pidfd) => {
+                // A pidfd becomes readable when its process ends.
+                let mut fds = [rustix::event::PollFd::new(
+                    pidfd,
+                    rustix::event::PollFlags::IN,
+                )];
+                let zero = rustix::event::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
+                matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(0))
+            }
+        }
+    }
+
+    /// SIGKILL: a spawned child's whole process group; a forked child, which can start no
+    /// process of its own, alone.
+    fn kill(&self) {
+        match self {
+            Proc::Spawned(child) => kill_group(child),
+            Proc::Forked(pidfd) => {
+                let _ = rustix::process::pidfd_send_signal(pidfd, rustix::process::Signal::KILL);
+            }
+        }
+    }
+
+    /// Until it has ended.
+    async fn wait(&mut self) {
+        match self {
+            Proc::Spawned(child) => {
+                let _ = child.wait().await;
+            }
+            Proc::Forked(pidfd) => {
+                #[expect(unsafe_code, reason = "registering a borrowed pidfd with the reactor")]
+                // SAFETY: `pidfd` is owned by `self`, which this borrow keeps alive and unchanged
+                // until the registration is dropped at the end of this block.
+                let registered =
+                    unsafe { AsyncFd::register_with_interest(pidfd.as_fd(), Interest::READABLE) };
+                if let Ok(fd) = registered {
+                    let _ = fd.readable().await;
+                }
+            }
+        }
+    }
+}
+
+/// The template, when there is one.
+#[derive(Debug)]
+enum TemplateSlot {
+    None,
+    Running(Box<Template>),
+    /// Starting or forking failed at this time; children start on their own for a while.
+    Failed(Instant),
+}
+
+/// A running template and its control socket.
+#[derive(Debug)]
+struct Template {
+    child: Child,
+    control: UnixStream,
+    stderr: Option<tokio::task::JoinHandle<String>>,
+}
+
+impl Template {
+    /// Asks for one child under `request`'s rlimits: sends the three child ends of its pipes
+    /// with the request, and gets back its pid.
+    async fn fork(&mut self, request: ForkRequest) -> Result<Launched, String> {
+        let io = |what: &str, e: std::io::Error| format!("{what}: {e}");
+        let (child_stdin, stdin) = std::io::pipe().map_err(|e| io("pipe", e))?;
+        let (stdout, child_stdout) = std::io::pipe().map_err(|e| io("pipe", e))?;
+        let (stderr, child_stderr) = std::io::pipe().map_err(|e| io("pipe", e))?;
+        let bytes = request.encode();
+        let sent = {
+            let fds = [
+                child_stdin.as_fd(),
+                child_stdout.as_fd(),
+                child_stderr.as_fd(),
+            ];
+            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
+            let mut ancillary = rustix::net::SendAncillaryBuffer::new(&mut space);
+            if !ancillary.push(rustix::net::SendAncillaryMessage::ScmRights(&fds)) {
+                return Err("no room for the descriptors in the request".into());
+            }
+            let control = &self.control;
+            control
+                .async_io(Interest::WRITABLE, || {
+                    rustix::net::sendmsg(
+                        control,
+                        &[IoSlice::new(&bytes)],
+                        &mut ancillary,
+                        rustix::net::SendFlags::NOSIGNAL,
+                    )
+                    .map_err(std::io::Error::from)
+                })
+                .await
+                .map_err(|e| io("sending a fork request to the template", e))?
+        };
+        // The descriptors went with the first byte; the rest of a split request follows alone.
+        if let Some(rest) = bytes.get(sent..).filter(|r| !r.is_empty()) {
+            self.control
+                .write_all(rest)
+                .await
+                .map_err(|e| io("sending a fork request to the template", e))?;
+        }
+        drop((child_stdin, child_stdout, child_stderr));
+        let mut reply = [0u8; 4];
+        tokio::time::timeout(READY_TIMEOUT, self.control.read_exact(&mut reply))
+            .await
+            .map_err(|_| "the template did not answer in time".to_owned())?
+            .map_err(|e| io("reading the template's answer", e))?;
+        let pid = decode_reply(reply).map_err(|errno| {
+            format!(
+                "the template could not fork: {}",
+                std::io::Error::from_raw_os_error(errno)
+            )
+        })?;
+        // The child cannot have been reaped yet: it waits on its stdin, whose only writer is
+        // `stdin` here.
+        let pidfd = i32::try_from(pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .ok_or_else(|| format!("the template answered pid {pid}"))
+            .and_then(|p| {
+                rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty())
+                    .map_err(|e| format!("pidfd_open({pid}): {e}"))
+            })?;
+        let sender = pipe::Sender::from_owned_fd(OwnedFd::from(stdin));
+        let receiver = pipe::Receiver::from_owned_fd(OwnedFd::from(stdout));
+        let errors = pipe::Receiver::from_owned_fd(OwnedFd::from(stderr));
+        match (sender, receiver, errors) {
+            (Ok(stdin), Ok(stdout), Ok(stderr)) => Ok(Launched {
+                child: Proc::Forked(pidfd),
+                stdin,
+                stdout,
+                stderr,
+            }),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                let _ = rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL);
+                Err(io("the child's pipes", e))
+            }
+        }
+    }
+
+    /// Kills it and logs what it said on stderr.
+    async fn stop(mut self) {
+        kill_group(&self.child);
+        let _ = self.child.wait().await;
+        log_stderr(self.stderr.take()).await;
+    }
 }
 
 impl Sandbox {
@@ -75,31 +268,28 @@ impl Sandbox {
             pool_limits: config.limits,
             pool: std::sync::Mutex::new(Vec::new()),
             refilling: AtomicBool::new(false),
+            use_template: config.executor.sandbox_template,
+            template: tokio::sync::Mutex::new(TemplateSlot::None),
             me: me.clone(),
         })
     }
 
-    /// Starts a child and waits until it is confined and ready.
+    /// Starts a child (forked by the template when there is one) and waits until it is
+    /// confined and ready.
     async fn start(&self, module: &Path, limits: &LimitsConfig) -> Result<Started, String> {
-        let mut child =
-            spawn(self, module, limits).map_err(|e| format!("cannot start the sandbox: {e}"))?;
-        let stderr = child.stderr.take().map(|mut s| {
-            tokio::spawn(async move {
-                let mut kept = Vec::new();
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = s.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                    let room = MAX_STDERR.saturating_sub(kept.len());
-                    kept.extend_from_slice(&buf[..n.min(room)]);
-                }
-                String::from_utf8_lossy(&kept).into_owned()
-            })
-        });
-        let (Some(stdin), Some(mut stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            return Err("the sandbox's pipes are missing".into());
+        let launched = match self.fork(module, limits).await {
+            Some(launched) => launched,
+            None => spawn(self, module, limits)
+                .and_then(launched)
+                .map_err(|e| format!("cannot start the sandbox: {e}"))?,
         };
+        let Launched {
+            child,
+            stdin,
+            mut stdout,
+            stderr,
+        } = launched;
+        let stderr = Some(tokio::spawn(keep_stderr(stderr)));
         widen_pipe(&stdin);
         let ready = async {
             let frame = tokio::time::timeout(READY_TIMEOUT, read_frame(&mut stdout, 64 * 1024))
@@ -127,9 +317,112 @@ impl Sandbox {
                 protections,
             }),
             Err(e) => {
-                kill_group(&child);
+                child.kill();
                 log_stderr(stderr).await;
                 Err(e)
+            }
+        }
+    }
+
+    /// A child forked by the template, starting the template first if there is none. `None`
+    /// when templates are off or failing (the caller starts a child on its own). A template that
+    /// cannot fork (it died, say) is stopped, its stderr logged, and replaced at once; if the
+    /// replacement fails too, or a template does not start, none is tried for
+    /// [`TEMPLATE_RETRY`].
+    async fn fork(&self, module: &Path, limits: &LimitsConfig) -> Option<Launched> {
+        if !self.use_template {
+            return None;
+        }
+        let (data_bytes, cpu_secs) = child_rlimits(self, limits);
+        let request = ForkRequest {
+            data_bytes,
+            cpu_secs,
+        };
+        let mut slot = self.template.lock().await;
+        for _ in 0..2 {
+            match &*slot {
+                TemplateSlot::Running(_) => {}
+                TemplateSlot::Failed(at) if at.elapsed() < TEMPLATE_RETRY => return None,
+                TemplateSlot::None | TemplateSlot::Failed(_) => {
+                    match self.start_template(module).await {
+                        Ok(t) => *slot = TemplateSlot::Running(Box::new(t)),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the sandbox template did not start; children start on their own");
+                            *slot = TemplateSlot::Failed(Instant::now());
+                            return None;
+                        }
+                    }
+                }
+            }
+            let TemplateSlot::Running(template) = &mut *slot else {
+                return None;
+            };
+            match template.fork(request).await {
+                Ok(launched) => return Some(launched),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the sandbox template could not fork; starting another");
+                    if let TemplateSlot::Running(t) =
+                        std::mem::replace(&mut *slot, TemplateSlot::None)
+                    {
+                        t.stop().await;
+                    }
+                }
+            }
+        }
+        // A fresh template could not fork either.
+        *slot = TemplateSlot::Failed(Instant::now());
+        None
+    }
+
+    /// Starts `quorum-sandbox template` with a socket pair as its stdin, and waits until it
+    /// says it can fork.
+    async fn start_template(&self, module: &Path) -> Result<Template, String> {
+        let (ours, theirs) =
+            std::os::unix::net::UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("template")
+            .arg("--module")
+            .arg(module)
+            .stdin(Stdio::from(OwnedFd::from(theirs)))
+            .stdout(Stdio::null());
+        // The template's own data and CPU are not capped here: each child it forks sets the
+        // limits of its job on itself, which it could not raise above the template's.
+        confine(&mut cmd, None);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.bin.display()))?;
+        let stderr = child.stderr.take().map(|s| tokio::spawn(keep_stderr(s)));
+        let control = ours
+            .set_nonblocking(true)
+            .and_then(|()| UnixStream::from_std(ours))
+            .map_err(|e| format!("control socket: {e}"));
+        let mut template = match control {
+            Ok(control) => Template {
+                child,
+                control,
+                stderr,
+            },
+            Err(e) => {
+                kill_group(&child);
+                return Err(e);
+            }
+        };
+        let mut greeting = [0u8; GREETING.len()];
+        let said =
+            tokio::time::timeout(READY_TIMEOUT, template.control.read_exact(&mut greeting)).await;
+        match said {
+            Ok(Ok(_)) if greeting == GREETING => Ok(template),
+            Ok(Ok(_)) => {
+                template.stop().await;
+                Err(format!("the template greeted with {greeting:?}"))
+            }
+            Ok(Err(e)) => {
+                template.stop().await;
+                Err(format!("the template exited before it was ready: {e}"))
+            }
+            Err(_) => {
+                template.stop().await;
+                Err("the template did not start in time".into())
             }
         }
     }
@@ -149,7 +442,7 @@ impl Sandbox {
             let mut found = None;
             while let Some(mut s) = pool.pop() {
                 // A child that died while waiting is dropped (and reaped) here.
-                if matches!(s.child.try_wait(), Ok(None)) {
+                if s.child.running() {
                     found = Some(s);
                     break;
                 }
@@ -303,7 +596,7 @@ const ROW_BATCH_BYTES: usize = 64 * 1024;
 /// execution shows; they are decoded only then).
 #[derive(Debug)]
 pub struct RowSink<'a> {
-    child: Option<&'a mut ChildStdin>,
+    child: Option<&'a mut pipe::Sender>,
     id: u32,
     /// `[` and the rows not yet sent, comma-separated.
     batch: Vec<u8>,
@@ -315,7 +608,7 @@ pub struct RowSink<'a> {
 }
 
 impl<'a> RowSink<'a> {
-    fn to_child(child: &'a mut ChildStdin, id: u32) -> Self {
+    fn to_child(child: &'a mut pipe::Sender, id: u32) -> Self {
         Self {
             child: Some(child),
             id,
@@ -436,19 +729,47 @@ pub fn job_limits(l: &LimitsConfig) -> JobLimits {
     }
 }
 
+/// `RLIMIT_DATA` (bytes) and `RLIMIT_CPU` (seconds) of a child for a job under `limits`.
+fn child_rlimits(sandbox: &Sandbox, limits: &LimitsConfig) -> (u64, u64) {
+    let data = (u64::from(limits.memory_mb) + sandbox.data_mb) * 1024 * 1024;
+    let cpu = u64::from(limits.wall_ms).div_ceil(1000) + 2;
+    (data, cpu)
+}
+
+/// A child started on its own, for a job under `limits`.
 fn spawn(sandbox: &Sandbox, module: &Path, limits: &LimitsConfig) -> std::io::Result<Child> {
     let mut cmd = Command::new(&sandbox.bin);
     cmd.arg("run")
         .arg("--module")
         .arg(module)
-        .env_clear()
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
+        .stdout(Stdio::piped());
+    confine(&mut cmd, Some(child_rlimits(sandbox, limits)));
+    cmd.spawn()
+}
+
+/// Its pipes, as the conversation uses them.
+fn launched(mut child: Child) -> std::io::Result<Launched> {
+    let missing = || std::io::Error::other("the sandbox's pipes are missing");
+    let stdin = child.stdin.take().ok_or_else(missing)?.into_owned_fd()?;
+    let stdout = child.stdout.take().ok_or_else(missing)?.into_owned_fd()?;
+    let stderr = child.stderr.take().ok_or_else(missing)?.into_owned_fd()?;
+    Ok(Launched {
+        stdin: pipe::Sender::from_owned_fd(stdin)?,
+        stdout: pipe::Receiver::from_owned_fd(stdout)?,
+        stderr: pipe::Receiver::from_owned_fd(stderr)?,
+        child: Proc::Spawned(child),
+    })
+}
+
+/// What every sandbox process gets from its parent: a cleared environment, a piped stderr, its
+/// own process group, the death signal, and rlimits (open files, core, file size; data and CPU
+/// when `data_cpu` gives them), with nothing but stdin, stdout and stderr crossing exec.
+fn confine(cmd: &mut Command, data_cpu: Option<(u64, u64)>) {
+    cmd.env_clear()
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    let data = (u64::from(limits.memory_mb) + sandbox.data_mb) * 1024 * 1024;
-    let cpu = u64::from(limits.wall_ms).div_ceil(1000) + 2;
     let parent = std::process::id();
     #[expect(
         unsafe_code,
@@ -475,10 +796,12 @@ fn spawn(sandbox: &Sandbox, module: &Path, limits: &LimitsConfig) -> std::io::Re
                 }
                 Ok(())
             };
-            limit(libc::RLIMIT_DATA, data)?;
+            if let Some((data, cpu)) = data_cpu {
+                limit(libc::RLIMIT_DATA, data)?;
+                limit(libc::RLIMIT_CPU, cpu)?;
+            }
             limit(libc::RLIMIT_NOFILE, 16)?;
             limit(libc::RLIMIT_CORE, 0)?;
-            limit(libc::RLIMIT_CPU, cpu)?;
             limit(libc::RLIMIT_FSIZE, 0)?;
             // Nothing but stdin, stdout and stderr crosses exec.
             libc::syscall(
@@ -490,13 +813,26 @@ fn spawn(sandbox: &Sandbox, module: &Path, limits: &LimitsConfig) -> std::io::Re
             Ok(())
         });
     }
-    cmd.spawn()
+}
+
+/// Keeps the first [`MAX_STDERR`] bytes a process writes to stderr, until it closes it.
+async fn keep_stderr<R: AsyncRead + Unpin>(mut stderr: R) -> String {
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = stderr.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        let room = MAX_STDERR.saturating_sub(kept.len());
+        kept.extend_from_slice(&buf[..n.min(room)]);
+    }
+    String::from_utf8_lossy(&kept).into_owned()
 }
 
 /// Lets up to 1 MiB of replies wait in the pipe to the child (64 KiB by default), so the portal
 /// keeps reading rows while the guest decodes the batches before them. Best effort: a host with
 /// a lower `fs.pipe-max-size` keeps the default.
-fn widen_pipe(stdin: &ChildStdin) {
+fn widen_pipe(stdin: &pipe::Sender) {
     use std::os::fd::AsRawFd;
     #[expect(
         unsafe_code,
@@ -525,12 +861,12 @@ async fn read_frame<R: AsyncRead + Unpin>(
     Ok(Some(body))
 }
 
-async fn send(stdin: &mut ChildStdin, frame: &ToChild) -> Result<(), String> {
+async fn send(stdin: &mut pipe::Sender, frame: &ToChild) -> Result<(), String> {
     let bytes = proto::encode(frame).map_err(|e| e.to_string())?;
     write_all(stdin, &bytes).await
 }
 
-async fn write_all(stdin: &mut ChildStdin, bytes: &[u8]) -> Result<(), String> {
+async fn write_all(stdin: &mut pipe::Sender, bytes: &[u8]) -> Result<(), String> {
     stdin.write_all(bytes).await.map_err(|e| e.to_string())?;
     stdin.flush().await.map_err(|e| e.to_string())
 }
@@ -607,14 +943,14 @@ pub async fn run_script<H: Handle>(job: ScriptJob<'_>, handle: &mut H) -> Script
     match result {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
-            kill_group(&child);
+            child.kill();
             log_stderr(started.stderr).await;
             run.error = Some(ExecError::new(ErrorKind::Internal, e));
-            let _ = child.wait().await;
+            child.wait().await;
             return run;
         }
         Err(_) => {
-            kill_group(&child);
+            child.kill();
             run.error = Some(ExecError::new(
                 ErrorKind::Timeout,
                 format!(
@@ -627,8 +963,8 @@ pub async fn run_script<H: Handle>(job: ScriptJob<'_>, handle: &mut H) -> Script
     // The outcome is in hand: the child's exit (unmapping its memory) is not waited for.
     tokio::spawn(async move {
         let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
-        kill_group(&child);
-        let _ = child.wait().await;
+        child.kill();
+        child.wait().await;
     });
     run
 }

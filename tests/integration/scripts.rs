@@ -411,24 +411,51 @@ async fn a_database_call_that_hangs_is_cancelled_on_the_server() {
     assert_eq!(left, 0, "the sleeping backend is still there");
 }
 
-/// The sandbox children of process `parent`: (pid, environ, open fds).
+/// The parent pid and the `comm` of a process, from `/proc`.
+fn parent_and_name(pid: u32) -> Option<(u32, String)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let ppid = stat
+        .rsplit(')')
+        .next()
+        .and_then(|s| s.split_whitespace().nth(1))
+        .and_then(|p| p.parse::<u32>().ok())?;
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    Some((ppid, comm.trim().to_owned()))
+}
+
+/// The sandbox templates of process `parent` (each forks the job children).
+fn sandbox_templates(parent: u32) -> Vec<u32> {
+    sandbox_processes()
+        .into_iter()
+        .filter(|&pid| parent_and_name(pid) == Some((parent, "quorum-template".to_owned())))
+        .collect()
+}
+
+/// Every process running the `quorum-sandbox` binary.
+fn sandbox_processes() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            cmdline.contains("quorum-sandbox\0") && !cmdline.contains("\0precompile\0")
+        })
+        .collect()
+}
+
+/// The sandbox job children of process `parent`, started by it or forked by its template:
+/// (pid, environ, open fds).
 fn sandbox_children(parent: u32) -> Vec<(u32, Vec<u8>, Vec<String>)> {
+    let templates = sandbox_templates(parent);
     let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+    for pid in sandbox_processes() {
+        let Some((ppid, comm)) = parent_and_name(pid) else {
             continue;
         };
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if !String::from_utf8_lossy(&cmdline).contains("quorum-sandbox\0run") {
-            continue;
-        }
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let ppid = stat
-            .rsplit(')')
-            .next()
-            .and_then(|s| s.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if ppid != Some(parent) {
+        if comm != "quorum-sandbox" || !(ppid == parent || templates.contains(&ppid)) {
             continue;
         }
         let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
@@ -493,10 +520,8 @@ async fn the_child_has_no_environment_and_no_extra_descriptors() {
     assert_eq!(fds, ["0", "1", "2"], "child {pid} descriptors");
 }
 
-/// The probes of the `sandbox-selftest` build try forbidden system calls after the child has
-/// restricted itself; every one must be refused.
-#[test]
-fn forbidden_system_calls_are_refused_inside_the_child() {
+/// The sandbox binary and a freshly compiled guest module for it.
+fn sandbox_and_module() -> (std::path::PathBuf, String, tempfile::TempDir) {
     let bin = crate::harness::quorum_bin().with_file_name("quorum-sandbox");
     let cache = tempfile::tempdir().expect("tempdir");
     let out = std::process::Command::new(&bin)
@@ -510,14 +535,11 @@ fn forbidden_system_calls_are_refused_inside_the_child() {
         String::from_utf8_lossy(&out.stderr)
     );
     let module = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let out = std::process::Command::new(&bin)
-        .args(["run", "--module", &module])
-        .env_clear()
-        .env("QUORUM_SANDBOX_SELFTEST", "1")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    (bin, module, cache)
+}
+
+/// The five probes a `sandbox-selftest` child reports on stderr; each must be refused.
+fn assert_probes_refused(stderr: &str) {
     let probes: Vec<&str> = stderr
         .lines()
         .filter(|l| l.starts_with("selftest "))
@@ -526,6 +548,106 @@ fn forbidden_system_calls_are_refused_inside_the_child() {
     for line in probes {
         assert!(line.contains(": refused: "), "{line}");
     }
+}
+
+/// The probes of the `sandbox-selftest` build try forbidden system calls after the child has
+/// restricted itself; every one must be refused.
+#[test]
+fn forbidden_system_calls_are_refused_inside_the_child() {
+    let (bin, module, _cache) = sandbox_and_module();
+    let out = std::process::Command::new(&bin)
+        .args(["run", "--module", &module])
+        .env_clear()
+        .env("QUORUM_SANDBOX_SELFTEST", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run");
+    assert_probes_refused(&String::from_utf8_lossy(&out.stderr));
+}
+
+/// The same probes in a child forked by a template, driven over the template's real control
+/// socket: the template itself may fork, its children may not, and they hold nothing but the
+/// three descriptors they were sent.
+#[test]
+fn forbidden_system_calls_are_refused_inside_a_forked_child() {
+    use std::io::{IoSlice, Read};
+    use std::mem::MaybeUninit;
+    use std::os::fd::{AsFd, OwnedFd};
+
+    use quorum_sandbox_protocol::template::{ForkRequest, GREETING, decode_reply};
+
+    let (bin, module, _cache) = sandbox_and_module();
+    let (mut control, theirs) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+    let mut template = std::process::Command::new(&bin)
+        .args(["template", "--module", &module])
+        .env_clear()
+        .env("QUORUM_SANDBOX_SELFTEST", "1")
+        .stdin(std::process::Stdio::from(OwnedFd::from(theirs)))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("template");
+    let mut greeting = [0u8; 8];
+    control.read_exact(&mut greeting).expect("greeting");
+    assert_eq!(greeting, GREETING);
+
+    let (child_in, our_in) = std::io::pipe().expect("pipe");
+    let (mut our_out, child_out) = std::io::pipe().expect("pipe");
+    let (mut our_err, child_err) = std::io::pipe().expect("pipe");
+    let request = ForkRequest {
+        data_bytes: 1 << 30,
+        cpu_secs: 10,
+    }
+    .encode();
+    let fds = [child_in.as_fd(), child_out.as_fd(), child_err.as_fd()];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
+    let mut ancillary = rustix::net::SendAncillaryBuffer::new(&mut space);
+    assert!(ancillary.push(rustix::net::SendAncillaryMessage::ScmRights(&fds)));
+    let sent = rustix::net::sendmsg(
+        &control,
+        &[IoSlice::new(&request)],
+        &mut ancillary,
+        rustix::net::SendFlags::empty(),
+    )
+    .expect("sendmsg");
+    assert_eq!(sent, request.len());
+    drop((child_in, child_out, child_err));
+    let mut reply = [0u8; 4];
+    control.read_exact(&mut reply).expect("reply");
+    let pid = decode_reply(reply).expect("a forked child");
+
+    // The child says Ready once confined; its descriptors are exactly the three it was sent.
+    let mut prefix = [0u8; 4];
+    our_out.read_exact(&mut prefix).expect("ready");
+    let mut ready = vec![0u8; u32::from_be_bytes(prefix) as usize];
+    our_out.read_exact(&mut ready).expect("ready");
+    let ready: Value = serde_json::from_slice(&ready).expect("ready json");
+    assert_eq!(
+        ready["ready"]["protections"]["seccomp"],
+        json!(true),
+        "{ready}"
+    );
+    let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("the child's fds")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    fds.sort();
+    assert_eq!(fds, ["0", "1", "2"]);
+    assert_eq!(
+        parent_and_name(pid),
+        Some((template.id(), "quorum-sandbox".to_owned()))
+    );
+
+    // No job: the child exits quietly once its stdin closes, after the probes.
+    drop(our_in);
+    let mut stderr = String::new();
+    our_err.read_to_string(&mut stderr).expect("stderr");
+    assert_probes_refused(&stderr);
+
+    // Closing the control socket ends the template, cleanly.
+    drop(control);
+    let status = template.wait().expect("template exit");
+    assert!(status.success(), "template ended with {status}");
 }
 
 /// Security matrix S12: a portal killed mid-execution takes its sandbox child with it.
@@ -580,6 +702,72 @@ async fn killing_the_portal_kills_the_child() {
     assert!(
         !alive(),
         "sandbox child {child} outlived its portal by a second"
+    );
+}
+
+/// Children forked from one template share its start-up, not its state: each gets its own
+/// `Math.random` seed. A template that dies (here: SIGKILL) is replaced, and the next script
+/// runs as if nothing happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forked_children_do_not_share_a_seed_and_a_dead_template_is_replaced() {
+    let app = TestApp::spawn(StoreKind::Postgres).await;
+    let target = pg_target().await;
+    let instance = pg_instance(&app, &target, "manual").await;
+    let replica = crate::replicas::start_replica(&app).await;
+    let portal = replica.child.id();
+    let dan = app.login(Actor::Developer).await;
+    let script = "return [Math.random(), Math.random()];";
+    let run_once = async || {
+        let id = approve(
+            &app,
+            &instance,
+            &target.database,
+            ("script", "read"),
+            script,
+        )
+        .await;
+        let r = app
+            .client
+            .post(format!("{}/api/v1/requests/{id}/run", replica.base))
+            .bearer_auth(&dan.token)
+            .send()
+            .await
+            .expect("run");
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        let started: Value = r.json().await.expect("execution");
+        let e = finished(&app, &dan.token, started["id"].as_str().expect("id")).await;
+        assert_eq!(e["status"], "succeeded", "{e}");
+        assert_eq!(e["sandbox"]["seccomp"], true, "{e}");
+        e["result"].clone()
+    };
+    let first = run_once().await;
+    let second = run_once().await;
+    assert_ne!(
+        first, second,
+        "two forked children drew the same random numbers"
+    );
+
+    let templates = sandbox_templates(portal);
+    assert_eq!(templates.len(), 1, "the portal runs one template");
+    let old = templates[0];
+    let pid = i32::try_from(old)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .expect("pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL)
+        .expect("SIGKILL the template");
+    for _ in 0..100 {
+        if !sandbox_templates(portal).contains(&old) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let third = run_once().await;
+    assert!(third.as_array().is_some_and(|a| a.len() == 2), "{third}");
+    let now = sandbox_templates(portal);
+    assert!(
+        now.len() == 1 && now[0] != old,
+        "the dead template {old} was not replaced: {now:?}"
     );
 }
 

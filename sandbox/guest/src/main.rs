@@ -40,6 +40,8 @@ struct Job {
     kind: String,
     source: String,
     memory_bytes: usize,
+    /// Seeds `Math.random` (drawn by the host for each job).
+    seed: u64,
     /// Parse only: the wrapped script is compiled into a function that is never called.
     check_only: bool,
 }
@@ -80,6 +82,10 @@ fn parse_job(ctx: &Ctx<'_>, raw: Vec<u8>) -> Result<Job, String> {
         kind: get("kind")?,
         source: get("source")?,
         memory_bytes: memory_mb as usize * 1024 * 1024,
+        seed: match job.get::<_, Vec<u32>>("seed") {
+            Ok(words) if words.len() == 2 => u64::from(words[0]) | (u64::from(words[1]) << 32),
+            _ => return Err("job.seed: two 32-bit words expected".to_owned()),
+        },
         check_only: job
             .get::<_, Option<bool>>("check_only")
             .ok()
@@ -211,8 +217,27 @@ fn prepare(ctx: &Ctx<'_>) -> Result<(), String> {
         .map_err(|e| format!("prelude: {e}"))
 }
 
+/// `Math.random` from the job's seed rather than QuickJS's own, which it takes from the clock
+/// when the context is made, before the job: every child forked from one template would share
+/// it. The same xorshift64* generator QuickJS uses, 53 random bits per number.
+fn seed_random(ctx: &Ctx<'_>, seed: u64) -> rquickjs::Result<()> {
+    let state = std::cell::Cell::new(seed.max(1));
+    let random = Function::new(ctx.clone(), move || -> f64 {
+        let mut x = state.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        state.set(x);
+        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    })?
+    .with_name("random")?;
+    let math: rquickjs::Object = ctx.globals().get("Math")?;
+    math.set("random", random)
+}
+
 fn run(ctx: &Ctx<'_>, job: &Job) -> Result<String, String> {
     let globals = ctx.globals();
+    seed_random(ctx, job.seed).map_err(|e| format!("Math.random: {e}"))?;
     let setup: Function = globals.get(SETUP).map_err(|e| format!("prelude: {e}"))?;
     globals.remove(SETUP).map_err(|e| format!("prelude: {e}"))?;
     setup

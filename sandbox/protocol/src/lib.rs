@@ -312,6 +312,83 @@ pub fn decode<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, FrameError> {
     Ok(serde_json::from_slice(body)?)
 }
 
+/// The control channel of a template child (`quorum-sandbox template`), a fork server: it loads
+/// the guest, confines itself and starts QuickJS once, then forks one job child per request.
+///
+/// The channel is a Unix stream socket on the template's stdin. Fixed-size little-endian
+/// messages, no JSON:
+///
+/// ```text
+/// template → parent  GREETING                      (once, when QuickJS is up and it can fork)
+/// parent → template  ForkRequest + SCM_RIGHTS [stdin, stdout, stderr of the new child]
+/// template → parent  reply: the child's pid, or a negated errno
+/// ```
+///
+/// The new child then speaks the frames above on the three descriptors it was given, starting
+/// with `Ready`, exactly as a child started on its own does.
+pub mod template {
+    /// Sent once by the template when it is ready to fork: a tag and [`super::VERSION`].
+    pub const GREETING: [u8; 8] = greeting();
+
+    const fn greeting() -> [u8; 8] {
+        let v = super::VERSION.to_le_bytes();
+        [b'Q', b'T', b'P', b'L', v[0], v[1], v[2], v[3]]
+    }
+
+    /// One job child, with the rlimits it sets on itself before it says `Ready` (the template's
+    /// own are higher, since one template serves every job's limits).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct ForkRequest {
+        /// `RLIMIT_DATA`, bytes.
+        pub data_bytes: u64,
+        /// `RLIMIT_CPU`, seconds.
+        pub cpu_secs: u64,
+    }
+
+    impl ForkRequest {
+        pub const LEN: usize = 16;
+
+        pub fn encode(&self) -> [u8; Self::LEN] {
+            let mut out = [0u8; Self::LEN];
+            out[..8].copy_from_slice(&self.data_bytes.to_le_bytes());
+            out[8..].copy_from_slice(&self.cpu_secs.to_le_bytes());
+            out
+        }
+
+        pub fn decode(bytes: [u8; Self::LEN]) -> Self {
+            let (data, cpu) = bytes.split_at(8);
+            let word = |b: &[u8]| {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(b);
+                u64::from_le_bytes(w)
+            };
+            Self {
+                data_bytes: word(data),
+                cpu_secs: word(cpu),
+            }
+        }
+    }
+
+    /// The reply to a [`ForkRequest`]: the new child's pid, or the errno that stopped the fork.
+    pub fn encode_reply(reply: Result<u32, i32>) -> [u8; 4] {
+        let n: i32 = match reply {
+            Ok(pid) => i32::try_from(pid).unwrap_or(i32::MAX),
+            Err(errno) => -errno.abs().max(1),
+        };
+        n.to_le_bytes()
+    }
+
+    /// `Ok(pid)`, or `Err(errno)`; a pid of 0 or 1 is never a forked child and reads as `EPROTO`.
+    pub fn decode_reply(bytes: [u8; 4]) -> Result<u32, i32> {
+        let n = i32::from_le_bytes(bytes);
+        match u32::try_from(n) {
+            Ok(pid) if pid > 1 => Ok(pid),
+            Ok(_) => Err(71),
+            Err(_) => Err(-n),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -414,5 +491,19 @@ mod tests {
     fn clean_end_of_stream_is_none() -> Result<(), FrameError> {
         assert!(read_frame(&mut &b""[..], 10)?.is_none());
         Ok(())
+    }
+
+    #[test]
+    fn template_messages_round_trip() {
+        use super::template::{ForkRequest, decode_reply, encode_reply};
+        let r = ForkRequest {
+            data_bytes: 576 << 20,
+            cpu_secs: 32,
+        };
+        assert_eq!(ForkRequest::decode(r.encode()), r);
+        assert_eq!(decode_reply(encode_reply(Ok(4242))), Ok(4242));
+        assert_eq!(decode_reply(encode_reply(Err(11))), Err(11));
+        assert_eq!(decode_reply(0i32.to_le_bytes()), Err(71));
+        assert_eq!(&super::template::GREETING[..4], b"QTPL");
     }
 }
