@@ -435,18 +435,17 @@ async fn pg_open(plan: &Plan) -> Result<sqlx::PgConnection, ExecError> {
     .map_err(|e| error(ErrorKind::TargetUnavailable, e.to_string(), None))?;
     let timeout_ms = plan.limits.db_call_ms;
     let idle_ms = plan.limits.wall_ms;
-    let setup = format!(
-        "SET statement_timeout = {timeout_ms}; SET idle_in_transaction_session_timeout = {idle_ms}"
-    );
-    conn.execute(sqlx::raw_sql(&setup))
-        .await
-        .map_err(|e| db_error(&e, None, plan.mode))?;
     let begin = if plan.mode == Mode::Read {
         "BEGIN READ ONLY"
     } else {
         "BEGIN"
     };
-    conn.execute(begin)
+    // One round trip: the simple query protocol runs the three statements in order and stops
+    // at the first error.
+    let setup = format!(
+        "SET statement_timeout = {timeout_ms}; SET idle_in_transaction_session_timeout = {idle_ms}; {begin}"
+    );
+    conn.execute(sqlx::raw_sql(&setup))
         .await
         .map_err(|e| db_error(&e, None, plan.mode))?;
     Ok(conn)
@@ -941,11 +940,14 @@ async fn run_script(plan: &Plan, store: &SharedStore) -> Outcome {
     };
     let committable = |run: &crate::sandbox::ScriptRun| run.error.is_none() && !run.any_call_failed;
     let ran = match plan.instance.engine {
-        Engine::Postgres => match pg_open(plan).await {
-            Err(e) => Err(e),
-            Ok(mut conn) => {
+        // The child starts while the connection is opened (a child not used is dropped, and
+        // exits without a job).
+        Engine::Postgres => match tokio::join!(crate::sandbox::ready_child(&job), pg_open(plan)) {
+            (_, Err(e)) => Err(e),
+            (child, Ok(mut conn)) => {
                 let run =
-                    crate::sandbox::run_script(job, &mut SqlHandle::new(&mut conn, plan)).await;
+                    crate::sandbox::run_script_in(child, job, &mut SqlHandle::new(&mut conn, plan))
+                        .await;
                 let settled = if committable(&run) {
                     pg_settle(plan, store, &mut conn).await
                 } else {
@@ -969,19 +971,20 @@ async fn run_script(plan: &Plan, store: &SharedStore) -> Outcome {
                 Ok((run, settled))
             }
         },
-        Engine::Mongodb => match crate::mongo::MongoHandle::open(
-            &plan.instance,
-            plan.secret.as_ref(),
-            &plan.database,
-            plan.mode,
-            plan.limits,
-        )
-        .await
-        {
-            Err(e) => Err(error(ErrorKind::TargetUnavailable, e.to_string(), None)),
-            Ok(mut handle) => {
+        Engine::Mongodb => match tokio::join!(
+            crate::sandbox::ready_child(&job),
+            crate::mongo::MongoHandle::open(
+                &plan.instance,
+                plan.secret.as_ref(),
+                &plan.database,
+                plan.mode,
+                plan.limits,
+            )
+        ) {
+            (_, Err(e)) => Err(error(ErrorKind::TargetUnavailable, e.to_string(), None)),
+            (child, Ok(mut handle)) => {
                 let atomic = handle.atomic();
-                let mut run = crate::sandbox::run_script(job, &mut handle).await;
+                let mut run = crate::sandbox::run_script_in(child, job, &mut handle).await;
                 let settled = handle
                     .settle(committable(&run))
                     .await

@@ -905,28 +905,56 @@ pub struct ScriptJob<'a> {
     pub check_only: bool,
 }
 
+/// A child confined and ready for one job, or why there is none. Taken with [`ready_child`]
+/// while the target's connection is being opened, so the two start-ups overlap.
+#[derive(Debug)]
+pub struct ReadyChild {
+    child: Result<(PathBuf, Started), ExecError>,
+}
+
+/// A ready child for `job`: a pre-started one, or one forked (or started) now.
+pub async fn ready_child(job: &ScriptJob<'_>) -> ReadyChild {
+    let module = match job.sandbox.module().await {
+        Ok(m) => m.to_path_buf(),
+        Err(e) => {
+            return ReadyChild {
+                child: Err(ExecError::new(
+                    ErrorKind::Unsupported,
+                    format!("the script sandbox is not available: {e}"),
+                )),
+            };
+        }
+    };
+    let child = match job.sandbox.take(&module, job.limits).await {
+        Ok(s) => Ok((module, s)),
+        Err(e) => Err(ExecError::new(ErrorKind::Internal, e)),
+    };
+    ReadyChild { child }
+}
+
 /// Runs one script in a fresh child, answering its calls through `handle`.
 pub async fn run_script<H: Handle>(job: ScriptJob<'_>, handle: &mut H) -> ScriptRun {
+    let child = ready_child(&job).await;
+    run_script_in(child, job, handle).await
+}
+
+/// Runs one script in `child` (from [`ready_child`] for this job), answering its calls through
+/// `handle`.
+pub async fn run_script_in<H: Handle>(
+    child: ReadyChild,
+    job: ScriptJob<'_>,
+    handle: &mut H,
+) -> ScriptRun {
     let mut run = ScriptRun {
         report: ScriptReport::default(),
         error: None,
         display: None,
         any_call_failed: false,
     };
-    let module = match job.sandbox.module().await {
-        Ok(m) => m.to_path_buf(),
+    let (module, mut started) = match child.child {
+        Ok(c) => c,
         Err(e) => {
-            run.error = Some(ExecError::new(
-                ErrorKind::Unsupported,
-                format!("the script sandbox is not available: {e}"),
-            ));
-            return run;
-        }
-    };
-    let mut started = match job.sandbox.take(&module, job.limits).await {
-        Ok(s) => s,
-        Err(e) => {
-            run.error = Some(ExecError::new(ErrorKind::Internal, e));
+            run.error = Some(e);
             return run;
         }
     };

@@ -338,6 +338,10 @@ fn main() {
     // QuickJS stops a little below the wasm memory cap, so running out of memory is usually a
     // catchable JavaScript error the outcome can name, rather than a trap.
     rt.set_memory_limit(job.memory_bytes.saturating_sub(job.memory_bytes / 8));
+    // The first cycle collection waits for a quarter of the limit rather than QuickJS's 256 KiB,
+    // so 100 000 rows arriving are not walked by a dozen collections on the way (about a tenth of
+    // their JSON.parse time); reference counting still frees acyclic garbage at once.
+    rt.set_gc_threshold(job.memory_bytes / 4);
     let outcome = context.with(|ctx| run(&ctx, &job));
     match outcome {
         Ok(json) => finish(&json),
