@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::{Connection, Row};
+use sqlx::{Connection, Executor, Row};
 
 use crate::config::{Config, LimitsConfig};
 use crate::domain::instance::Engine;
@@ -130,6 +130,7 @@ pub async fn sandbox(
     let mut fresh = Vec::new();
     let mut prestarted = Vec::new();
     let mut fresh_connected = Vec::new();
+    let mut connect_only = Vec::new();
     let mut peak_wasm = 0;
     for _ in 0..iterations {
         let t = Instant::now();
@@ -154,10 +155,17 @@ pub async fn sandbox(
         // As an execution does it: the child forks while the connection is opened.
         let t = Instant::now();
         let job = read_job(&sandbox, &limits, SELECT_1);
-        let (child, own) = tokio::join!(
-            crate::sandbox::ready_child(&job),
-            PgConnection::connect_with(&options)
-        );
+        // The connection is set up as an execution's is (timeouts and BEGIN in one round trip)
+        // and rolled back at the end.
+        let connect = async {
+            let mut c = PgConnection::connect_with(&options).await?;
+            c.execute(sqlx::raw_sql(
+                "SET statement_timeout = 30000; SET idle_in_transaction_session_timeout = 60000; BEGIN READ ONLY",
+            ))
+            .await?;
+            Ok::<_, sqlx::Error>(c)
+        };
+        let (child, own) = tokio::join!(crate::sandbox::ready_child(&job), connect);
         let mut own = own?;
         let run = crate::sandbox::run_script_in(
             child,
@@ -165,7 +173,14 @@ pub async fn sandbox(
             &mut SqlHandle::on(&mut own, Engine::Postgres, Mode::Read, limits),
         )
         .await;
+        own.execute("ROLLBACK").await?;
         fresh_connected.push(t.elapsed());
+        // The floor of that row: opening a connection with no script at all (closing it is not
+        // timed).
+        let t = Instant::now();
+        let alone = PgConnection::connect_with(&options).await?;
+        connect_only.push(t.elapsed());
+        alone.close().await?;
         if let Some(e) = &run.error {
             anyhow::bail!("the benchmark script failed: {}", e.message);
         }
@@ -191,6 +206,11 @@ pub async fn sandbox(
         "SELECT 1 script, child forked on demand, new connection",
         summary(fresh_connected),
         Some(base),
+    ));
+    lines.push(row(
+        "  opening that connection alone, no script",
+        summary(connect_only),
+        None,
     ));
 
     let mut base = Vec::new();
