@@ -821,6 +821,77 @@ fn exact_integer(v: i64) -> Value {
     }
 }
 
+/// Writes one PostgreSQL value as JSON text, exactly as [`pg_value`] would make it. The common
+/// scalar types (the bulk of the rows a script reads) go straight from the driver's bytes to the
+/// text, with no `Value` and no per-cell type-name allocation; the rest go through [`pg_value`].
+fn pg_write(row: &sqlx::postgres::PgRow, i: usize, out: &mut Vec<u8>) -> serde_json::Result<()> {
+    use sqlx::{Decode, Postgres};
+    #[derive(Clone, Copy)]
+    enum Scalar {
+        Bool,
+        Int2,
+        Int4,
+        Int8,
+        Float8,
+        Text,
+    }
+    let Ok(raw) = row.try_get_raw(i) else {
+        out.extend_from_slice(b"null");
+        return Ok(());
+    };
+    if raw.is_null() {
+        out.extend_from_slice(b"null");
+        return Ok(());
+    }
+    // sqlx names PostgreSQL's built-in types in capitals.
+    let scalar = match raw.type_info().name() {
+        "BOOL" => Some(Scalar::Bool),
+        "INT2" => Some(Scalar::Int2),
+        "INT4" => Some(Scalar::Int4),
+        "INT8" => Some(Scalar::Int8),
+        "FLOAT8" => Some(Scalar::Float8),
+        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" => Some(Scalar::Text),
+        _ => None,
+    };
+    let written = match scalar {
+        Some(Scalar::Bool) => {
+            <bool as Decode<Postgres>>::decode(raw).map(|v| serde_json::to_writer(&mut *out, &v))
+        }
+        Some(Scalar::Int2) => {
+            <i16 as Decode<Postgres>>::decode(raw).map(|v| serde_json::to_writer(&mut *out, &v))
+        }
+        Some(Scalar::Int4) => {
+            <i32 as Decode<Postgres>>::decode(raw).map(|v| serde_json::to_writer(&mut *out, &v))
+        }
+        Some(Scalar::Int8) => <i64 as Decode<Postgres>>::decode(raw)
+            .map(|v| serde_json::to_writer(&mut *out, &exact_integer(v))),
+        Some(Scalar::Float8) => <f64 as Decode<Postgres>>::decode(raw).map(|f| {
+            if f.is_finite() {
+                serde_json::to_writer(&mut *out, &f)
+            } else {
+                serde_json::to_writer(&mut *out, &f.to_string())
+            }
+        }),
+        Some(Scalar::Text) => {
+            <&str as Decode<Postgres>>::decode(raw).map(|v| serde_json::to_writer(&mut *out, v))
+        }
+        None => return serde_json::to_writer(out, &pg_value(row, i)),
+    };
+    match written {
+        Ok(result) => result,
+        // What pg_value makes of a value it cannot decode.
+        Err(_) => serde_json::to_writer(out, &pg_value(row, i)),
+    }
+}
+
+fn sqlite_write(
+    row: &sqlx::sqlite::SqliteRow,
+    i: usize,
+    out: &mut Vec<u8>,
+) -> serde_json::Result<()> {
+    serde_json::to_writer(out, &sqlite_value(row, i))
+}
+
 /// One PostgreSQL value as JSON: NULL → null, integers and floats as numbers, NUMERIC as a string
 /// (exact), bytea as base64, instants as ISO 8601.
 fn pg_value(row: &sqlx::postgres::PgRow, i: usize) -> Value {
@@ -1192,7 +1263,7 @@ macro_rules! bind_params {
 /// each execution has a connection of its own, closed when it ends, so a script that runs the
 /// same statement in a loop pays for parsing it once.
 macro_rules! sql_call {
-    ($self:ident, $op:ident, $sink:ident, $query:expr, $value:path) => {{
+    ($self:ident, $op:ident, $sink:ident, $query:expr, $write:path) => {{
         use crate::sandbox::Reply;
         let (sql, params) = match $self.admit($op) {
             Ok(v) => v,
@@ -1250,7 +1321,7 @@ macro_rules! sql_call {
                                     out.push(b',');
                                 }
                                 out.extend_from_slice(key);
-                                serde_json::to_writer(&mut *out, &$value(&row, i))?;
+                                $write(&row, i, &mut *out)?;
                             }
                             out.push(b'}');
                             Ok(())
@@ -1296,7 +1367,7 @@ impl crate::sandbox::Handle for SqlHandle<'_, sqlx::PgConnection> {
         op: quorum_sandbox_protocol::DbOp,
         rows: &mut crate::sandbox::RowSink<'_>,
     ) -> crate::sandbox::Reply {
-        sql_call!(self, op, rows, sqlx::query, pg_value)
+        sql_call!(self, op, rows, sqlx::query, pg_write)
     }
 }
 
@@ -1306,7 +1377,7 @@ impl crate::sandbox::Handle for SqlHandle<'_, sqlx::SqliteConnection> {
         op: quorum_sandbox_protocol::DbOp,
         rows: &mut crate::sandbox::RowSink<'_>,
     ) -> crate::sandbox::Reply {
-        sql_call!(self, op, rows, sqlx::query, sqlite_value)
+        sql_call!(self, op, rows, sqlx::query, sqlite_write)
     }
 }
 

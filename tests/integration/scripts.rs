@@ -309,6 +309,33 @@ async fn postgres_reads_write_nothing_and_failed_writes_roll_back() {
 /// Rows larger than one batch reach the script in order and whole; the row limit cuts a
 /// streamed result as it cuts a small one; a query that fails after some batches were sent is a
 /// catchable error that leaves nothing half-delivered, and the next call still works.
+/// Every PostgreSQL type a script commonly reads crosses as the same JSON whichever way the
+/// portal writes it: the scalar fast path (integers, floats, booleans, text) and the general
+/// mapping (NUMERIC, UUID, JSONB, arrays), including the edge cases (integers past 2^53 and
+/// non-finite floats as strings, NULL, quotes and non-ASCII text).
+#[tokio::test]
+async fn postgres_values_reach_the_script_as_json() {
+    let app = TestApp::spawn(StoreKind::Sqlite).await;
+    let target = pg_target().await;
+    let instance = pg_instance(&app, &target, "on_approval").await;
+    let script = r#"const r = await db.query(`SELECT 1::int2 AS a, 2::int4 AS b, 3::int8 AS c,
+  9007199254740993::int8 AS big, -9007199254740991::int8 AS edge, 1.5::float8 AS f,
+  'NaN'::float8 AS nan, true AS t, 'say "hi" ✓'::text AS s, 'v'::varchar(4) AS v,
+  'p'::char(2) AS p, 'x'::name AS nm, 12.50::numeric AS n, NULL::int4 AS z,
+  '00000000-0000-0000-0000-000000000001'::uuid AS u, '{"k": [1]}'::jsonb AS j,
+  ARRAY[1, 2]::int4[] AS arr, 2.5::float4 AS r`);
+return r.rows[0];"#;
+    let e = run(&app, &instance, &target.database, "read", script).await;
+    assert_eq!(e["status"], "succeeded", "{e}");
+    assert_eq!(
+        e["result"],
+        json!({"a": 1, "b": 2, "c": 3, "big": "9007199254740993", "edge": -9007199254740991_i64,
+            "f": 1.5, "nan": "NaN", "t": true, "s": "say \"hi\" ✓", "v": "v", "p": "p ",
+            "nm": "x", "n": "12.5", "z": null, "u": "00000000-0000-0000-0000-000000000001",
+            "j": {"k": [1]}, "arr": [1, 2], "r": 2.5})
+    );
+}
+
 #[tokio::test]
 async fn rows_stream_to_the_script_in_batches() {
     let app = TestApp::spawn_with(StoreKind::Sqlite, "[limits]\nmax_rows = 50000").await;
