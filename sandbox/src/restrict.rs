@@ -1,12 +1,12 @@
 //! What the child does to itself once the guest is loaded and before it accepts a job: no new
 //! privileges, Landlock denying every filesystem access the kernel can restrict, and a seccomp
-//! filter refusing sockets, program execution, new processes and threads, file opens, and
-//! tracing. The parent has already set rlimits, the death signal, a cleared environment and
+//! filter refusing sockets, program execution, new processes and threads, file opens, tracing,
+//! and signals to any process but itself. The parent has already set rlimits, the death signal, a cleared environment and
 //! closed descriptors (see the server's executor).
 //!
 //! A template (fork server, see `template.rs`) takes the same steps in two halves: everything
-//! but the ban on new processes for itself ([`apply_template`]), since forking is its job, and
-//! the rest in each job child right after the fork ([`apply_forked`]).
+//! but the bans on new processes and on signals for itself ([`apply_template`]), since forking
+//! is its job, and the rest in each job child right after the fork ([`apply_forked`]).
 
 use quorum_sandbox_protocol::Protections;
 
@@ -52,13 +52,29 @@ const DENIED: &[i64] = &[
     libc::SYS_truncate,
 ];
 
-/// New processes and threads: refused to every job child, allowed to a template.
+/// New processes and threads, and reaching other processes through pidfds: refused to every
+/// job child, allowed to a template.
 #[cfg(target_os = "linux")]
 const DENIED_PROCESSES: &[i64] = &[
     libc::SYS_fork,
     libc::SYS_vfork,
     libc::SYS_clone,
     libc::SYS_clone3,
+    libc::SYS_tkill,
+    libc::SYS_pidfd_open,
+    libc::SYS_pidfd_send_signal,
+    libc::SYS_pidfd_getfd,
+];
+
+/// Signals: a job child may signal itself (`abort` raises SIGABRT) and nothing else, so a
+/// compromised one cannot kill its template, its siblings or the portal. The first argument of
+/// each is the target process.
+#[cfg(target_os = "linux")]
+const SIGNALS_SELF_ONLY: &[i64] = &[
+    libc::SYS_kill,
+    libc::SYS_tgkill,
+    libc::SYS_rt_sigqueueinfo,
+    libc::SYS_rt_tgsigqueueinfo,
 ];
 
 #[cfg(target_os = "linux")]
@@ -115,7 +131,9 @@ pub fn apply_forked(template: &Protections) -> Protections {
         // No new processes for this user from here on (ignored for root; seccomp covers it).
         libc::setrlimit(libc::RLIMIT_NPROC, &nproc);
     }
-    let processes = match seccomp_filter(DENIED_PROCESSES, libc::EPERM) {
+    let processes = match seccomp_filter(DENIED_PROCESSES, libc::EPERM)
+        .and_then(|()| signals_self_only(std::process::id()))
+    {
         Ok(()) => true,
         Err(e) => {
             eprintln!("quorum-sandbox: seccomp filter not installed: {e}");
@@ -197,6 +215,34 @@ fn seccomp_filter(calls: &[i64], errno: i32) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Refuses [`SIGNALS_SELF_ONLY`] with `EPERM` unless their target is `pid`.
+#[cfg(target_os = "linux")]
+fn signals_self_only(pid: u32) -> anyhow::Result<()> {
+    use std::collections::BTreeMap;
+
+    use seccompiler::{
+        BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+        SeccompRule, TargetArch,
+    };
+    let arch = TargetArch::try_from(std::env::consts::ARCH)
+        .map_err(|e| anyhow::anyhow!("unsupported architecture: {e:?}"))?;
+    let mut rules = BTreeMap::new();
+    for &nr in SIGNALS_SELF_ONLY {
+        let other =
+            SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, u64::from(pid))?;
+        rules.insert(nr, vec![SeccompRule::new(vec![other])?]);
+    }
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        arch,
+    )?;
+    let program: BpfProgram = filter.try_into()?;
+    seccompiler::apply_filter_all_threads(&program)?;
+    Ok(())
+}
+
 /// Test-only probes (feature `sandbox-selftest`): each tries something the restrictions must
 /// refuse and reports what the kernel said.
 #[cfg(feature = "sandbox-selftest")]
@@ -234,6 +280,20 @@ pub fn selftest() -> Vec<(String, String)> {
     note(
         "thread",
         std::thread::Builder::new().spawn(|| ()).map(|_| ()),
+    );
+    #[expect(
+        unsafe_code,
+        reason = "signal 0 only asks whether the parent may be signalled"
+    )]
+    // SAFETY: plain system calls; signal 0 delivers nothing.
+    let signalled = unsafe { libc::kill(libc::getppid(), 0) };
+    note(
+        "signal the parent",
+        if signalled == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        },
     );
     results
 }

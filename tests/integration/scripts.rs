@@ -565,13 +565,13 @@ fn sandbox_and_module() -> (std::path::PathBuf, String, tempfile::TempDir) {
     (bin, module, cache)
 }
 
-/// The five probes a `sandbox-selftest` child reports on stderr; each must be refused.
+/// The six probes a `sandbox-selftest` child reports on stderr; each must be refused.
 fn assert_probes_refused(stderr: &str) {
     let probes: Vec<&str> = stderr
         .lines()
         .filter(|l| l.starts_with("selftest "))
         .collect();
-    assert_eq!(probes.len(), 5, "{stderr}");
+    assert_eq!(probes.len(), 6, "{stderr}");
     for line in probes {
         assert!(line.contains(": refused: "), "{line}");
     }
