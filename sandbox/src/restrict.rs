@@ -191,51 +191,39 @@ fn landlock_everything() -> String {
 }
 
 /// Installs one filter refusing `calls` with `errno`. Filters stack and the kernel applies the
-/// most restrictive answer, so opens get `EACCES` and everything else `EPERM`. TSYNC puts each on
-/// every thread, including the epoch ticker.
+/// most restrictive answer, so opens get `EACCES` and everything else `EPERM`.
 #[cfg(target_os = "linux")]
 fn seccomp_filter(calls: &[i64], errno: i32) -> anyhow::Result<()> {
-    use std::collections::BTreeMap;
-
-    use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
-    let arch = TargetArch::try_from(std::env::consts::ARCH)
-        .map_err(|e| anyhow::anyhow!("unsupported architecture: {e:?}"))?;
-    let rules = calls
-        .iter()
-        .map(|&nr| (nr, Vec::new()))
-        .collect::<BTreeMap<_, _>>();
-    let filter = SeccompFilter::new(
-        rules,
-        SeccompAction::Allow,
-        SeccompAction::Errno(errno as u32),
-        arch,
-    )?;
-    let program: BpfProgram = filter.try_into()?;
-    seccompiler::apply_filter_all_threads(&program)?;
-    Ok(())
+    install(calls.iter().map(|&nr| (nr, Vec::new())).collect(), errno)
 }
 
 /// Refuses [`SIGNALS_SELF_ONLY`] with `EPERM` unless their target is `pid`.
 #[cfg(target_os = "linux")]
 fn signals_self_only(pid: u32) -> anyhow::Result<()> {
-    use std::collections::BTreeMap;
-
-    use seccompiler::{
-        BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-        SeccompRule, TargetArch,
-    };
-    let arch = TargetArch::try_from(std::env::consts::ARCH)
-        .map_err(|e| anyhow::anyhow!("unsupported architecture: {e:?}"))?;
-    let mut rules = BTreeMap::new();
+    use seccompiler::{SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompRule};
+    let mut rules = std::collections::BTreeMap::new();
     for &nr in SIGNALS_SELF_ONLY {
         let other =
             SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, u64::from(pid))?;
         rules.insert(nr, vec![SeccompRule::new(vec![other])?]);
     }
+    install(rules, libc::EPERM)
+}
+
+/// Installs a filter answering `errno` to each call whose rules match (all of them when a call
+/// has none) and allowing the rest. TSYNC puts it on every thread, including the epoch ticker.
+#[cfg(target_os = "linux")]
+fn install(
+    rules: std::collections::BTreeMap<i64, Vec<seccompiler::SeccompRule>>,
+    errno: i32,
+) -> anyhow::Result<()> {
+    use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+    let arch = TargetArch::try_from(std::env::consts::ARCH)
+        .map_err(|e| anyhow::anyhow!("unsupported architecture: {e:?}"))?;
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
+        SeccompAction::Errno(errno as u32),
         arch,
     )?;
     let program: BpfProgram = filter.try_into()?;

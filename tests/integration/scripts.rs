@@ -677,6 +677,21 @@ fn forbidden_system_calls_are_refused_inside_a_forked_child() {
     assert!(status.success(), "template ended with {status}");
 }
 
+/// Has `replica` (another portal process) run approved request `id` now; returns the execution
+/// it started.
+async fn run_on(app: &TestApp, replica: &crate::replicas::Replica, id: &str) -> Value {
+    let dan = app.login(Actor::Developer).await;
+    let r = app
+        .client
+        .post(format!("{}/api/v1/requests/{id}/run", replica.base))
+        .bearer_auth(&dan.token)
+        .send()
+        .await
+        .expect("run");
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    r.json().await.expect("execution")
+}
+
 /// Security matrix S12: a portal killed mid-execution takes its sandbox child with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_portal_kills_the_child() {
@@ -693,15 +708,7 @@ async fn killing_the_portal_kills_the_child() {
     )
     .await;
     let mut replica = crate::replicas::start_replica(&app).await;
-    let dan = app.login(Actor::Developer).await;
-    let r = app
-        .client
-        .post(format!("{}/api/v1/requests/{id}/run", replica.base))
-        .bearer_auth(&dan.token)
-        .send()
-        .await
-        .expect("run");
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    run_on(&app, &replica, &id).await;
     let portal = replica.child.id();
     let mut child = None;
     for _ in 0..1500 {
@@ -753,15 +760,7 @@ async fn forked_children_do_not_share_a_seed_and_a_dead_template_is_replaced() {
             script,
         )
         .await;
-        let r = app
-            .client
-            .post(format!("{}/api/v1/requests/{id}/run", replica.base))
-            .bearer_auth(&dan.token)
-            .send()
-            .await
-            .expect("run");
-        assert_eq!(r.status(), StatusCode::ACCEPTED);
-        let started: Value = r.json().await.expect("execution");
+        let started = run_on(&app, &replica, &id).await;
         let e = finished(&app, &dan.token, started["id"].as_str().expect("id")).await;
         assert_eq!(e["status"], "succeeded", "{e}");
         assert_eq!(e["sandbox"]["seccomp"], true, "{e}");
