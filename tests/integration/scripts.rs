@@ -677,14 +677,13 @@ fn forbidden_system_calls_are_refused_inside_a_forked_child() {
     assert!(status.success(), "template ended with {status}");
 }
 
-/// Has `replica` (another portal process) run approved request `id` now; returns the execution
-/// it started.
-async fn run_on(app: &TestApp, replica: &crate::replicas::Replica, id: &str) -> Value {
-    let dan = app.login(Actor::Developer).await;
+/// Has `replica` (another portal process) run approved request `id` now, as its author signed in
+/// with `token`; returns the execution it started.
+async fn run_on(app: &TestApp, replica: &crate::replicas::Replica, id: &str, token: &str) -> Value {
     let r = app
         .client
         .post(format!("{}/api/v1/requests/{id}/run", replica.base))
-        .bearer_auth(&dan.token)
+        .bearer_auth(token)
         .send()
         .await
         .expect("run");
@@ -708,7 +707,8 @@ async fn killing_the_portal_kills_the_child() {
     )
     .await;
     let mut replica = crate::replicas::start_replica(&app).await;
-    run_on(&app, &replica, &id).await;
+    let dan = app.login(Actor::Developer).await;
+    run_on(&app, &replica, &id, &dan.token).await;
     let portal = replica.child.id();
     let mut child = None;
     for _ in 0..1500 {
@@ -749,7 +749,6 @@ async fn forked_children_do_not_share_a_seed_and_a_dead_template_is_replaced() {
     let instance = pg_instance(&app, &target, "manual").await;
     let replica = crate::replicas::start_replica(&app).await;
     let portal = replica.child.id();
-    let dan = app.login(Actor::Developer).await;
     let script = "return [Math.random(), Math.random()];";
     let run_once = async || {
         let id = approve(
@@ -760,7 +759,9 @@ async fn forked_children_do_not_share_a_seed_and_a_dead_template_is_replaced() {
             script,
         )
         .await;
-        let started = run_on(&app, &replica, &id).await;
+        // Each sign-in may end the oldest session, so the token is fresh for each run.
+        let dan = app.login(Actor::Developer).await;
+        let started = run_on(&app, &replica, &id, &dan.token).await;
         let e = finished(&app, &dan.token, started["id"].as_str().expect("id")).await;
         assert_eq!(e["status"], "succeeded", "{e}");
         assert_eq!(e["sandbox"]["seccomp"], true, "{e}");
