@@ -1011,10 +1011,13 @@ async fn run_script(plan: &Plan, store: &SharedStore) -> Outcome {
     };
     let committable = |run: &crate::sandbox::ScriptRun| run.error.is_none() && !run.any_call_failed;
     let ran = match plan.instance.engine {
-        // The child starts while the connection is opened (a child not used is dropped, and
-        // exits without a job).
+        // The child starts while the connection is opened; if the target cannot be reached the
+        // child is discarded (it exits without a job) and the pool topped up.
         Engine::Postgres => match tokio::join!(crate::sandbox::ready_child(&job), pg_open(plan)) {
-            (_, Err(e)) => Err(e),
+            (child, Err(e)) => {
+                child.discard(&plan.sandbox);
+                Err(e)
+            }
             (child, Ok(mut conn)) => {
                 let run =
                     crate::sandbox::run_script_in(child, job, &mut SqlHandle::new(&mut conn, plan))
@@ -1052,7 +1055,10 @@ async fn run_script(plan: &Plan, store: &SharedStore) -> Outcome {
                 plan.limits,
             )
         ) {
-            (_, Err(e)) => Err(error(ErrorKind::TargetUnavailable, e.to_string(), None)),
+            (child, Err(e)) => {
+                child.discard(&plan.sandbox);
+                Err(error(ErrorKind::TargetUnavailable, e.to_string(), None))
+            }
             (child, Ok(mut handle)) => {
                 let atomic = handle.atomic();
                 let mut run = crate::sandbox::run_script_in(child, job, &mut handle).await;

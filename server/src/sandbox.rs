@@ -912,6 +912,17 @@ pub struct ReadyChild {
     child: Result<(PathBuf, Started), ExecError>,
 }
 
+impl ReadyChild {
+    /// Gives up a child no job will use (the target could not be reached): it exits on its
+    /// closed stdin, and the pool is topped up now rather than when the next job ends.
+    pub fn discard(self, sandbox: &Sandbox) {
+        if let Ok((module, started)) = self.child {
+            drop(started);
+            sandbox.refill(&module);
+        }
+    }
+}
+
 /// A ready child for `job`: a pre-started one, or one forked (or started) now.
 pub async fn ready_child(job: &ScriptJob<'_>) -> ReadyChild {
     let module = match job.sandbox.module().await {
