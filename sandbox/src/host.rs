@@ -230,12 +230,17 @@ impl Host {
         // one template would share).
         let mut seed = [0u8; 8];
         fill_random(&mut seed);
-        let (low, high) = seed.split_at(4);
-        let word = |b: &[u8]| b.iter().rev().fold(0u32, |w, &x| (w << 8) | u32::from(x));
+        let [a, b, c, d, e, f, g, h] = seed;
         let mut guest_job = serde_json::to_value(&job)
             .map_err(|e| fatal(ErrorKind::Internal, format!("re-encoding the job: {e}")))?;
         if let Some(fields) = guest_job.as_object_mut() {
-            fields.insert("seed".into(), serde_json::json!([word(low), word(high)]));
+            fields.insert(
+                "seed".into(),
+                serde_json::json!([
+                    u32::from_le_bytes([a, b, c, d]),
+                    u32::from_le_bytes([e, f, g, h])
+                ]),
+            );
         }
         self.job = serde_json::to_vec(&guest_job)
             .map_err(|e| fatal(ErrorKind::Internal, format!("re-encoding the job: {e}")))?;

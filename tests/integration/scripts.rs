@@ -664,6 +664,28 @@ fn forbidden_system_calls_are_refused_inside_a_forked_child() {
         parent_and_name(pid),
         Some((template.id(), "quorum-sandbox".to_owned()))
     );
+    // The child took the request's rlimits (the template's own are higher), and no processes.
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let limit = |name: &str| -> Vec<String> {
+        limits
+            .lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| {
+                l[name.len()..]
+                    .split_whitespace()
+                    .take(2)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        limit("Max data size"),
+        ["1073741824", "1073741824"],
+        "{limits}"
+    );
+    assert_eq!(limit("Max cpu time"), ["10", "10"], "{limits}");
+    assert_eq!(limit("Max processes"), ["0", "0"], "{limits}");
 
     // No job: the child exits quietly once its stdin closes, after the probes.
     drop(our_in);
