@@ -8,8 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use quorum_sandbox_protocol::{
     self as proto, ErrorKind, Failure, FromChild, JobLimits, LogLevel, Outcome, ToChild,
+    guest::Finished,
 };
-use serde::Deserialize;
 use serde_json::value::RawValue;
 use wasmtime::{
     AsContextMut, Caller, Engine, Extern, Linker, Memory, Module, ResourceLimiter, Store, Trap,
@@ -456,10 +456,7 @@ fn linker(engine: &Engine) -> wasmtime::Result<Linker<Host>> {
             }
             let bytes = read_guest(&mut caller, ptr, len)?;
             let host = caller.data_mut();
-            let reply = match String::from_utf8(bytes)
-                .ok()
-                .and_then(|s| RawValue::from_string(s).ok())
-            {
+            let reply = match proto::guest::call(bytes) {
                 Some(call) => host.db_call(call)?,
                 None => br#"{"error":{"kind":"internal","message":"the call was not valid JSON"}}"#
                     .to_vec(),
@@ -681,16 +678,6 @@ fn fill_random(buf: &mut [u8]) {
     }
 }
 
-/// What the guest hands to `finish`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GuestOutcome {
-    #[serde(default)]
-    value: Option<Box<RawValue>>,
-    #[serde(default)]
-    error: Option<Failure>,
-}
-
 fn failure(kind: ErrorKind, message: impl Into<String>) -> Failure {
     Failure {
         kind,
@@ -716,8 +703,8 @@ fn execute(engine: &Engine, module: &Module, host: Host) -> (Outcome, JobState) 
     let memory_denied = host.limiter.denied;
     let (value, error) = match (&ran, host.finished) {
         (Ok(()), Some(json)) | (Err(_), Some(json)) if exited_cleanly(&ran) => {
-            match serde_json::from_slice::<GuestOutcome>(&json) {
-                Ok(GuestOutcome {
+            match proto::guest::finished(&json) {
+                Ok(Finished {
                     value,
                     error: Some(mut f),
                 }) => {
@@ -726,7 +713,7 @@ fn execute(engine: &Engine, module: &Module, host: Host) -> (Outcome, JobState) 
                     }
                     (value, Some(f))
                 }
-                Ok(GuestOutcome { value, error: None }) => (value, None),
+                Ok(Finished { value, error: None }) => (value, None),
                 Err(e) => (
                     None,
                     Some(failure(

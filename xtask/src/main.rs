@@ -7,6 +7,8 @@
 //!
 //! - `cargo xtask bench`: start a release build with demo data and print sign-in and
 //!   authenticated-request latency percentiles.
+//! - `cargo xtask fuzz [SECONDS]`: run the libFuzzer target on the sandbox's frame and host-call
+//!   decoders (default 60 s; `test` runs it too).
 //!
 //! Only the standard library is used, so this builds in seconds on a fresh machine.
 
@@ -37,9 +39,10 @@ fn main() -> ExitCode {
         "run" => run(&args),
         "test" | "ci" => test(&args),
         "bench" => bench(&args),
+        "fuzz" => fuzz(&args),
         _ => {
             eprintln!(
-                "usage: cargo xtask run [-- quorum serve args]\n       cargo xtask test [-- test filters]"
+                "usage: cargo xtask run [-- quorum serve args]\n       cargo xtask test [-- test filters]\n       cargo xtask bench [ITERATIONS]\n       cargo xtask fuzz [SECONDS]"
             );
             return if command == "help" {
                 ExitCode::SUCCESS
@@ -137,6 +140,15 @@ fn test(args: &[String]) -> Result<()> {
         "--check",
     ]);
     status(fmt_guest, "cargo fmt --check (sandbox guest)")?;
+    let mut fmt_fuzz = cargo();
+    fmt_fuzz.args([
+        "fmt",
+        "--manifest-path",
+        "sandbox/protocol/fuzz/Cargo.toml",
+        "--",
+        "--check",
+    ]);
+    status(fmt_fuzz, "cargo fmt --check (fuzz target)")?;
     wasm_toolchain()?;
 
     step("cargo clippy --workspace --all-targets -- -D warnings");
@@ -153,6 +165,11 @@ fn test(args: &[String]) -> Result<()> {
 
     step("cargo deny check bans licenses sources (the portal and the sandbox guest)");
     supply_chain()?;
+
+    step(&format!(
+        "fuzzing the sandbox's frame and host-call decoders for {FUZZ_SECONDS} s (security matrix S16)"
+    ));
+    fuzz_for(FUZZ_SECONDS)?;
 
     step("building the binaries the tests drive (with test-only failpoints and sandbox probes)");
     build_binaries(&["--features", TEST_FEATURES])?;
@@ -254,6 +271,72 @@ fn supply_chain() -> Result<()> {
         status(deny, &format!("cargo deny ({manifest})"))?;
     }
     Ok(())
+}
+
+/// How long `cargo xtask test` fuzzes (the security matrix's "60 s per PR").
+const FUZZ_SECONDS: u64 = 60;
+/// The frame cap the fuzz target reads with (`sandbox/protocol/fuzz/fuzz_targets/decode.rs`);
+/// no single allocation may reach twice it.
+const FUZZ_MALLOC_LIMIT_MB: u64 = 1;
+
+fn fuzz(args: &[String]) -> Result<()> {
+    let seconds: u64 = args
+        .first()
+        .map(|a| {
+            a.parse()
+                .map_err(|_| format!("{a:?} is not a number of seconds"))
+        })
+        .transpose()?
+        .unwrap_or(FUZZ_SECONDS);
+    step(&format!("fuzzing the sandbox's decoders for {seconds} s"));
+    fuzz_for(seconds)
+}
+
+/// Runs the `decode` fuzz target under AddressSanitizer with libFuzzer for `seconds`, with the
+/// security matrix's memory bounds: no allocation of 2 × the frame cap or more, 512 MB of RSS.
+/// cargo-fuzz is installed from crates.io when missing. The sanitizer flags it passes are
+/// unstable; `RUSTC_BOOTSTRAP=1` lets the machine's stable compiler accept them (there is no
+/// nightly toolchain to fetch). The corpus grows across runs in the target directory, starting
+/// from the committed seeds; a failing input is kept there and named in the error.
+fn fuzz_for(seconds: u64) -> Result<()> {
+    let have = cargo()
+        .args(["fuzz", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have {
+        eprintln!("    installing cargo-fuzz from crates.io (once)");
+        let mut install = cargo();
+        install.args(["install", "cargo-fuzz", "--locked"]);
+        status(install, "cargo install cargo-fuzz")?;
+    }
+    let work = target_dir().join("fuzz");
+    let corpus = work.join("corpus").join("decode");
+    let artifacts = work.join("artifacts").join("decode");
+    for dir in [&corpus, &artifacts] {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
+    let seeds = root().join("sandbox/protocol/fuzz/seeds");
+    let mut run = cargo();
+    run.current_dir(root().join("sandbox/protocol"))
+        .env("RUSTC_BOOTSTRAP", "1")
+        .args(["fuzz", "run", "decode", "--target-dir"])
+        .arg(work.join("target"))
+        .arg(&corpus)
+        .arg(&seeds)
+        .arg("--")
+        .arg(format!("-max_total_time={seconds}"))
+        .arg(format!("-malloc_limit_mb={FUZZ_MALLOC_LIMIT_MB}"))
+        .arg("-rss_limit_mb=512")
+        .arg("-max_len=65536")
+        .arg(format!("-artifact_prefix={}/", artifacts.display()));
+    status(run, "cargo fuzz run decode").map_err(|e| {
+        format!(
+            "{e}; the failing input is in {} (replay it with `RUSTC_BOOTSTRAP=1 cargo fuzz run decode FILE` in sandbox/protocol)",
+            artifacts.display()
+        )
+    })
 }
 
 /// Starts the portal with demo data on a free port in a fresh data directory and runs the

@@ -312,6 +312,38 @@ pub fn decode<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, FrameError> {
     Ok(serde_json::from_slice(body)?)
 }
 
+/// What the guest hands its host through the `quorum` imports, as bytes it wrote into its own
+/// memory. The host decodes them with these functions and nothing else, so that the fuzz target
+/// (`sandbox/protocol/fuzz`) exercises exactly what a hostile guest can reach.
+pub mod guest {
+    use serde::Deserialize;
+    use serde_json::value::RawValue;
+
+    use super::{Failure, FrameError};
+
+    /// The argument of `db_call`: one JSON value in UTF-8, passed on to the executor unparsed.
+    /// `None` for anything else (the guest is told its call was not valid JSON).
+    pub fn call(bytes: Vec<u8>) -> Option<Box<RawValue>> {
+        String::from_utf8(bytes)
+            .ok()
+            .and_then(|s| RawValue::from_string(s).ok())
+    }
+
+    /// The argument of `finish`: the script's value, or how it failed.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Finished {
+        #[serde(default)]
+        pub value: Option<Box<RawValue>>,
+        #[serde(default)]
+        pub error: Option<Failure>,
+    }
+
+    pub fn finished(bytes: &[u8]) -> Result<Finished, FrameError> {
+        super::decode(bytes)
+    }
+}
+
 /// The control channel of a template child (`quorum-sandbox template`), a fork server: it loads
 /// the guest, confines itself and starts QuickJS once, then forks one job child per request.
 ///
@@ -373,18 +405,20 @@ pub mod template {
     pub fn encode_reply(reply: Result<u32, i32>) -> [u8; 4] {
         let n: i32 = match reply {
             Ok(pid) => i32::try_from(pid).unwrap_or(i32::MAX),
-            Err(errno) => -errno.abs().max(1),
+            Err(errno) => -errno.saturating_abs().max(1),
         };
         n.to_le_bytes()
     }
 
-    /// `Ok(pid)`, or `Err(errno)`; a pid of 0 or 1 is never a forked child and reads as `EPROTO`.
+    /// `Ok(pid)`, or `Err(errno)` (positive); a pid of 0 or 1 is never a forked child, and
+    /// neither is a "negated errno" that has no positive counterpart: both read as `EPROTO`.
     pub fn decode_reply(bytes: [u8; 4]) -> Result<u32, i32> {
+        const EPROTO: i32 = 71;
         let n = i32::from_le_bytes(bytes);
         match u32::try_from(n) {
             Ok(pid) if pid > 1 => Ok(pid),
-            Ok(_) => Err(71),
-            Err(_) => Err(-n),
+            Ok(_) => Err(EPROTO),
+            Err(_) => Err(n.checked_neg().unwrap_or(EPROTO)),
         }
     }
 }
@@ -504,6 +538,9 @@ mod tests {
         assert_eq!(decode_reply(encode_reply(Ok(4242))), Ok(4242));
         assert_eq!(decode_reply(encode_reply(Err(11))), Err(11));
         assert_eq!(decode_reply(0i32.to_le_bytes()), Err(71));
+        // Found by the fuzz target: i32::MIN has no positive counterpart.
+        assert_eq!(decode_reply(i32::MIN.to_le_bytes()), Err(71));
+        assert_eq!(decode_reply(encode_reply(Err(i32::MIN))), Err(i32::MAX));
         assert_eq!(&super::template::GREETING[..4], b"QTPL");
     }
 }

@@ -1,7 +1,8 @@
 //! Security matrix S16: malformed frames (random bytes, lying length prefixes, invalid UTF-8,
 //! wrong types, 10 000-deep nesting) get a clean error, never a panic, and the reader never
-//! allocates more than the cap for a body. Property tests stand in for a fuzzer here (the
-//! matrix's "proptest fallback"): every run tries a few thousand generated inputs.
+//! allocates more than the cap for a body. These property tests try a few thousand generated
+//! inputs in every `cargo test`; the libFuzzer target in `fuzz/` (`cargo xtask fuzz`, 60 s in
+//! each `cargo xtask test`) searches the same decoders guided by coverage.
 
 use proptest::prelude::*;
 use quorum_sandbox_protocol::{FrameError, FromChild, ToChild, decode, read_frame};
@@ -74,4 +75,56 @@ fn invalid_utf8_and_wrong_types_are_errors() {
     assert!(decode::<FromChild>(wrong).is_err());
     let negative = br#"{"log":{"level":"log","message":"x","at_ms":-1}}"#;
     assert!(decode::<FromChild>(negative).is_err());
+}
+
+/// The fuzz target's seeds (`fuzz/seeds`, first byte = the reader) are valid input for the
+/// reader they name, so the fuzzer starts from frames that reach deep into each decoder. When
+/// the protocol changes, this fails until the seeds are brought up to date.
+#[test]
+fn fuzz_seeds_are_valid_for_their_reader() -> Result<(), Box<dyn std::error::Error>> {
+    use quorum_sandbox_protocol::{DbOp, guest, template::ForkRequest};
+
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+    let mut readers = [0usize; 4];
+    for entry in std::fs::read_dir(&dir)? {
+        let path = entry?.path();
+        let data = std::fs::read(&path)?;
+        let name = path.display();
+        let (&which, mut input) = data.split_first().ok_or(format!("{name} is empty"))?;
+        readers[usize::from(which % 4)] += 1;
+        match which % 4 {
+            0 | 1 => {
+                let mut frames = 0;
+                while let Some(body) = read_frame(&mut input, CAP)? {
+                    frames += 1;
+                    if which % 4 == 1 {
+                        decode::<ToChild>(&body)?;
+                    } else if let FromChild::DbCall { call, .. } = decode::<FromChild>(&body)? {
+                        serde_json::from_str::<DbOp>(call.get())?;
+                    }
+                }
+                assert!(frames > 1, "{name} holds {frames} frames");
+            }
+            2 => {
+                let call = guest::call(input.to_vec());
+                let finished = guest::finished(input);
+                assert!(
+                    call.is_some_and(|c| serde_json::from_str::<DbOp>(c.get()).is_ok())
+                        || finished.is_ok(),
+                    "{name} is neither a db call nor an outcome"
+                );
+            }
+            _ => {
+                let request = input
+                    .first_chunk::<{ ForkRequest::LEN }>()
+                    .ok_or(format!("{name} is too short"))?;
+                assert_eq!(ForkRequest::decode(*request).cpu_secs, 10);
+            }
+        }
+    }
+    assert!(
+        readers.iter().all(|&n| n > 0),
+        "a reader has no seed: {readers:?}"
+    );
+    Ok(())
 }
