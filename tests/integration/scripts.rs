@@ -306,36 +306,66 @@ async fn postgres_reads_write_nothing_and_failed_writes_roll_back() {
     assert_ne!(prices(&target).await, before);
 }
 
-/// Rows larger than one batch reach the script in order and whole; the row limit cuts a
-/// streamed result as it cuts a small one; a query that fails after some batches were sent is a
-/// catchable error that leaves nothing half-delivered, and the next call still works.
 /// Every PostgreSQL type a script commonly reads crosses as the same JSON whichever way the
 /// portal writes it: the scalar fast path (integers, floats, booleans, text) and the general
 /// mapping (NUMERIC, UUID, JSONB, arrays), including the edge cases (integers past 2^53 and
-/// non-finite floats as strings, NULL, quotes and non-ASCII text).
+/// non-finite floats as strings, NULL, quotes, escapes and non-ASCII text). And the script gets
+/// the same values whichever way the guest reads them: `JSON.parse` for a small result, its own
+/// decoder for batches (own `__proto__` keys, -0, long integers), `JSON.parse` again for a batch
+/// nested too deep for that decoder.
 #[tokio::test]
 async fn postgres_values_reach_the_script_as_json() {
     let app = TestApp::spawn(StoreKind::Sqlite).await;
     let target = pg_target().await;
     let instance = pg_instance(&app, &target, "on_approval").await;
-    let script = r#"const r = await db.query(`SELECT 1::int2 AS a, 2::int4 AS b, 3::int8 AS c,
+    // The same columns twice: one row (in the reply, read with JSON.parse) and 1 500 rows (over
+    // 64 KiB, so they come in batches, read by the guest's own decoder). Row 1 400 nests deeper
+    // than that decoder follows, so its batch goes to JSON.parse after a partial start.
+    let script = r#"const cols = String.raw`1::int2 AS a, 2::int4 AS b, 3::int8 AS c,
   9007199254740993::int8 AS big, -9007199254740991::int8 AS edge, 1.5::float8 AS f,
   'NaN'::float8 AS nan, true AS t, 'say "hi" ✓'::text AS s, 'v'::varchar(4) AS v,
   'p'::char(2) AS p, 'x'::name AS nm, 12.50::numeric AS n, NULL::int4 AS z,
   '00000000-0000-0000-0000-000000000001'::uuid AS u, '{"k": [1]}'::jsonb AS j,
-  ARRAY[1, 2]::int4[] AS arr, 2.5::float4 AS r`);
-return r.rows[0];"#;
+  ARRAY[1, 2]::int4[] AS arr, 2.5::float4 AS r, E'q"b\\ \n\t\x01 𝄞 \u00e9' AS esc,
+  '{"__proto__": {"x": 1}, "a": [1.5e300, 1e-7, 1234567890123456789, -3]}'::jsonb AS pj,
+  '-0'::float8 AS mz, 1e300::float8 AS huge, -123456789012345::int8 AS long15`;
+const one = await db.query(`SELECT ${cols}`);
+const many = await db.query(`SELECT g, ${cols}, CASE WHEN g = 1400 THEN (repeat('[', 80) || repeat(']', 80))::jsonb ELSE '[]'::jsonb END AS deep FROM generate_series(1, 1500) g`);
+const first = JSON.stringify(one.rows[0]);
+const differing = many.rows.filter((row, i) => row.g !== i + 1 || JSON.stringify({ ...row, g: undefined, deep: undefined }) !== first).length;
+const deep = many.rows.map((row) => JSON.stringify(row.deep)).filter((d) => d !== '[]');
+const pj = many.rows[7].pj;
+return { row: one.rows[0], count: many.rows.length, differing, deep,
+  protoOwn: Object.hasOwn(pj, '__proto__') && Object.getPrototypeOf(pj) === Object.prototype,
+  negativeZero: Object.is(one.rows[0].mz, -0) && Object.is(many.rows[7].mz, -0) };"#;
     let e = run(&app, &instance, &target.database, "read", script).await;
     assert_eq!(e["status"], "succeeded", "{e}");
+    let result = &e["result"];
     assert_eq!(
-        e["result"],
+        result["row"],
         json!({"a": 1, "b": 2, "c": 3, "big": "9007199254740993", "edge": -9007199254740991_i64,
             "f": 1.5, "nan": "NaN", "t": true, "s": "say \"hi\" ✓", "v": "v", "p": "p ",
             "nm": "x", "n": "12.5", "z": null, "u": "00000000-0000-0000-0000-000000000001",
-            "j": {"k": [1]}, "arr": [1, 2], "r": 2.5})
+            "j": {"k": [1]}, "arr": [1, 2], "r": 2.5, "esc": "q\"b\\ \n\t\u{1} 𝄞 é",
+            // 1234567890123456789 as a double, printed as JavaScript prints it.
+            "pj": {"__proto__": {"x": 1}, "a": [1.5e300, 1e-7, 1234567890123456800_u64, -3]},
+            "mz": 0, "huge": 1e300, "long15": -123456789012345_i64}),
+        "{result}"
     );
+    assert_eq!(result["count"], 1500, "{result}");
+    assert_eq!(result["differing"], 0, "{result}");
+    assert_eq!(
+        result["deep"],
+        json!([format!("{}{}", "[".repeat(80), "]".repeat(80))]),
+        "{result}"
+    );
+    assert_eq!(result["protoOwn"], true, "{result}");
+    assert_eq!(result["negativeZero"], true, "{result}");
 }
 
+/// Rows larger than one batch reach the script in order and whole; the row limit cuts a
+/// streamed result as it cuts a small one; a query that fails after some batches were sent is a
+/// catchable error that leaves nothing half-delivered, and the next call still works.
 #[tokio::test]
 async fn rows_stream_to_the_script_in_batches() {
     let app = TestApp::spawn_with(StoreKind::Sqlite, "[limits]\nmax_rows = 50000").await;

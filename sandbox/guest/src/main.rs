@@ -8,7 +8,11 @@
 //! script settles, and hands the JSON-encoded outcome back to the host.
 
 use rquickjs::context::EvalOptions;
-use rquickjs::{CatchResultExt, CaughtError, Context, Ctx, Function, Promise, Runtime, Value};
+use rquickjs::{
+    Array, CatchResultExt, CaughtError, Context, Ctx, Function, Promise, Runtime, Value,
+};
+
+mod rows;
 
 mod host {
     #[link(wasm_import_module = "quorum")]
@@ -118,30 +122,39 @@ fn finish_internal(message: &str) {
 }
 
 /// The piece of a reply the host holds, `len` bytes long.
-fn read_reply(len: u32) -> String {
+fn read_piece(len: u32) -> Vec<u8> {
     let mut buf = vec![0u8; len as usize];
     // SAFETY: the host writes exactly `len` bytes into the buffer we allocated for them.
     unsafe { host::reply_read(buf.as_mut_ptr()) };
-    String::from_utf8(buf).unwrap_or_else(|_| failure_json("internal", "reply is not UTF-8"))
+    buf
 }
 
 fn install_natives<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<()> {
     let g = ctx.globals();
     g.set(
         "__quorum_call",
-        Function::new(ctx.clone(), |request: String| -> String {
-            // SAFETY: the host reads `len` bytes from our memory before returning.
-            let len = unsafe { host::db_call(request.as_ptr(), request.len() as u32) };
-            read_reply(len)
-        })?,
-    )?;
-    g.set(
-        "__quorum_next",
-        Function::new(ctx.clone(), || -> String {
-            // SAFETY: a plain call; the host keeps the piece for `reply_read`.
-            let len = unsafe { host::reply_next() };
-            read_reply(len)
-        })?,
+        Function::new(
+            ctx.clone(),
+            |ctx: Ctx<'js>, request: String, rows: Array<'js>| -> rquickjs::Result<String> {
+                // SAFETY: the host reads `len` bytes from our memory before returning.
+                let mut len = unsafe { host::db_call(request.as_ptr(), request.len() as u32) };
+                let mut keys = rows::Keys::new(&ctx);
+                loop {
+                    let piece = read_piece(len);
+                    // Batches of rows (JSON arrays) come first, then the reply (an object).
+                    if piece.first() != Some(&b'[') {
+                        return Ok(String::from_utf8(piece)
+                            .unwrap_or_else(|_| failure_json("internal", "reply is not UTF-8")));
+                    }
+                    if std::str::from_utf8(&piece).is_err() {
+                        return Ok(failure_json("internal", "a batch of rows is not UTF-8"));
+                    }
+                    rows::append(&ctx, &rows, &piece, &mut keys)?;
+                    // SAFETY: a plain call; the host keeps the piece for `reply_read`.
+                    len = unsafe { host::reply_next() };
+                }
+            },
+        )?,
     )?;
     g.set(
         "__quorum_log",

@@ -6,11 +6,9 @@
   'use strict';
   const g = globalThis;
   const call = g.__quorum_call;
-  const next = g.__quorum_next;
   const log = g.__quorum_log;
   const sleep = g.__quorum_sleep;
   delete g.__quorum_call;
-  delete g.__quorum_next;
   delete g.__quorum_log;
   delete g.__quorum_sleep;
 
@@ -155,18 +153,13 @@
       if (e.code !== undefined) this.code = e.code;
     }
   }
-  // A reply comes in pieces: batches of rows (JSON arrays), decoded here while the portal reads
-  // the next ones, then the reply itself (an object, with `rows: []` when batches came first).
+  // A large result comes in batches of rows, which `call` decodes into `rows` while the portal
+  // reads the next ones; then the reply itself, with `rows: []` when batches came first.
   function invoke(op) {
-    let piece = call(JSON.stringify(op));
-    let batches = null;
-    while (piece.charCodeAt(0) === 91) {
-      (batches || (batches = [])).push(JSON.parse(piece));
-      piece = next();
-    }
-    const reply = JSON.parse(piece);
+    const rows = [];
+    const reply = JSON.parse(call(JSON.stringify(op), rows));
     if (reply.error) throw new DatabaseError(reply.error);
-    if (batches !== null) reply.ok.rows = batches.length === 1 ? batches[0] : [].concat(...batches);
+    if (rows.length > 0) reply.ok.rows = rows;
     return reply.ok;
   }
 

@@ -1,0 +1,483 @@
+//! A database call's rows, decoded straight into QuickJS values.
+//!
+//! Large results reach the guest as batches, each a JSON array of row objects written by the
+//! portal with serde_json. `JSON.parse` spends most of its time on the keys: each key of each
+//! row is built into a fresh string and then looked up in the atom table. Here a call's distinct
+//! keys become atoms once, integers are read without `strtod`, and every batch is appended to
+//! the one array the script gets, so no per-batch arrays are concatenated afterwards.
+//!
+//! The values are exactly those `JSON.parse` makes: properties are defined (not assigned, so a
+//! `__proto__` key is an own property), later duplicates win, numbers are correctly rounded.
+//! Whatever this reader does not take (malformed input, a lone surrogate escape, nesting deeper
+//! than [`MAX_DEPTH`]) sends the whole batch to QuickJS's own `JSON.parse` instead, which
+//! throws its usual `SyntaxError` where the input is not JSON.
+
+use std::ffi::c_char;
+
+use rquickjs::{Array, Ctx, qjs};
+
+/// Nesting (arrays and objects inside a row) this reader follows before handing the batch over.
+const MAX_DEPTH: usize = 64;
+/// Distinct keys kept as atoms for the rest of a call; further keys are looked up each time.
+const MAX_CACHED_KEYS: usize = 256;
+
+/// Why the reader stopped before the end of a batch.
+enum Stop {
+    /// Input it does not take: `JSON.parse` reads the batch instead.
+    Unsupported,
+    /// QuickJS threw (out of memory, say); the exception is pending in the context.
+    Thrown,
+}
+
+type Step<T> = Result<T, Stop>;
+
+/// The atoms of the keys seen in one call's rows, released when the call is over.
+pub struct Keys {
+    ctx: *mut qjs::JSContext,
+    atoms: Vec<(Box<[u8]>, qjs::JSAtom)>,
+}
+
+impl Keys {
+    pub fn new(ctx: &Ctx<'_>) -> Self {
+        Self {
+            ctx: ctx.as_raw().as_ptr(),
+            atoms: Vec::new(),
+        }
+    }
+
+    /// The atom of `key` (UTF-8) and whether the caller must free it.
+    fn atom(&mut self, key: &[u8]) -> Step<(qjs::JSAtom, bool)> {
+        if let Some((_, atom)) = self.atoms.iter().find(|(k, _)| **k == *key) {
+            return Ok((*atom, false));
+        }
+        // SAFETY: `key` is valid for `key.len()` bytes; the context outlives `self`.
+        let atom =
+            unsafe { qjs::JS_NewAtomLen(self.ctx, key.as_ptr().cast::<c_char>(), key.len() as _) };
+        if atom == qjs::JS_ATOM_NULL {
+            return Err(Stop::Thrown);
+        }
+        if self.atoms.len() < MAX_CACHED_KEYS {
+            self.atoms.push((key.into(), atom));
+            Ok((atom, false))
+        } else {
+            Ok((atom, true))
+        }
+    }
+}
+
+impl Drop for Keys {
+    fn drop(&mut self) {
+        for (_, atom) in self.atoms.drain(..) {
+            // SAFETY: each atom was made by `JS_NewAtomLen` in this context and is freed once.
+            unsafe { qjs::JS_FreeAtom(self.ctx, atom) };
+        }
+    }
+}
+
+/// A value this reader made and still owns.
+struct Owned {
+    ctx: *mut qjs::JSContext,
+    value: qjs::JSValue,
+}
+
+impl Owned {
+    fn new(ctx: *mut qjs::JSContext, value: qjs::JSValue) -> Step<Self> {
+        // SAFETY: a tag check.
+        if unsafe { qjs::JS_IsException(value) } {
+            Err(Stop::Thrown)
+        } else {
+            Ok(Self { ctx, value })
+        }
+    }
+
+    /// Hands the value (and its reference) to a QuickJS call that takes ownership.
+    fn give(self) -> qjs::JSValue {
+        let value = self.value;
+        std::mem::forget(self);
+        value
+    }
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        // SAFETY: we hold one reference to the value, released once here.
+        unsafe { qjs::JS_FreeValue(self.ctx, self.value) };
+    }
+}
+
+/// Appends the rows of `batch` (a JSON array) to `rows`.
+pub fn append<'js>(
+    ctx: &Ctx<'js>,
+    rows: &Array<'js>,
+    batch: &[u8],
+    keys: &mut Keys,
+) -> rquickjs::Result<()> {
+    let start = rows.len();
+    let mut reader = Reader {
+        ctx: ctx.as_raw().as_ptr(),
+        bytes: batch,
+        pos: 0,
+        keys,
+        scratch: Vec::new(),
+    };
+    match reader.batch(rows.as_raw(), start) {
+        Ok(()) => Ok(()),
+        Err(Stop::Thrown) => Err(rquickjs::Error::Exception),
+        Err(Stop::Unsupported) => {
+            // QuickJS reads the batch, its rows written over any this reader appended.
+            let parsed = ctx.json_parse(batch)?;
+            let Some(parsed) = parsed.as_array() else {
+                return Err(rquickjs::Exception::throw_type(
+                    ctx,
+                    "a batch of rows is not an array",
+                ));
+            };
+            let mut at = start;
+            for row in parsed.iter::<rquickjs::Value>() {
+                rows.set(at, row?)?;
+                at += 1;
+            }
+            Ok(())
+        }
+    }
+}
+
+struct Reader<'a> {
+    ctx: *mut qjs::JSContext,
+    bytes: &'a [u8],
+    pos: usize,
+    keys: &'a mut Keys,
+    /// A string with escapes, decoded.
+    scratch: Vec<u8>,
+}
+
+impl Reader<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    /// Consumes `byte` (after whitespace) or stops.
+    fn expect(&mut self, byte: u8) -> Step<()> {
+        self.skip_ws();
+        if self.peek() == Some(byte) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(Stop::Unsupported)
+        }
+    }
+
+    /// `[` row `,` row … `]`, each row defined at the next index of `rows`.
+    fn batch(&mut self, rows: qjs::JSValue, mut at: usize) -> Step<()> {
+        self.expect(b'[')?;
+        self.skip_ws();
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+        } else {
+            loop {
+                let row = self.value(0)?;
+                self.define_index(rows, at, row)?;
+                at += 1;
+                self.skip_ws();
+                match self.peek() {
+                    Some(b',') => self.pos += 1,
+                    Some(b']') => {
+                        self.pos += 1;
+                        break;
+                    }
+                    _ => return Err(Stop::Unsupported),
+                }
+            }
+        }
+        self.skip_ws();
+        if self.pos == self.bytes.len() {
+            Ok(())
+        } else {
+            Err(Stop::Unsupported)
+        }
+    }
+
+    fn define_index(&mut self, array: qjs::JSValue, at: usize, value: Owned) -> Step<()> {
+        let index = u32::try_from(at).map_err(|_| Stop::Unsupported)?;
+        // SAFETY: `array` is a live array of this context; the call takes the value's reference.
+        let done = unsafe {
+            qjs::JS_DefinePropertyValueUint32(
+                self.ctx,
+                array,
+                index,
+                value.give(),
+                qjs::JS_PROP_C_W_E as _,
+            )
+        };
+        if done < 0 { Err(Stop::Thrown) } else { Ok(()) }
+    }
+
+    fn value(&mut self, depth: usize) -> Step<Owned> {
+        self.skip_ws();
+        let ctx = self.ctx;
+        match self.peek() {
+            Some(b'{') => self.object(depth + 1),
+            Some(b'[') => self.array(depth + 1),
+            Some(b'"') => {
+                let text = self.string()?;
+                let text = match text {
+                    Some((from, to)) => &self.bytes[from..to],
+                    None => &self.scratch[..],
+                };
+                // SAFETY: `text` is valid for its length; QuickJS copies it.
+                Owned::new(ctx, unsafe {
+                    qjs::JS_NewStringLen(ctx, text.as_ptr().cast::<c_char>(), text.len() as _)
+                })
+            }
+            Some(b't') => self.literal(b"true", qjs::JS_TRUE),
+            Some(b'f') => self.literal(b"false", qjs::JS_FALSE),
+            Some(b'n') => self.literal(b"null", qjs::JS_NULL),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            _ => Err(Stop::Unsupported),
+        }
+    }
+
+    fn literal(&mut self, word: &[u8], value: qjs::JSValue) -> Step<Owned> {
+        if self.bytes[self.pos..].starts_with(word) {
+            self.pos += word.len();
+            Owned::new(self.ctx, value)
+        } else {
+            Err(Stop::Unsupported)
+        }
+    }
+
+    fn object(&mut self, depth: usize) -> Step<Owned> {
+        if depth > MAX_DEPTH {
+            return Err(Stop::Unsupported);
+        }
+        self.pos += 1;
+        // SAFETY: a plain constructor call on a live context.
+        let object = Owned::new(self.ctx, unsafe { qjs::JS_NewObject(self.ctx) })?;
+        self.skip_ws();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            return Ok(object);
+        }
+        loop {
+            self.skip_ws();
+            if self.peek() != Some(b'"') {
+                return Err(Stop::Unsupported);
+            }
+            let key = self.string()?;
+            let (atom, owned) = match key {
+                Some((from, to)) => self.keys.atom(&self.bytes[from..to])?,
+                None => self.keys.atom(&self.scratch)?,
+            };
+            let defined = self
+                .expect(b':')
+                .and_then(|()| self.value(depth))
+                .and_then(|value| {
+                    // SAFETY: `object` is a live object and `atom` a live atom of this context; the
+                    // call takes the value's reference.
+                    let done = unsafe {
+                        qjs::JS_DefinePropertyValue(
+                            self.ctx,
+                            object.value,
+                            atom,
+                            value.give(),
+                            qjs::JS_PROP_C_W_E as _,
+                        )
+                    };
+                    if done < 0 { Err(Stop::Thrown) } else { Ok(()) }
+                });
+            if owned {
+                // SAFETY: this atom was made for this key alone and is freed once.
+                unsafe { qjs::JS_FreeAtom(self.ctx, atom) };
+            }
+            defined?;
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b'}') => {
+                    self.pos += 1;
+                    return Ok(object);
+                }
+                _ => return Err(Stop::Unsupported),
+            }
+        }
+    }
+
+    fn array(&mut self, depth: usize) -> Step<Owned> {
+        if depth > MAX_DEPTH {
+            return Err(Stop::Unsupported);
+        }
+        self.pos += 1;
+        // SAFETY: a plain constructor call on a live context.
+        let array = Owned::new(self.ctx, unsafe { qjs::JS_NewArray(self.ctx) })?;
+        self.skip_ws();
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+            return Ok(array);
+        }
+        let mut at = 0;
+        loop {
+            let value = self.value(depth)?;
+            self.define_index(array.value, at, value)?;
+            at += 1;
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b']') => {
+                    self.pos += 1;
+                    return Ok(array);
+                }
+                _ => return Err(Stop::Unsupported),
+            }
+        }
+    }
+
+    /// A JSON number, as `JSON.parse` reads it.
+    fn number(&mut self) -> Step<Owned> {
+        let b = self.bytes;
+        let start = self.pos;
+        let digit = |i: usize| b.get(i).is_some_and(u8::is_ascii_digit);
+        let mut i = start;
+        let negative = b[i] == b'-';
+        if negative {
+            i += 1;
+        }
+        if !digit(i) {
+            return Err(Stop::Unsupported);
+        }
+        if b[i] == b'0' {
+            i += 1;
+            if digit(i) {
+                return Err(Stop::Unsupported);
+            }
+        } else {
+            while digit(i) {
+                i += 1;
+            }
+        }
+        let int_end = i;
+        let mut integer = true;
+        if b.get(i) == Some(&b'.') {
+            i += 1;
+            if !digit(i) {
+                return Err(Stop::Unsupported);
+            }
+            while digit(i) {
+                i += 1;
+            }
+            integer = false;
+        }
+        if let Some(b'e' | b'E') = b.get(i) {
+            i += 1;
+            if let Some(b'+' | b'-') = b.get(i) {
+                i += 1;
+            }
+            if !digit(i) {
+                return Err(Stop::Unsupported);
+            }
+            while digit(i) {
+                i += 1;
+            }
+            integer = false;
+        }
+        self.pos = i;
+        let first = start + usize::from(negative);
+        let n = if integer && int_end - first <= 15 {
+            // Below 10^15, exact in a double: no rounding to get wrong.
+            let magnitude = b[first..int_end]
+                .iter()
+                .fold(0i64, |n, d| n * 10 + i64::from(d - b'0')) as f64;
+            if negative { -magnitude } else { magnitude }
+        } else {
+            // ASCII by construction; Rust's parser rounds correctly, as strtod does.
+            std::str::from_utf8(&b[start..i])
+                .ok()
+                .and_then(|s| s.parse::<f64>().ok())
+                .ok_or(Stop::Unsupported)?
+        };
+        // Integral values that fit become QuickJS ints (-0 stays a double).
+        Owned::new(self.ctx, qjs::JS_NewFloat64(n))
+    }
+
+    /// A string at `pos` (its opening quote): `Some(range)` of its bytes when it has no escapes,
+    /// `None` when it had some and was decoded into `scratch`.
+    fn string(&mut self) -> Step<Option<(usize, usize)>> {
+        let from = self.pos + 1;
+        let mut i = from;
+        loop {
+            match self.bytes.get(i) {
+                Some(b'"') => {
+                    self.pos = i + 1;
+                    return Ok(Some((from, i)));
+                }
+                Some(b'\\') => break,
+                Some(&c) if c >= 0x20 => i += 1,
+                _ => return Err(Stop::Unsupported),
+            }
+        }
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&self.bytes[from..i]);
+        loop {
+            match self.bytes.get(i) {
+                Some(b'"') => {
+                    self.pos = i + 1;
+                    return Ok(None);
+                }
+                Some(b'\\') => {
+                    let escaped = self.bytes.get(i + 1).ok_or(Stop::Unsupported)?;
+                    i += 2;
+                    let c = match escaped {
+                        b'"' => '"',
+                        b'\\' => '\\',
+                        b'/' => '/',
+                        b'b' => '\u{8}',
+                        b'f' => '\u{c}',
+                        b'n' => '\n',
+                        b'r' => '\r',
+                        b't' => '\t',
+                        b'u' => {
+                            let unit = self.hex4(i)?;
+                            i += 4;
+                            let code = match unit {
+                                0xD800..=0xDBFF if self.bytes[i..].starts_with(b"\\u") => {
+                                    let low = self.hex4(i + 2)?;
+                                    if !(0xDC00..=0xDFFF).contains(&low) {
+                                        return Err(Stop::Unsupported);
+                                    }
+                                    i += 6;
+                                    0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00)
+                                }
+                                // A lone surrogate: a JS string can hold it, UTF-8 cannot.
+                                0xD800..=0xDFFF => return Err(Stop::Unsupported),
+                                _ => unit,
+                            };
+                            char::from_u32(code).ok_or(Stop::Unsupported)?
+                        }
+                        _ => return Err(Stop::Unsupported),
+                    };
+                    let mut utf8 = [0u8; 4];
+                    self.scratch
+                        .extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+                }
+                Some(&c) if c >= 0x20 => {
+                    self.scratch.push(c);
+                    i += 1;
+                }
+                _ => return Err(Stop::Unsupported),
+            }
+        }
+    }
+
+    fn hex4(&self, at: usize) -> Step<u32> {
+        let digits = self.bytes.get(at..at + 4).ok_or(Stop::Unsupported)?;
+        digits.iter().try_fold(0u32, |n, &d| {
+            let v = char::from(d).to_digit(16).ok_or(Stop::Unsupported)?;
+            Ok(n * 16 + v)
+        })
+    }
+}
