@@ -13,6 +13,8 @@
 //! and from `Ready` on speaks exactly as a child started on its own. A template that fails is
 //! replaced; while it cannot be, children start on their own.
 
+mod display;
+
 use std::io::IoSlice;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
@@ -24,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use quorum_sandbox_protocol::template::{ForkRequest, GREETING, decode_reply};
 use quorum_sandbox_protocol::{self as proto, DbOp, FromChild, Job, JobLimits, ToChild};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::UnixStream;
@@ -34,7 +36,7 @@ use tokio::sync::OnceCell;
 
 use crate::config::{Config, LimitsConfig};
 use crate::domain::execution::{
-    CallRecord, Column, ErrorKind, ExecError, LogLine, ResultSet, SandboxReport, ScriptReport,
+    CallRecord, ErrorKind, ExecError, LogLine, ResultSet, SandboxReport, ScriptReport,
 };
 use crate::domain::workflow::Mode;
 
@@ -1169,8 +1171,10 @@ async fn converse<H: Handle>(
                     .value
                     .as_deref()
                     .and_then(|v| serde_json::from_str(v.get()).ok());
-                let last = last_docs.or_else(|| last_rows.as_deref().map(decode_batches));
-                run.display = display_rows(value.as_ref(), last, limits);
+                let last = last_docs
+                    .map(display::Last::Documents)
+                    .or_else(|| last_rows.map(display::Last::Batches));
+                run.display = display::rows(value.as_ref(), last, limits.max_rows as usize);
                 if job.engine == proto::Engine::Mongodb
                     && let Some(d) = run.display.as_mut()
                 {
@@ -1260,62 +1264,4 @@ fn describe(op: &DbOp) -> (String, String) {
             collection, method, ..
         } => (method.clone(), collection.chars().take(200).collect()),
     }
-}
-
-/// The rows shown for a script: an explicitly returned array of objects, else the last query's.
-fn display_rows(
-    value: Option<&Value>,
-    last: Option<Vec<Value>>,
-    limits: &LimitsConfig,
-) -> Option<ResultSet> {
-    let array = |v: &Value| -> Option<Vec<Map<String, Value>>> {
-        v.as_array()?
-            .iter()
-            .map(|r| r.as_object().cloned())
-            .collect()
-    };
-    // The last query's rows are not needed afterwards: moved, not copied.
-    let owned = |rows: Vec<Value>| -> Option<Vec<Map<String, Value>>> {
-        rows.into_iter()
-            .map(|r| match r {
-                Value::Object(m) => Some(m),
-                _ => None,
-            })
-            .collect()
-    };
-    let rows = value
-        .and_then(|v| array(v).or_else(|| v.get("rows").and_then(array)))
-        .or_else(|| last.and_then(owned))?;
-    let mut names: Vec<String> = Vec::new();
-    for r in &rows {
-        for k in r.keys() {
-            if !names.contains(k) {
-                names.push(k.clone());
-            }
-        }
-    }
-    let max = limits.max_rows as usize;
-    let truncated = rows.len() > max;
-    let rows = rows
-        .into_iter()
-        .take(max)
-        .map(|mut r| {
-            names
-                .iter()
-                .map(|n| r.remove(n).unwrap_or(Value::Null))
-                .collect()
-        })
-        .collect();
-    Some(ResultSet {
-        statement: 0,
-        columns: names
-            .into_iter()
-            .map(|name| Column {
-                name,
-                type_name: "JSON".into(),
-            })
-            .collect(),
-        rows,
-        truncated,
-    })
 }

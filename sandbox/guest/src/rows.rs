@@ -132,10 +132,8 @@ pub fn append<'js>(
                     "a batch of rows is not an array",
                 ));
             };
-            let mut at = start;
-            for row in parsed.iter::<rquickjs::Value>() {
-                rows.set(at, row?)?;
-                at += 1;
+            for (i, row) in parsed.iter::<rquickjs::Value>().enumerate() {
+                rows.set(start + i, row?)?;
             }
             Ok(())
         }

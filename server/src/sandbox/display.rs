@@ -1,0 +1,329 @@
+//! The rows a script's results page shows: an explicitly returned array of objects, else the
+//! last query's rows (or the last MongoDB documents), as columns in first-seen order and rows
+//! of values in that order, up to the row limit.
+//!
+//! A large query's rows are kept as the JSON batches they were sent to the child in, and read
+//! here straight into that shape: no map per row and no key string per cell, which is most of
+//! what decoding 100 000 rows into `serde_json::Value` objects costs.
+
+use std::fmt;
+
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+
+use crate::domain::execution::{Column, ResultSet};
+
+/// What the last database call left to show.
+#[derive(Debug)]
+pub enum Last {
+    /// SQL rows: the JSON arrays they were sent to the child in.
+    Batches(Vec<Vec<u8>>),
+    /// MongoDB documents.
+    Documents(Vec<Value>),
+}
+
+/// The rows to show, at most `max` of them; `None` when there is nothing in the shape of rows.
+pub fn rows(value: Option<&Value>, last: Option<Last>, max: usize) -> Option<ResultSet> {
+    let objects = |v: &Value| -> Option<Vec<Map<String, Value>>> {
+        v.as_array()?
+            .iter()
+            .map(|r| r.as_object().cloned())
+            .collect()
+    };
+    let mut table = Table::new(max);
+    if let Some(returned) =
+        value.and_then(|v| objects(v).or_else(|| v.get("rows").and_then(objects)))
+    {
+        returned.into_iter().for_each(|row| table.push_object(row));
+        return Some(table.finish());
+    }
+    match last? {
+        Last::Batches(batches) => {
+            for batch in &batches {
+                // A batch is JSON the portal wrote itself; one that does not read is left out
+                // whole, with any column only it named.
+                let (names, rows, more) = (table.names.len(), table.rows.len(), table.more);
+                let mut reader = serde_json::Deserializer::from_slice(batch);
+                if reader.deserialize_seq(BatchSeed(&mut table)).is_err() {
+                    table.names.truncate(names);
+                    table.rows.truncate(rows);
+                    table.more = more;
+                }
+            }
+        }
+        Last::Documents(documents) => {
+            let objects: Option<Vec<Map<String, Value>>> = documents
+                .into_iter()
+                .map(|d| match d {
+                    Value::Object(m) => Some(m),
+                    _ => None,
+                })
+                .collect();
+            objects?.into_iter().for_each(|row| table.push_object(row));
+        }
+    }
+    Some(table.finish())
+}
+
+/// Columns and rows as they are gathered.
+struct Table {
+    names: Vec<String>,
+    rows: Vec<Vec<Value>>,
+    max: usize,
+    /// Rows past `max` were seen.
+    more: bool,
+}
+
+impl Table {
+    fn new(max: usize) -> Self {
+        Self {
+            names: Vec::new(),
+            rows: Vec::new(),
+            max,
+            more: false,
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.rows.len() >= self.max
+    }
+
+    /// The index of column `name`, added when new. Rows mostly list their columns in the same
+    /// order, so the column after the previous one is tried first.
+    fn column(&mut self, name: &str, next: usize) -> usize {
+        if self.names.get(next).is_some_and(|n| n == name) {
+            return next;
+        }
+        if let Some(i) = self.names.iter().position(|n| n == name) {
+            return i;
+        }
+        self.names.push(name.to_owned());
+        self.names.len() - 1
+    }
+
+    fn push_object(&mut self, object: Map<String, Value>) {
+        if self.full() {
+            self.more = true;
+            return;
+        }
+        let mut row = Vec::with_capacity(self.names.len());
+        let mut next = 0;
+        for (name, value) in object {
+            let i = self.column(&name, next);
+            put(&mut row, i, value);
+            next = i + 1;
+        }
+        self.rows.push(row);
+    }
+
+    fn finish(mut self) -> ResultSet {
+        let width = self.names.len();
+        for row in &mut self.rows {
+            row.resize(width, Value::Null);
+        }
+        ResultSet {
+            statement: 0,
+            columns: self
+                .names
+                .into_iter()
+                .map(|name| Column {
+                    name,
+                    type_name: "JSON".into(),
+                })
+                .collect(),
+            rows: self.rows,
+            truncated: self.more,
+        }
+    }
+}
+
+/// Sets cell `i` of `row`, with `null` in any cells skipped on the way (a later duplicate key
+/// wins, as it does in a JSON object).
+fn put(row: &mut Vec<Value>, i: usize, value: Value) {
+    if i == row.len() {
+        row.push(value);
+    } else {
+        if i > row.len() {
+            row.resize(i, Value::Null);
+            row.push(Value::Null);
+        }
+        row[i] = value;
+    }
+}
+
+/// One batch: a JSON array of row objects, appended to the table.
+struct BatchSeed<'t>(&'t mut Table);
+
+impl<'de> Visitor<'de> for BatchSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of row objects")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        loop {
+            if self.0.full() {
+                if seq.next_element::<IgnoredAny>()?.is_some() {
+                    self.0.more = true;
+                    continue;
+                }
+                return Ok(());
+            }
+            if seq.next_element_seed(RowSeed(&mut *self.0))?.is_none() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// One row object, read into a row of the table.
+struct RowSeed<'t>(&'t mut Table);
+
+impl<'de> DeserializeSeed<'de> for RowSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RowSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a row object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let table = self.0;
+        let mut row = Vec::with_capacity(table.names.len());
+        let mut next = 0;
+        while let Some(i) = map.next_key_seed(ColumnSeed {
+            table: &mut *table,
+            next,
+        })? {
+            put(&mut row, i, map.next_value()?);
+            next = i + 1;
+        }
+        table.rows.push(row);
+        Ok(())
+    }
+}
+
+/// A key, read as the index of its column without keeping the string.
+struct ColumnSeed<'t> {
+    table: &'t mut Table,
+    next: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for ColumnSeed<'_> {
+    type Value = usize;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<usize, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ColumnSeed<'_> {
+    type Value = usize;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a column name")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<usize, E> {
+        Ok(self.table.column(name, self.next))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn batches(parts: &[&str]) -> Option<Last> {
+        Some(Last::Batches(
+            parts.iter().map(|p| p.as_bytes().to_vec()).collect(),
+        ))
+    }
+
+    #[test]
+    fn batches_become_columns_in_first_seen_order() {
+        let shown = rows(
+            None,
+            batches(&[
+                r#"[{"a":1,"b":"x"},{"b":"y","a":2}]"#,
+                r#"[{"a":3,"c":[1],"b":null},{"a":4,"a":5}]"#,
+            ]),
+            10,
+        )
+        .expect("rows");
+        let names: Vec<&str> = shown.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert_eq!(
+            shown.rows,
+            [
+                vec![json!(1), json!("x"), Value::Null],
+                vec![json!(2), json!("y"), Value::Null],
+                vec![json!(3), Value::Null, json!([1])],
+                vec![json!(5), Value::Null, Value::Null],
+            ]
+        );
+        assert!(!shown.truncated);
+    }
+
+    #[test]
+    fn the_row_limit_cuts_across_batches_and_says_so() {
+        let shown = rows(
+            None,
+            batches(&[r#"[{"n":1},{"n":2}]"#, r#"[{"n":3},{"n":4,"late":true}]"#]),
+            3,
+        )
+        .expect("rows");
+        assert_eq!(shown.rows, [[json!(1)], [json!(2)], [json!(3)]]);
+        assert_eq!(shown.columns.len(), 1);
+        assert!(shown.truncated);
+        let exact = rows(None, batches(&[r#"[{"n":1},{"n":2}]"#]), 2).expect("rows");
+        assert!(!exact.truncated);
+    }
+
+    #[test]
+    fn escaped_keys_and_an_unreadable_batch() {
+        let shown = rows(
+            None,
+            batches(&[r#"[{"a\"b":1}]"#, r#"[{"a":"#, r#"[{"a\"b":2}]"#]),
+            10,
+        )
+        .expect("rows");
+        assert_eq!(shown.columns[0].name, "a\"b");
+        assert_eq!(shown.rows, [[json!(1)], [json!(2)]]);
+    }
+
+    #[test]
+    fn a_returned_array_of_objects_wins_over_the_last_query() {
+        let returned = json!([{"x": 1}, {"y": 2}]);
+        let shown = rows(Some(&returned), batches(&[r#"[{"n":1}]"#]), 10).expect("rows");
+        assert_eq!(
+            shown.rows,
+            [[json!(1), Value::Null], [Value::Null, json!(2)]]
+        );
+        let wrapped = json!({"rows": [{"x": 1}]});
+        assert_eq!(
+            rows(Some(&wrapped), None, 10).expect("rows").rows,
+            [[json!(1)]]
+        );
+        // Not rows: the last query's are shown; without one, nothing.
+        let scalar = json!(42);
+        assert_eq!(
+            rows(Some(&scalar), batches(&[r#"[{"n":1}]"#]), 10)
+                .expect("rows")
+                .rows,
+            [[json!(1)]]
+        );
+        assert!(rows(Some(&scalar), None, 10).is_none());
+        let documents = Some(Last::Documents(vec![json!({"_id": 1}), json!(3)]));
+        assert!(rows(None, documents, 10).is_none());
+    }
+}
