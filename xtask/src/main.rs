@@ -244,18 +244,7 @@ fn test(args: &[String]) -> Result<()> {
 /// from crates.io when it is missing. Advisories are not checked: the RustSec database is on
 /// GitHub, which these machines cannot reach.
 fn supply_chain() -> Result<()> {
-    let have = cargo()
-        .args(["deny", "--version"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !have {
-        eprintln!("    installing cargo-deny from crates.io (once)");
-        let mut install = cargo();
-        install.args(["install", "cargo-deny", "--locked"]);
-        status(install, "cargo install cargo-deny")?;
-    }
+    cargo_tool("deny")?;
     for manifest in ["Cargo.toml", "sandbox/guest/Cargo.toml"] {
         let mut deny = cargo();
         deny.args([
@@ -271,6 +260,25 @@ fn supply_chain() -> Result<()> {
         status(deny, &format!("cargo deny ({manifest})"))?;
     }
     Ok(())
+}
+
+/// Makes sure `cargo SUBCOMMAND` works, installing the `cargo-SUBCOMMAND` crate from crates.io
+/// when it does not.
+fn cargo_tool(subcommand: &str) -> Result<()> {
+    let have = cargo()
+        .args([subcommand, "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if have {
+        return Ok(());
+    }
+    let krate = format!("cargo-{subcommand}");
+    eprintln!("    installing {krate} from crates.io (once)");
+    let mut install = cargo();
+    install.args(["install", &krate, "--locked"]);
+    status(install, &format!("cargo install {krate}"))
 }
 
 /// How long `cargo xtask test` fuzzes (the security matrix's "60 s per PR").
@@ -299,18 +307,7 @@ fn fuzz(args: &[String]) -> Result<()> {
 /// nightly toolchain to fetch). The corpus grows across runs in the target directory, starting
 /// from the committed seeds; a failing input is kept there and named in the error.
 fn fuzz_for(seconds: u64) -> Result<()> {
-    let have = cargo()
-        .args(["fuzz", "--version"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !have {
-        eprintln!("    installing cargo-fuzz from crates.io (once)");
-        let mut install = cargo();
-        install.args(["install", "cargo-fuzz", "--locked"]);
-        status(install, "cargo install cargo-fuzz")?;
-    }
+    cargo_tool("fuzz")?;
     let work = target_dir().join("fuzz");
     let corpus = work.join("corpus").join("decode");
     let artifacts = work.join("artifacts").join("decode");
@@ -331,12 +328,37 @@ fn fuzz_for(seconds: u64) -> Result<()> {
         .arg("-rss_limit_mb=512")
         .arg("-max_len=65536")
         .arg(format!("-artifact_prefix={}/", artifacts.display()));
-    status(run, "cargo fuzz run decode").map_err(|e| {
-        format!(
-            "{e}; the failing input is in {} (replay it with `RUSTC_BOOTSTRAP=1 cargo fuzz run decode FILE` in sandbox/protocol)",
-            artifacts.display()
-        )
-    })
+    // libFuzzer reports every new input; its log goes to a file, and its last lines here.
+    let log_path = work.join("decode.log");
+    let log = std::fs::File::create(&log_path)
+        .map_err(|e| format!("creating {}: {e}", log_path.display()))?;
+    run.stdout(Stdio::null()).stderr(Stdio::from(log));
+    let result = status(run, "cargo fuzz run decode");
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    match result {
+        Ok(()) => {
+            if let Some(done) = lines.iter().rev().find(|l| l.starts_with("Done ")) {
+                eprintln!("    {done}; corpus in {}", corpus.display());
+            }
+            Ok(())
+        }
+        Err(e) => {
+            // From the first report of the crash (a panic, a sanitizer or libFuzzer error).
+            let from = lines
+                .iter()
+                .position(|l| l.contains("panicked at") || l.contains("ERROR:"))
+                .unwrap_or(lines.len().saturating_sub(40));
+            for line in lines.iter().skip(from).take(30) {
+                eprintln!("    | {line}");
+            }
+            Err(format!(
+                "{e}; the whole log is {}, the failing input is in {} (replay it with `RUSTC_BOOTSTRAP=1 cargo fuzz run decode FILE` in sandbox/protocol)",
+                log_path.display(),
+                artifacts.display()
+            ))
+        }
+    }
 }
 
 /// Starts the portal with demo data on a free port in a fresh data directory and runs the

@@ -172,32 +172,45 @@ impl Reader<'_> {
     }
 
     /// `[` row `,` row … `]`, each row defined at the next index of `rows`.
-    fn batch(&mut self, rows: qjs::JSValue, mut at: usize) -> Step<()> {
+    fn batch(&mut self, rows: qjs::JSValue, start: usize) -> Step<()> {
         self.expect(b'[')?;
-        self.skip_ws();
-        if self.peek() == Some(b']') {
-            self.pos += 1;
-        } else {
-            loop {
-                let row = self.value(0)?;
-                self.define_index(rows, at, row)?;
-                at += 1;
-                self.skip_ws();
-                match self.peek() {
-                    Some(b',') => self.pos += 1,
-                    Some(b']') => {
-                        self.pos += 1;
-                        break;
-                    }
-                    _ => return Err(Stop::Unsupported),
-                }
-            }
-        }
+        self.members(b']', |reader, i| {
+            let row = reader.value(0)?;
+            reader.define_index(rows, start + i, row)
+        })?;
         self.skip_ws();
         if self.pos == self.bytes.len() {
             Ok(())
         } else {
             Err(Stop::Unsupported)
+        }
+    }
+
+    /// Members up to `close`, comma-separated, each read by `member` with its index; `pos` is
+    /// just past the opening bracket.
+    fn members(
+        &mut self,
+        close: u8,
+        mut member: impl FnMut(&mut Self, usize) -> Step<()>,
+    ) -> Step<()> {
+        self.skip_ws();
+        if self.peek() == Some(close) {
+            self.pos += 1;
+            return Ok(());
+        }
+        let mut index = 0;
+        loop {
+            member(self, index)?;
+            index += 1;
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(c) if c == close => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => return Err(Stop::Unsupported),
+            }
         }
     }
 
@@ -257,53 +270,42 @@ impl Reader<'_> {
         self.pos += 1;
         // SAFETY: a plain constructor call on a live context.
         let object = Owned::new(self.ctx, unsafe { qjs::JS_NewObject(self.ctx) })?;
+        self.members(b'}', |reader, _| reader.property(object.value, depth))?;
+        Ok(object)
+    }
+
+    /// `"key": value`, defined on `object`.
+    fn property(&mut self, object: qjs::JSValue, depth: usize) -> Step<()> {
         self.skip_ws();
-        if self.peek() == Some(b'}') {
-            self.pos += 1;
-            return Ok(object);
+        if self.peek() != Some(b'"') {
+            return Err(Stop::Unsupported);
         }
-        loop {
-            self.skip_ws();
-            if self.peek() != Some(b'"') {
-                return Err(Stop::Unsupported);
-            }
-            let key = self.string()?;
-            let (atom, owned) = match key {
-                Some((from, to)) => self.keys.atom(&self.bytes[from..to])?,
-                None => self.keys.atom(&self.scratch)?,
-            };
-            let defined = self
-                .expect(b':')
-                .and_then(|()| self.value(depth))
-                .and_then(|value| {
-                    // SAFETY: `object` is a live object and `atom` a live atom of this context; the
-                    // call takes the value's reference.
-                    let done = unsafe {
-                        qjs::JS_DefinePropertyValue(
-                            self.ctx,
-                            object.value,
-                            atom,
-                            value.give(),
-                            qjs::JS_PROP_C_W_E as _,
-                        )
-                    };
-                    if done < 0 { Err(Stop::Thrown) } else { Ok(()) }
-                });
-            if owned {
-                // SAFETY: this atom was made for this key alone and is freed once.
-                unsafe { qjs::JS_FreeAtom(self.ctx, atom) };
-            }
-            defined?;
-            self.skip_ws();
-            match self.peek() {
-                Some(b',') => self.pos += 1,
-                Some(b'}') => {
-                    self.pos += 1;
-                    return Ok(object);
-                }
-                _ => return Err(Stop::Unsupported),
-            }
+        let (atom, owned) = match self.string()? {
+            Some((from, to)) => self.keys.atom(&self.bytes[from..to])?,
+            None => self.keys.atom(&self.scratch)?,
+        };
+        let defined = self
+            .expect(b':')
+            .and_then(|()| self.value(depth))
+            .and_then(|value| {
+                // SAFETY: `object` is a live object and `atom` a live atom of this context; the
+                // call takes the value's reference.
+                let done = unsafe {
+                    qjs::JS_DefinePropertyValue(
+                        self.ctx,
+                        object,
+                        atom,
+                        value.give(),
+                        qjs::JS_PROP_C_W_E as _,
+                    )
+                };
+                if done < 0 { Err(Stop::Thrown) } else { Ok(()) }
+            });
+        if owned {
+            // SAFETY: this atom was made for this key alone and is freed once.
+            unsafe { qjs::JS_FreeAtom(self.ctx, atom) };
         }
+        defined
     }
 
     fn array(&mut self, depth: usize) -> Step<Owned> {
@@ -313,26 +315,11 @@ impl Reader<'_> {
         self.pos += 1;
         // SAFETY: a plain constructor call on a live context.
         let array = Owned::new(self.ctx, unsafe { qjs::JS_NewArray(self.ctx) })?;
-        self.skip_ws();
-        if self.peek() == Some(b']') {
-            self.pos += 1;
-            return Ok(array);
-        }
-        let mut at = 0;
-        loop {
-            let value = self.value(depth)?;
-            self.define_index(array.value, at, value)?;
-            at += 1;
-            self.skip_ws();
-            match self.peek() {
-                Some(b',') => self.pos += 1,
-                Some(b']') => {
-                    self.pos += 1;
-                    return Ok(array);
-                }
-                _ => return Err(Stop::Unsupported),
-            }
-        }
+        self.members(b']', |reader, i| {
+            let value = reader.value(depth)?;
+            reader.define_index(array.value, i, value)
+        })?;
+        Ok(array)
     }
 
     /// A JSON number, as `JSON.parse` reads it.
