@@ -133,7 +133,21 @@ pub fn append<'js>(
                 ));
             };
             for (i, row) in parsed.iter::<rquickjs::Value>().enumerate() {
-                rows.set(start + i, row?)?;
+                let row = row?;
+                // Defined, as the reader does, not assigned: a setter a script put on
+                // `Array.prototype` never sees the rows.
+                // SAFETY: a new reference to a live value of this context, given to the call.
+                let row = Owned {
+                    ctx: reader.ctx,
+                    value: unsafe { qjs::JS_DupValue(reader.ctx, row.as_raw()) },
+                };
+                match reader.define_index(rows.as_raw(), start + i, row) {
+                    Ok(()) => {}
+                    Err(Stop::Thrown) => return Err(rquickjs::Error::Exception),
+                    Err(Stop::Unsupported) => {
+                        return Err(rquickjs::Exception::throw_range(ctx, "too many rows"));
+                    }
+                }
             }
             Ok(())
         }
