@@ -341,34 +341,33 @@ impl Reader<'_> {
         let b = self.bytes;
         let start = self.pos;
         let digit = |i: usize| b.get(i).is_some_and(u8::is_ascii_digit);
-        let mut i = start;
-        let negative = b[i] == b'-';
-        if negative {
-            i += 1;
-        }
-        if !digit(i) {
-            return Err(Stop::Unsupported);
-        }
-        if b[i] == b'0' {
-            i += 1;
-            if digit(i) {
-                return Err(Stop::Unsupported);
-            }
-        } else {
-            while digit(i) {
-                i += 1;
-            }
-        }
-        let int_end = i;
-        let mut integer = true;
-        if b.get(i) == Some(&b'.') {
-            i += 1;
+        // One or more digits from `i`: the index after them.
+        let digits = |mut i: usize| -> Step<usize> {
             if !digit(i) {
                 return Err(Stop::Unsupported);
             }
             while digit(i) {
                 i += 1;
             }
+            Ok(i)
+        };
+        let mut i = start;
+        let negative = b[i] == b'-';
+        if negative {
+            i += 1;
+        }
+        if b.get(i) == Some(&b'0') {
+            i += 1;
+            if digit(i) {
+                return Err(Stop::Unsupported);
+            }
+        } else {
+            i = digits(i)?;
+        }
+        let int_end = i;
+        let mut integer = true;
+        if b.get(i) == Some(&b'.') {
+            i = digits(i + 1)?;
             integer = false;
         }
         if let Some(b'e' | b'E') = b.get(i) {
@@ -376,12 +375,7 @@ impl Reader<'_> {
             if let Some(b'+' | b'-') = b.get(i) {
                 i += 1;
             }
-            if !digit(i) {
-                return Err(Stop::Unsupported);
-            }
-            while digit(i) {
-                i += 1;
-            }
+            i = digits(i)?;
             integer = false;
         }
         self.pos = i;
