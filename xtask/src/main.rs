@@ -163,7 +163,7 @@ fn test(args: &[String]) -> Result<()> {
     ]);
     status(clippy, "cargo clippy")?;
 
-    step("cargo deny check bans licenses sources (the portal and the sandbox guest)");
+    step("cargo deny check bans licenses sources (the portal, the sandbox guest, the fuzz target)");
     supply_chain()?;
 
     step(&format!(
@@ -245,7 +245,11 @@ fn test(args: &[String]) -> Result<()> {
 /// GitHub, which these machines cannot reach.
 fn supply_chain() -> Result<()> {
     cargo_tool("deny")?;
-    for manifest in ["Cargo.toml", "sandbox/guest/Cargo.toml"] {
+    for manifest in [
+        "Cargo.toml",
+        "sandbox/guest/Cargo.toml",
+        "sandbox/protocol/fuzz/Cargo.toml",
+    ] {
         let mut deny = cargo();
         deny.args([
             "deny",
