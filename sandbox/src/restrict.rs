@@ -1,8 +1,8 @@
 //! What the child does to itself once the guest is loaded and before it accepts a job: no new
 //! privileges, Landlock denying every filesystem access the kernel can restrict, and a seccomp
 //! filter refusing sockets, program execution, new processes and threads, file opens, tracing,
-//! and signals to any process but itself. The parent has already set rlimits, the death signal, a cleared environment and
-//! closed descriptors (see the server's executor).
+//! and signals to any process but itself. The parent has already set rlimits, the death signal,
+//! a cleared environment and closed descriptors (see the server's executor).
 //!
 //! A template (fork server, see `template.rs`) takes the same steps in two halves: everything
 //! but the bans on new processes and on signals for itself ([`apply_template`]), since forking

@@ -826,15 +826,6 @@ fn exact_integer(v: i64) -> Value {
 /// text, with no `Value` and no per-cell type-name allocation; the rest go through [`pg_value`].
 fn pg_write(row: &sqlx::postgres::PgRow, i: usize, out: &mut Vec<u8>) -> serde_json::Result<()> {
     use sqlx::{Decode, Postgres};
-    #[derive(Clone, Copy)]
-    enum Scalar {
-        Bool,
-        Int2,
-        Int4,
-        Int8,
-        Float8,
-        Text,
-    }
     let Ok(raw) = row.try_get_raw(i) else {
         out.extend_from_slice(b"null");
         return Ok(());
@@ -844,38 +835,29 @@ fn pg_write(row: &sqlx::postgres::PgRow, i: usize, out: &mut Vec<u8>) -> serde_j
         return Ok(());
     }
     // sqlx names PostgreSQL's built-in types in capitals.
-    let scalar = match raw.type_info().name() {
-        "BOOL" => Some(Scalar::Bool),
-        "INT2" => Some(Scalar::Int2),
-        "INT4" => Some(Scalar::Int4),
-        "INT8" => Some(Scalar::Int8),
-        "FLOAT8" => Some(Scalar::Float8),
-        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" => Some(Scalar::Text),
-        _ => None,
-    };
-    let written = match scalar {
-        Some(Scalar::Bool) => {
+    let written = match raw.type_info().name() {
+        "BOOL" => {
             <bool as Decode<Postgres>>::decode(raw).map(|v| serde_json::to_writer(&mut *out, &v))
         }
-        Some(Scalar::Int2) => {
+        "INT2" => {
             <i16 as Decode<Postgres>>::decode(raw).map(|v| serde_json::to_writer(&mut *out, &v))
         }
-        Some(Scalar::Int4) => {
+        "INT4" => {
             <i32 as Decode<Postgres>>::decode(raw).map(|v| serde_json::to_writer(&mut *out, &v))
         }
-        Some(Scalar::Int8) => <i64 as Decode<Postgres>>::decode(raw)
+        "INT8" => <i64 as Decode<Postgres>>::decode(raw)
             .map(|v| serde_json::to_writer(&mut *out, &exact_integer(v))),
-        Some(Scalar::Float8) => <f64 as Decode<Postgres>>::decode(raw).map(|f| {
+        "FLOAT8" => <f64 as Decode<Postgres>>::decode(raw).map(|f| {
             if f.is_finite() {
                 serde_json::to_writer(&mut *out, &f)
             } else {
                 serde_json::to_writer(&mut *out, &f.to_string())
             }
         }),
-        Some(Scalar::Text) => {
+        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" => {
             <&str as Decode<Postgres>>::decode(raw).map(|v| serde_json::to_writer(&mut *out, v))
         }
-        None => return serde_json::to_writer(out, &pg_value(row, i)),
+        _ => return serde_json::to_writer(out, &pg_value(row, i)),
     };
     match written {
         Ok(result) => result,
