@@ -1040,8 +1040,7 @@ async fn converse<H: Handle>(
         + (1 << 20);
     let mut log_bytes: u64 = 0;
     // The last call's rows: SQL keeps the batches it sent, decoded only for the outcome.
-    let mut last_rows: Option<Vec<Vec<u8>>> = None;
-    let mut last_docs: Option<Vec<Value>> = None;
+    let mut last: Option<display::LastCall> = None;
     loop {
         let body = read_frame(stdout, cap)
             .await?
@@ -1108,13 +1107,17 @@ async fn converse<H: Handle>(
                         rows,
                         truncated,
                     } => {
-                        if value.get("rows").is_some() {
-                            last_rows = Some(kept);
-                            last_docs = None;
+                        let shown = if value.get("rows").is_some() {
+                            Some(display::Last::Batches(kept))
                         } else if job.engine == proto::Engine::Mongodb
                             && let Some(docs) = value.as_array()
                         {
-                            last_docs = Some(docs.clone());
+                            Some(display::Last::Documents(docs.clone()))
+                        } else {
+                            None
+                        };
+                        if let Some(rows) = shown {
+                            last = Some(display::LastCall { rows, truncated });
                         }
                         if truncated {
                             note = Some(format!(
@@ -1171,9 +1174,6 @@ async fn converse<H: Handle>(
                     .value
                     .as_deref()
                     .and_then(|v| serde_json::from_str(v.get()).ok());
-                let last = last_docs
-                    .map(display::Last::Documents)
-                    .or_else(|| last_rows.map(display::Last::Batches));
                 run.display = display::rows(value.as_ref(), last, limits.max_rows as usize);
                 if job.engine == proto::Engine::Mongodb
                     && let Some(d) = run.display.as_mut()

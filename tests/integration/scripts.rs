@@ -400,6 +400,10 @@ return { inOrder, caught, cut: cut.rows.length, cutFlag: cut.truncated, lastOfCu
     assert_eq!(result["cutFlag"], true, "{result}");
     assert_eq!(result["lastOfCut"], 50000, "{result}");
     assert_eq!(result["fields"], json!(["n", "h"]), "{result}");
+    // The results page shows the last query that returned rows: the one the row limit cut.
+    let shown = shown_rows(&app, &e).await;
+    assert_eq!(shown["total"], 50000, "{}", shown["columns"]);
+    assert_eq!(shown["truncated"], true, "{}", shown["columns"]);
     let calls = e["calls"].as_array().expect("calls");
     let rows: Vec<&Value> = calls.iter().map(|c| &c["rows"]).collect();
     assert_eq!(rows, [&json!(20000), &json!(50000), &json!(0)], "{e}");

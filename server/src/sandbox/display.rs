@@ -13,7 +13,15 @@ use serde_json::{Map, Value};
 
 use crate::domain::execution::{Column, ResultSet};
 
-/// What the last database call left to show.
+/// What the last database call that returned rows left to show.
+#[derive(Debug)]
+pub struct LastCall {
+    pub rows: Last,
+    /// The call handed the script only part of its rows (`limits.max_rows` or
+    /// `limits.max_result_bytes`), so what is shown is cut too.
+    pub truncated: bool,
+}
+
 #[derive(Debug)]
 pub enum Last {
     /// SQL rows: the JSON arrays they were sent to the child in.
@@ -23,7 +31,7 @@ pub enum Last {
 }
 
 /// The rows to show, at most `max` of them; `None` when there is nothing in the shape of rows.
-pub fn rows(value: Option<&Value>, last: Option<Last>, max: usize) -> Option<ResultSet> {
+pub fn rows(value: Option<&Value>, last: Option<LastCall>, max: usize) -> Option<ResultSet> {
     let objects = |v: &Value| -> Option<Vec<Map<String, Value>>> {
         v.as_array()?
             .iter()
@@ -37,7 +45,9 @@ pub fn rows(value: Option<&Value>, last: Option<Last>, max: usize) -> Option<Res
         returned.into_iter().for_each(|row| table.push_object(row));
         return Some(table.finish());
     }
-    match last? {
+    let last = last?;
+    table.more = last.truncated;
+    match last.rows {
         Last::Batches(batches) => {
             for batch in &batches {
                 // A batch is JSON the portal wrote itself; one that does not read is left out
@@ -243,10 +253,11 @@ mod tests {
 
     use super::*;
 
-    fn batches(parts: &[&str]) -> Option<Last> {
-        Some(Last::Batches(
-            parts.iter().map(|p| p.as_bytes().to_vec()).collect(),
-        ))
+    fn batches(parts: &[&str]) -> Option<LastCall> {
+        Some(LastCall {
+            rows: Last::Batches(parts.iter().map(|p| p.as_bytes().to_vec()).collect()),
+            truncated: false,
+        })
     }
 
     #[test]
@@ -287,6 +298,12 @@ mod tests {
         assert!(shown.truncated);
         let exact = rows(None, batches(&[r#"[{"n":1},{"n":2}]"#]), 2).expect("rows");
         assert!(!exact.truncated);
+        // A call the row limit already cut shows as cut, though all it handed over fits.
+        let cut = Some(LastCall {
+            rows: Last::Batches(vec![br#"[{"n":1}]"#.to_vec()]),
+            truncated: true,
+        });
+        assert!(rows(None, cut, 2).expect("rows").truncated);
     }
 
     #[test]
@@ -323,7 +340,10 @@ mod tests {
             [[json!(1)]]
         );
         assert!(rows(Some(&scalar), None, 10).is_none());
-        let documents = Some(Last::Documents(vec![json!({"_id": 1}), json!(3)]));
+        let documents = Some(LastCall {
+            rows: Last::Documents(vec![json!({"_id": 1}), json!(3)]),
+            truncated: false,
+        });
         assert!(rows(None, documents, 10).is_none());
     }
 }
