@@ -957,6 +957,33 @@ fn sqlite_value(row: &sqlx::sqlite::SqliteRow, i: usize) -> Value {
     v.unwrap_or_else(|_| Value::String(format!("<{class} value>")))
 }
 
+/// Runs a script on a SQL target: the child gets its job while `$open` connects and begins the
+/// transaction; `$settle` ends a run that may commit, and any other run is rolled back. (A
+/// macro: sqlx's executor bounds, written generically, do not survive the `Send` check of the
+/// spawned execution.)
+macro_rules! run_sql {
+    ($plan:expr, $job:expr, $open:expr, |$conn:ident| $settle:expr) => {
+        match tokio::join!(crate::sandbox::start(&$job), $open) {
+            (running, Err(e)) => {
+                running.abandon(&$plan.sandbox);
+                Err(e)
+            }
+            (running, Ok(mut $conn)) => {
+                let run =
+                    crate::sandbox::finish(running, $job, &mut SqlHandle::new(&mut $conn, $plan))
+                        .await;
+                let settled = if run.committable() {
+                    $settle
+                } else {
+                    let _ = $conn.execute("ROLLBACK").await;
+                    Ok(())
+                };
+                Ok((run, settled))
+            }
+        }
+    };
+}
+
 /// Runs a script (or a MongoDB query, a mongosh-style expression) in the sandbox: the target's
 /// transaction is opened here, every `db.*` call goes through the target's wrapped handle
 /// ([`SqlHandle`], [`crate::mongo::MongoHandle`]), and the transaction commits only if the script
@@ -991,44 +1018,20 @@ async fn run_script(plan: &Plan, store: &SharedStore) -> Outcome {
         limits: &plan.limits,
         check_only: false,
     };
-    let committable = |run: &crate::sandbox::ScriptRun| run.error.is_none() && !run.any_call_failed;
+    // The child gets its job while the target's connection is opened, so the script starts
+    // (up to its first call, which waits) in the meantime. If the target cannot be reached
+    // the child is stopped and the pool topped up.
     let ran = match plan.instance.engine {
-        // The child starts while the connection is opened; if the target cannot be reached the
-        // child is discarded (it exits without a job) and the pool topped up.
-        Engine::Postgres => match tokio::join!(crate::sandbox::ready_child(&job), pg_open(plan)) {
-            (child, Err(e)) => {
-                child.discard(&plan.sandbox);
-                Err(e)
-            }
-            (child, Ok(mut conn)) => {
-                let run =
-                    crate::sandbox::run_script_in(child, job, &mut SqlHandle::new(&mut conn, plan))
-                        .await;
-                let settled = if committable(&run) {
-                    pg_settle(plan, store, &mut conn).await
-                } else {
-                    let _ = conn.execute("ROLLBACK").await;
-                    Ok(())
-                };
-                Ok((run, settled))
-            }
-        },
-        Engine::Sqlite => match sqlite_open(plan).await {
-            Err(e) => Err(e),
-            Ok(mut conn) => {
-                let run =
-                    crate::sandbox::run_script(job, &mut SqlHandle::new(&mut conn, plan)).await;
-                let settled = if committable(&run) {
-                    sqlite_settle(plan, &mut conn).await
-                } else {
-                    let _ = conn.execute("ROLLBACK").await;
-                    Ok(())
-                };
-                Ok((run, settled))
-            }
-        },
+        Engine::Postgres => run_sql!(plan, job, pg_open(plan), |conn| pg_settle(
+            plan, store, &mut conn
+        )
+        .await),
+        Engine::Sqlite => run_sql!(plan, job, sqlite_open(plan), |conn| sqlite_settle(
+            plan, &mut conn
+        )
+        .await),
         Engine::Mongodb => match tokio::join!(
-            crate::sandbox::ready_child(&job),
+            crate::sandbox::start(&job),
             crate::mongo::MongoHandle::open(
                 &plan.instance,
                 plan.secret.as_ref(),
@@ -1037,15 +1040,15 @@ async fn run_script(plan: &Plan, store: &SharedStore) -> Outcome {
                 plan.limits,
             )
         ) {
-            (child, Err(e)) => {
-                child.discard(&plan.sandbox);
+            (running, Err(e)) => {
+                running.abandon(&plan.sandbox);
                 Err(error(ErrorKind::TargetUnavailable, e.to_string(), None))
             }
-            (child, Ok(mut handle)) => {
+            (running, Ok(mut handle)) => {
                 let atomic = handle.atomic();
-                let mut run = crate::sandbox::run_script_in(child, job, &mut handle).await;
+                let mut run = crate::sandbox::finish(running, job, &mut handle).await;
                 let settled = handle
-                    .settle(committable(&run))
+                    .settle(run.committable())
                     .await
                     .map_err(|m| error(ErrorKind::DbError, m, None));
                 if plan.mode == Mode::Write && !atomic {

@@ -719,6 +719,14 @@ pub struct ScriptRun {
     pub any_call_failed: bool,
 }
 
+impl ScriptRun {
+    /// The script returned without error and none of its calls failed (even one it caught):
+    /// its transaction may commit.
+    pub fn committable(&self) -> bool {
+        self.error.is_none() && !self.any_call_failed
+    }
+}
+
 pub fn job_limits(l: &LimitsConfig) -> JobLimits {
     JobLimits {
         wall_ms: u64::from(l.wall_ms),
@@ -907,30 +915,45 @@ pub struct ScriptJob<'a> {
     pub check_only: bool,
 }
 
-/// A child confined and ready for one job, or why there is none. Taken with [`ready_child`]
-/// while the target's connection is being opened, so the two start-ups overlap.
+/// A child running one job, or why there is none. Started with [`start`] while the target's
+/// connection is opened: the child has its job at once, so QuickJS starts, parses the script
+/// and runs it up to its first `db.*` call (which waits in the pipe) while the connection is
+/// set up, and the two start-ups overlap.
 #[derive(Debug)]
-pub struct ReadyChild {
-    child: Result<(PathBuf, Started), ExecError>,
+pub struct Running {
+    child: Result<Live, ExecError>,
 }
 
-impl ReadyChild {
-    /// Gives up a child no job will use (the target could not be reached): it exits on its
-    /// closed stdin, and the pool is topped up now rather than when the next job ends.
-    pub fn discard(self, sandbox: &Sandbox) {
-        if let Ok((module, started)) = self.child {
-            drop(started);
-            sandbox.refill(&module);
+#[derive(Debug)]
+struct Live {
+    module: PathBuf,
+    started: Started,
+    /// When the job was sent: the script's clock and its deadline count from here, as the
+    /// child's do.
+    sent_at: Instant,
+    /// Sending the job failed (the child died); the run ends with this.
+    sent: Result<(), String>,
+}
+
+impl Running {
+    /// Stops a job that will get no database (its target could not be reached): the child is
+    /// killed and reaped in the background, and the pool topped up.
+    pub fn abandon(self, sandbox: &Sandbox) {
+        if let Ok(live) = self.child {
+            sandbox.refill(&live.module);
+            let mut child = live.started.child;
+            child.kill();
+            tokio::spawn(async move { child.wait().await });
         }
     }
 }
 
-/// A ready child for `job`: a pre-started one, or one forked (or started) now.
-pub async fn ready_child(job: &ScriptJob<'_>) -> ReadyChild {
+/// Starts `job` in a child: a pre-started one, or one forked (or started) now.
+pub async fn start(job: &ScriptJob<'_>) -> Running {
     let module = match job.sandbox.module().await {
         Ok(m) => m.to_path_buf(),
         Err(e) => {
-            return ReadyChild {
+            return Running {
                 child: Err(ExecError::new(
                     ErrorKind::Unsupported,
                     format!("the script sandbox is not available: {e}"),
@@ -938,47 +961,74 @@ pub async fn ready_child(job: &ScriptJob<'_>) -> ReadyChild {
             };
         }
     };
-    let child = match job.sandbox.take(&module, job.limits).await {
-        Ok(s) => Ok((module, s)),
-        Err(e) => Err(ExecError::new(ErrorKind::Internal, e)),
+    let mut started = match job.sandbox.take(&module, job.limits).await {
+        Ok(s) => s,
+        Err(e) => {
+            return Running {
+                child: Err(ExecError::new(ErrorKind::Internal, e)),
+            };
+        }
     };
-    ReadyChild { child }
+    let frame = ToChild::Job(Job {
+        v: proto::VERSION,
+        engine: job.engine,
+        mode: match job.mode {
+            Mode::Read => proto::Mode::Read,
+            Mode::Write => proto::Mode::Write,
+        },
+        kind: job.kind,
+        source: job.source.to_owned(),
+        limits: job_limits(job.limits),
+        check_only: job.check_only,
+    });
+    let sent = send(&mut started.stdin, &frame).await;
+    Running {
+        child: Ok(Live {
+            module,
+            started,
+            sent_at: Instant::now(),
+            sent,
+        }),
+    }
 }
 
 /// Runs one script in a fresh child, answering its calls through `handle`.
 pub async fn run_script<H: Handle>(job: ScriptJob<'_>, handle: &mut H) -> ScriptRun {
-    let child = ready_child(&job).await;
-    run_script_in(child, job, handle).await
+    let running = start(&job).await;
+    finish(running, job, handle).await
 }
 
-/// Runs one script in `child` (from [`ready_child`] for this job), answering its calls through
-/// `handle`.
-pub async fn run_script_in<H: Handle>(
-    child: ReadyChild,
-    job: ScriptJob<'_>,
-    handle: &mut H,
-) -> ScriptRun {
+/// Answers the calls of a job [`start`]ed in a child through `handle`, until its outcome (or
+/// its deadline, counted from when the child got the job).
+pub async fn finish<H: Handle>(running: Running, job: ScriptJob<'_>, handle: &mut H) -> ScriptRun {
     let mut run = ScriptRun {
         report: ScriptReport::default(),
         error: None,
         display: None,
         any_call_failed: false,
     };
-    let (module, mut started) = match child.child {
+    let mut live = match running.child {
         Ok(c) => c,
         Err(e) => {
             run.error = Some(e);
             return run;
         }
     };
-    run.report.sandbox = started.protections.clone();
-    let deadline =
-        Instant::now() + Duration::from_millis(u64::from(job.limits.wall_ms)) + KILL_GRACE;
-    let result = tokio::time::timeout_at(
-        deadline.into(),
-        converse(&job, &mut started, handle, &mut run),
-    )
-    .await;
+    run.report.sandbox = live.started.protections.clone();
+    let deadline = live.sent_at + Duration::from_millis(u64::from(job.limits.wall_ms)) + KILL_GRACE;
+    let result = match std::mem::replace(&mut live.sent, Ok(())) {
+        Err(e) => Ok(Err(e)),
+        Ok(()) => {
+            tokio::time::timeout_at(
+                deadline.into(),
+                converse(&job, &mut live.started, live.sent_at, handle, &mut run),
+            )
+            .await
+        }
+    };
+    let Live {
+        module, started, ..
+    } = live;
     let mut child = started.child;
     job.sandbox.refill(&module);
     match result {
@@ -1013,25 +1063,11 @@ pub async fn run_script_in<H: Handle>(
 async fn converse<H: Handle>(
     job: &ScriptJob<'_>,
     started: &mut Started,
+    sent_at: Instant,
     handle: &mut H,
     run: &mut ScriptRun,
 ) -> Result<(), String> {
     let Started { stdin, stdout, .. } = started;
-    let frame = ToChild::Job(Job {
-        v: proto::VERSION,
-        engine: job.engine,
-        mode: match job.mode {
-            Mode::Read => proto::Mode::Read,
-            Mode::Write => proto::Mode::Write,
-        },
-        kind: job.kind,
-        source: job.source.to_owned(),
-        limits: job_limits(job.limits),
-        check_only: job.check_only,
-    });
-    send(stdin, &frame).await?;
-
-    let started = Instant::now();
     let limits = job.limits;
     // A frame from the child is at most one call's arguments, a log line, or the outcome.
     let cap = usize::try_from(limits.max_result_bytes)
@@ -1065,7 +1101,7 @@ async fn converse<H: Handle>(
             }
             FromChild::DbCall { id, call } => {
                 let seq = u32::try_from(run.report.calls.len()).unwrap_or(u32::MAX) + 1;
-                let at_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                let at_ms = u64::try_from(sent_at.elapsed().as_millis()).unwrap_or(u64::MAX);
                 let t0 = Instant::now();
                 let mut sink = RowSink::to_child(stdin, id);
                 let (reply, record) = if seq > limits.max_calls {

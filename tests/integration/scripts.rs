@@ -478,6 +478,60 @@ async fn a_database_call_that_hangs_is_cancelled_on_the_server() {
     assert_eq!(left, 0, "the sleeping backend is still there");
 }
 
+#[tokio::test]
+async fn a_script_whose_target_cannot_be_reached_is_stopped_and_says_so() {
+    // No pre-started children: every sandbox child of this process is a job's.
+    let config = format!("{TIGHT}\n[executor]\nsandbox_pool = 0");
+    let app = TestApp::spawn_with(StoreKind::Sqlite, &config).await;
+    let target = pg_target().await;
+    let instance = pg_instance(&app, &target, "on_approval").await;
+    let admin = app.login(Actor::Admin).await;
+    let (status, _) = app
+        .patch(
+            &format!("/api/v1/instances/{instance}"),
+            &admin.token,
+            json!({"secret": "not-the-password"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // The child gets the script while the connection is attempted, and would spin until its
+    // deadline.
+    let e = run(
+        &app,
+        &instance,
+        &target.database,
+        "read",
+        "console.log('started'); while (true) {}",
+    )
+    .await;
+    assert_eq!(
+        (e["status"].as_str(), kind(&e)),
+        (Some("failed"), "target_unavailable"),
+        "{e}"
+    );
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("password authentication failed")),
+        "{e}"
+    );
+    assert_eq!(
+        e["logs"],
+        json!([]),
+        "nothing of a run that never had its database is kept"
+    );
+    // Stopped, not left to spin until the 2 s deadline.
+    let mut left = sandbox_children(std::process::id());
+    for _ in 0..20 {
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        left = sandbox_children(std::process::id());
+    }
+    assert!(left.is_empty(), "sandbox children still running: {left:?}");
+}
+
 /// The parent pid and the `comm` of a process, from `/proc`.
 fn parent_and_name(pid: u32) -> Option<(u32, String)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
