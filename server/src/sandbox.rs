@@ -1075,8 +1075,8 @@ async fn converse<H: Handle>(
         .saturating_mul(2)
         + (1 << 20);
     let mut log_bytes: u64 = 0;
-    // The last call's rows: SQL keeps the batches it sent, decoded only for the outcome.
-    let mut last: Option<display::LastCall> = None;
+    // The last call's rows: SQL keeps the batches it sent, read for the results page only.
+    let mut last: Option<display::Shown> = None;
     loop {
         let body = read_frame(stdout, cap)
             .await?
@@ -1137,6 +1137,7 @@ async fn converse<H: Handle>(
                 let kept = sink.take_kept();
                 let duration_ms = (t0.elapsed().as_secs_f64() * 100_000.0).round() / 100.0;
                 let mut note = None;
+                let mut shown_now = None;
                 let (reply_json, fatal, rows, error) = match reply {
                     Reply::Ok {
                         value,
@@ -1153,7 +1154,7 @@ async fn converse<H: Handle>(
                             None
                         };
                         if let Some(rows) = shown {
-                            last = Some(display::LastCall { rows, truncated });
+                            shown_now = Some(display::LastCall { rows, truncated });
                         }
                         if truncated {
                             note = Some(format!(
@@ -1202,6 +1203,13 @@ async fn converse<H: Handle>(
                 let reply =
                     serde_json::value::to_raw_value(&reply_json).map_err(|e| e.to_string())?;
                 send(stdin, &ToChild::DbReply { id, reply, fatal }).await?;
+                if let Some(l) = shown_now {
+                    last = Some(display::Shown::new(
+                        l,
+                        last.as_ref(),
+                        limits.max_rows as usize,
+                    ));
+                }
             }
             FromChild::Outcome(outcome) => {
                 run.report.sandbox.logs_truncated |= outcome.logs_truncated;
@@ -1210,7 +1218,14 @@ async fn converse<H: Handle>(
                     .value
                     .as_deref()
                     .and_then(|v| serde_json::from_str(v.get()).ok());
-                run.display = display::rows(value.as_ref(), last, limits.max_rows as usize);
+                let max = limits.max_rows as usize;
+                run.display = match value.as_ref().and_then(|v| display::returned(v, max)) {
+                    Some(returned) => Some(returned),
+                    None => match last {
+                        Some(shown) => shown.rows(max).await,
+                        None => None,
+                    },
+                };
                 if job.engine == proto::Engine::Mongodb
                     && let Some(d) = run.display.as_mut()
                 {

@@ -30,22 +30,74 @@ pub enum Last {
     Documents(Vec<Value>),
 }
 
-/// The rows to show, at most `max` of them; `None` when there is nothing in the shape of rows.
-pub fn rows(value: Option<&Value>, last: Option<LastCall>, max: usize) -> Option<ResultSet> {
+/// A call result at least this large (in JSON bytes) is read for display as soon as the call
+/// is answered, on a blocking thread, while the script goes on with its rows.
+const READ_AHEAD_BYTES: usize = 256 * 1024;
+
+/// The last call's rows, as a run holds them until its outcome.
+#[derive(Debug)]
+pub enum Shown {
+    /// As the call left them, read only if the outcome needs them.
+    Kept(LastCall),
+    /// A large result, being read already. It is not needed if the script returns rows of its
+    /// own or makes another call; the read is then wasted, never waited for.
+    Reading(tokio::task::JoinHandle<Option<ResultSet>>),
+}
+
+impl Shown {
+    /// Holds `last`, starting to read it at once when it is large, unless the `previous`
+    /// call's rows are still being read (so at most one read runs ahead per run).
+    pub fn new(last: LastCall, previous: Option<&Shown>, max: usize) -> Self {
+        let large = match &last.rows {
+            Last::Batches(batches) => {
+                batches.iter().map(Vec::len).sum::<usize>() >= READ_AHEAD_BYTES
+            }
+            Last::Documents(_) => false,
+        };
+        let busy = matches!(previous, Some(Shown::Reading(h)) if !h.is_finished());
+        if large && !busy {
+            Shown::Reading(tokio::task::spawn_blocking(move || last_rows(last, max)))
+        } else {
+            Shown::Kept(last)
+        }
+    }
+
+    /// The rows, at most `max` of them.
+    pub async fn rows(self, max: usize) -> Option<ResultSet> {
+        match self {
+            Shown::Kept(last) => last_rows(last, max),
+            Shown::Reading(read) => read.await.ok().flatten(),
+        }
+    }
+}
+
+/// The rows to show, at most `max` of them: those the script returned, else the last call's;
+/// `None` when there is nothing in the shape of rows.
+#[cfg(test)]
+fn rows(value: Option<&Value>, last: Option<LastCall>, max: usize) -> Option<ResultSet> {
+    value
+        .and_then(|v| returned(v, max))
+        .or_else(|| last.and_then(|l| last_rows(l, max)))
+}
+
+/// The rows a returned value holds, at most `max` of them: an array of objects, or `{rows}`
+/// with one.
+pub fn returned(value: &Value, max: usize) -> Option<ResultSet> {
     let objects = |v: &Value| -> Option<Vec<Map<String, Value>>> {
         v.as_array()?
             .iter()
             .map(|r| r.as_object().cloned())
             .collect()
     };
+    let returned = objects(value).or_else(|| value.get("rows").and_then(objects))?;
     let mut table = Table::new(max);
-    if let Some(returned) =
-        value.and_then(|v| objects(v).or_else(|| v.get("rows").and_then(objects)))
-    {
-        returned.into_iter().for_each(|row| table.push_object(row));
-        return Some(table.finish());
-    }
-    let last = last?;
+    returned.into_iter().for_each(|row| table.push_object(row));
+    Some(table.finish())
+}
+
+/// The rows a call left, at most `max` of them; `None` for documents that are not all objects.
+pub fn last_rows(last: LastCall, max: usize) -> Option<ResultSet> {
+    let mut table = Table::new(max);
     table.more = last.truncated;
     match last.rows {
         Last::Batches(batches) => {
