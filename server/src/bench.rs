@@ -12,6 +12,7 @@ use crate::domain::instance::Engine;
 use crate::domain::workflow::Mode;
 use crate::exec::SqlHandle;
 use crate::sandbox::{Handle, Reply, RowSink, Sandbox, ScriptJob, ScriptRun};
+use crate::targets::{IdleConnections, IdleKey};
 use quorum_sandbox_protocol as proto;
 
 const SELECT_1: &str = "return (await db.query('SELECT 1')).rows;";
@@ -58,6 +59,51 @@ async fn script(
         anyhow::bail!("the benchmark script failed: {}", e.message);
     }
     Ok(run)
+}
+
+/// One `SELECT 1` script as an execution runs it: the child starts the script while the
+/// connection is opened (or a kept one taken, with `idle`) and set up (application name,
+/// timeouts and `BEGIN` in one round trip), and the transaction is rolled back at the end. A
+/// kept connection goes back to `idle` afterwards, untimed (an execution does that in the
+/// background); a new one is closed.
+async fn as_executed(
+    sandbox: &Sandbox,
+    options: &PgConnectOptions,
+    idle: Option<&IdleConnections>,
+    limits: &LimitsConfig,
+) -> anyhow::Result<Duration> {
+    let key = IdleKey::from_parts(&[b"bench"]);
+    let t = Instant::now();
+    let job = read_job(sandbox, limits, SELECT_1);
+    let open = async {
+        let mut c = match idle.and_then(|i| i.take(&key)) {
+            Some(c) => c,
+            None => PgConnection::connect_with(options).await?,
+        };
+        c.execute(sqlx::raw_sql(
+            "SET application_name = 'quorum:bench'; SET statement_timeout = 30000; SET idle_in_transaction_session_timeout = 60000; BEGIN READ ONLY",
+        ))
+        .await?;
+        Ok::<_, sqlx::Error>(c)
+    };
+    let (running, conn) = tokio::join!(crate::sandbox::start(&job), open);
+    let mut conn = conn?;
+    let run = crate::sandbox::finish(
+        running,
+        job,
+        &mut SqlHandle::on(&mut conn, Engine::Postgres, Mode::Read, *limits),
+    )
+    .await;
+    conn.execute("ROLLBACK").await?;
+    let took = t.elapsed();
+    if let Some(e) = &run.error {
+        anyhow::bail!("the benchmark script failed: {}", e.message);
+    }
+    match idle {
+        Some(idle) => idle.give_back(key, conn).await,
+        None => conn.close().await?,
+    }
+    Ok(took)
 }
 
 fn row(name: &str, sandbox: (f64, f64), in_process: Option<(f64, f64)>) -> String {
@@ -130,6 +176,9 @@ pub async fn sandbox(
     let mut fresh = Vec::new();
     let mut prestarted = Vec::new();
     let mut fresh_connected = Vec::new();
+    let mut kept_connection = Vec::new();
+    let mut kept_prestarted = Vec::new();
+    let idle = IdleConnections::new(2, Duration::from_secs(60));
     let mut connect_only = Vec::new();
     let mut peak_wasm = 0;
     for _ in 0..iterations {
@@ -152,40 +201,17 @@ pub async fn sandbox(
         script(&pooled, &mut conn, &limits, SELECT_1).await?;
         prestarted.push(t.elapsed());
 
-        // As an execution does it: the child forks and starts the script while the connection
-        // is opened.
-        let t = Instant::now();
-        let job = read_job(&sandbox, &limits, SELECT_1);
-        // The connection is set up as an execution's is (timeouts and BEGIN in one round trip)
-        // and rolled back at the end.
-        let connect = async {
-            let mut c = PgConnection::connect_with(&options).await?;
-            c.execute(sqlx::raw_sql(
-                "SET statement_timeout = 30000; SET idle_in_transaction_session_timeout = 60000; BEGIN READ ONLY",
-            ))
-            .await?;
-            Ok::<_, sqlx::Error>(c)
-        };
-        let (running, own) = tokio::join!(crate::sandbox::start(&job), connect);
-        let mut own = own?;
-        let run = crate::sandbox::finish(
-            running,
-            job,
-            &mut SqlHandle::on(&mut own, Engine::Postgres, Mode::Read, limits),
-        )
-        .await;
-        own.execute("ROLLBACK").await?;
-        fresh_connected.push(t.elapsed());
-        // The floor of that row: opening a connection with no script at all (closing it is not
-        // timed).
+        // As an execution does it, on a new connection and on a kept one.
+        fresh_connected.push(as_executed(&sandbox, &options, None, &limits).await?);
+        kept_connection.push(as_executed(&sandbox, &options, Some(&idle), &limits).await?);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        kept_prestarted.push(as_executed(&pooled, &options, Some(&idle), &limits).await?);
+        // The floor of the new-connection row: opening a connection with no script at all
+        // (closing it is not timed).
         let t = Instant::now();
         let alone = PgConnection::connect_with(&options).await?;
         connect_only.push(t.elapsed());
         alone.close().await?;
-        if let Some(e) = &run.error {
-            anyhow::bail!("the benchmark script failed: {}", e.message);
-        }
-        own.close().await?;
     }
     let base = summary(base);
     lines.push(row(
@@ -212,6 +238,16 @@ pub async fn sandbox(
         "  opening that connection alone, no script",
         summary(connect_only),
         None,
+    ));
+    lines.push(row(
+        "SELECT 1 script, child forked on demand, kept connection",
+        summary(kept_connection),
+        Some(base),
+    ));
+    lines.push(row(
+        "SELECT 1 script, pre-started child, kept connection",
+        summary(kept_prestarted),
+        Some(base),
     ));
 
     let mut base = Vec::new();

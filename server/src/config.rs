@@ -95,6 +95,11 @@ pub struct ExecutorConfig {
     /// Fork children from a template process that has already loaded the guest and started
     /// QuickJS, rather than starting each from scratch.
     pub sandbox_template: bool,
+    /// PostgreSQL target connections kept open after an execution, per instance and database,
+    /// for the next one (reset first); 0 opens a new connection for every execution.
+    pub target_idle: usize,
+    /// How long a kept target connection may wait before it is closed.
+    pub target_idle_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize)]
@@ -349,6 +354,12 @@ impl Config {
         }
         if self.executor.sandbox_pool > 16 {
             return invalid("executor.sandbox_pool must be between 0 and 16".into());
+        }
+        if self.executor.target_idle > 64 {
+            return invalid("executor.target_idle must be between 0 and 64".into());
+        }
+        if !(1..=3600).contains(&self.executor.target_idle_secs) {
+            return invalid("executor.target_idle_secs must be between 1 and 3600".into());
         }
         let w = &self.workflow;
         if w.pending_ttl_secs < 60 || w.approval_ttl_secs < 60 || w.execution_window_secs < 60 {

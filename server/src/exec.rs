@@ -49,6 +49,7 @@ pub struct Plan {
     pub limits: LimitsConfig,
     pub data_dir: PathBuf,
     pub sandbox: std::sync::Arc<crate::sandbox::Sandbox>,
+    pub target_idle: std::sync::Arc<targets::IdleConnections>,
 }
 
 #[derive(Debug)]
@@ -157,6 +158,7 @@ pub async fn launch(
         limits,
         data_dir: state.config.data_dir.clone(),
         sandbox: state.sandbox.clone(),
+        target_idle: state.target_idle.clone(),
     };
     let store = state.store.clone();
     let state = state.clone();
@@ -418,21 +420,15 @@ async fn run_postgres(
         };
         record(done, collector, columns, reports, results);
     }
-    pg_settle(plan, store, &mut conn).await
+    let settled = pg_settle(plan, store, &mut conn).await;
+    pg_release(plan, conn, settled.is_ok());
+    settled
 }
 
-/// Connects to the PostgreSQL target with the timeouts set and the transaction begun: `BEGIN
-/// READ ONLY` for read requests.
+/// A connection to the PostgreSQL target with the timeouts set and the transaction begun
+/// (`BEGIN READ ONLY` for read requests): one kept from an earlier execution when there is one
+/// ([`targets::IdleConnections`]), else a new one.
 async fn pg_open(plan: &Plan) -> Result<sqlx::PgConnection, ExecError> {
-    let app_name = format!("quorum:{}", plan.request);
-    let mut conn = targets::connect_postgres(
-        &plan.instance,
-        plan.secret.as_ref(),
-        &plan.database,
-        &app_name,
-    )
-    .await
-    .map_err(|e| error(ErrorKind::TargetUnavailable, e.to_string(), None))?;
     let timeout_ms = plan.limits.db_call_ms;
     let idle_ms = plan.limits.wall_ms;
     let begin = if plan.mode == Mode::Read {
@@ -440,15 +436,43 @@ async fn pg_open(plan: &Plan) -> Result<sqlx::PgConnection, ExecError> {
     } else {
         "BEGIN"
     };
-    // One round trip: the simple query protocol runs the three statements in order and stops
-    // at the first error.
+    // One round trip: the simple query protocol runs the statements in order and stops at the
+    // first error. The application name says which request runs (a kept connection was opened
+    // for another).
     let setup = format!(
-        "SET statement_timeout = {timeout_ms}; SET idle_in_transaction_session_timeout = {idle_ms}; {begin}"
+        "SET application_name = 'quorum:{}'; SET statement_timeout = {timeout_ms}; SET idle_in_transaction_session_timeout = {idle_ms}; {begin}",
+        plan.request
     );
+    let key = targets::IdleKey::new(&plan.instance, plan.secret.as_ref(), &plan.database);
+    if let Some(mut conn) = plan.target_idle.take(&key) {
+        // A kept connection the server closed in the meantime fails here; a new one follows.
+        if conn.execute(sqlx::raw_sql(&setup)).await.is_ok() {
+            return Ok(conn);
+        }
+    }
+    let mut conn = targets::connect_postgres(
+        &plan.instance,
+        plan.secret.as_ref(),
+        &plan.database,
+        &format!("quorum:{}", plan.request),
+    )
+    .await
+    .map_err(|e| error(ErrorKind::TargetUnavailable, e.to_string(), None))?;
     conn.execute(sqlx::raw_sql(&setup))
         .await
         .map_err(|e| db_error(&e, None, plan.mode))?;
     Ok(conn)
+}
+
+/// After an execution on PostgreSQL: a connection whose transaction ended cleanly (`clean`) is
+/// reset and kept for the next execution, in the background; any other is closed.
+fn pg_release(plan: &Plan, conn: sqlx::PgConnection, clean: bool) {
+    if !clean {
+        return targets::close(conn);
+    }
+    let idle = plan.target_idle.clone();
+    let key = targets::IdleKey::new(&plan.instance, plan.secret.as_ref(), &plan.database);
+    tokio::spawn(async move { idle.give_back(key, conn).await });
 }
 
 /// Ends a successful run: rolls a read back; commits a write, recording its transaction id
@@ -958,11 +982,12 @@ fn sqlite_value(row: &sqlx::sqlite::SqliteRow, i: usize) -> Value {
 }
 
 /// Runs a script on a SQL target: the child gets its job while `$open` connects and begins the
-/// transaction; `$settle` ends a run that may commit, and any other run is rolled back. (A
+/// transaction; `$settle` ends a run that may commit, and any other run is rolled back; then
+/// `$release` gets the connection and whether the run and its settling were clean. (A
 /// macro: sqlx's executor bounds, written generically, do not survive the `Send` check of the
 /// spawned execution.)
 macro_rules! run_sql {
-    ($plan:expr, $job:expr, $open:expr, |$conn:ident| $settle:expr) => {
+    ($plan:expr, $job:expr, $open:expr, |$conn:ident| $settle:expr, $release:expr) => {
         match tokio::join!(crate::sandbox::start(&$job), $open) {
             (running, Err(e)) => {
                 running.abandon(&$plan.sandbox);
@@ -978,6 +1003,8 @@ macro_rules! run_sql {
                     let _ = $conn.execute("ROLLBACK").await;
                     Ok(())
                 };
+                let clean = run.committable() && settled.is_ok();
+                $release($conn, clean);
                 Ok((run, settled))
             }
         }
@@ -1022,14 +1049,20 @@ async fn run_script(plan: &Plan, store: &SharedStore) -> Outcome {
     // (up to its first call, which waits) in the meantime. If the target cannot be reached
     // the child is stopped and the pool topped up.
     let ran = match plan.instance.engine {
-        Engine::Postgres => run_sql!(plan, job, pg_open(plan), |conn| pg_settle(
-            plan, store, &mut conn
-        )
-        .await),
-        Engine::Sqlite => run_sql!(plan, job, sqlite_open(plan), |conn| sqlite_settle(
-            plan, &mut conn
-        )
-        .await),
+        Engine::Postgres => run_sql!(
+            plan,
+            job,
+            pg_open(plan),
+            |conn| pg_settle(plan, store, &mut conn).await,
+            |conn, clean| pg_release(plan, conn, clean)
+        ),
+        Engine::Sqlite => run_sql!(
+            plan,
+            job,
+            sqlite_open(plan),
+            |conn| sqlite_settle(plan, &mut conn).await,
+            |conn, _clean| drop::<sqlx::SqliteConnection>(conn)
+        ),
         Engine::Mongodb => match tokio::join!(
             crate::sandbox::start(&job),
             crate::mongo::MongoHandle::open(

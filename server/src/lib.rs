@@ -136,6 +136,10 @@ pub fn build_state(
         )),
         slot_freed: Arc::default(),
         sandbox: sandbox::Sandbox::new(&config),
+        target_idle: targets::IdleConnections::new(
+            config.executor.target_idle,
+            std::time::Duration::from_secs(config.executor.target_idle_secs),
+        ),
         slack: notify::SlackClient::new(&config.slack),
         hasher: PasswordHasher::new(a.hash_concurrency)?,
         tokens: Arc::new(tokens),

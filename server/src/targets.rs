@@ -78,6 +78,155 @@ pub async fn connect_postgres(
     }
 }
 
+/// Which kept connections an execution may take: the same instance, database and credentials
+/// (a changed host, user, TLS mode or secret never reaches an old connection).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdleKey([u8; 32]);
+
+impl IdleKey {
+    pub fn new(instance: &Instance, secret: Option<&SecretString>, database: &str) -> Self {
+        Self::from_parts(&[
+            instance.id.0.as_bytes(),
+            instance.host.as_deref().unwrap_or("").as_bytes(),
+            &instance.port.unwrap_or(5432).to_le_bytes(),
+            instance.username.as_deref().unwrap_or("").as_bytes(),
+            format!("{:?}", instance.tls_mode).as_bytes(),
+            database.as_bytes(),
+            secret.map_or("", |s| s.expose_secret()).as_bytes(),
+        ])
+    }
+
+    /// A key over `parts` (each length-prefixed, so no two lists of parts collide).
+    pub fn from_parts(parts: &[&[u8]]) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for part in parts {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+        Self(h.finalize().into())
+    }
+}
+
+/// PostgreSQL connections kept open between executions (`executor.target_idle` per instance
+/// and database, for `executor.target_idle_secs`), so an execution does not pay for a new
+/// backend and its authentication. Each is used by one execution at a time and comes back
+/// only after a clean end (its transaction committed or rolled back, no call cut off by a
+/// timeout), reset so that nothing of that execution's session reaches the next: sqlx's
+/// statement cache is closed, then `DISCARD ALL` drops session settings, temporary tables,
+/// prepared statements, cursors, `LISTEN`s and session advisory locks. Any failure drops it.
+/// While any are kept, a background task closes those idle for too long.
+#[derive(Debug)]
+pub struct IdleConnections {
+    per_key: usize,
+    max_idle: Duration,
+    idle: std::sync::Mutex<Kept>,
+    me: std::sync::Weak<IdleConnections>,
+}
+
+#[derive(Debug, Default)]
+struct Kept {
+    by_key: std::collections::HashMap<IdleKey, Vec<(PgConnection, Instant)>>,
+    /// The task closing stale connections is running.
+    sweeping: bool,
+}
+
+impl Kept {
+    /// Closes every connection idle for `max_idle` or longer.
+    fn close_stale(&mut self, max_idle: Duration) {
+        for kept in self.by_key.values_mut() {
+            let (fresh, stale): (Vec<_>, Vec<_>) = std::mem::take(kept)
+                .into_iter()
+                .partition(|(_, since)| since.elapsed() < max_idle);
+            *kept = fresh;
+            stale.into_iter().for_each(|(c, _)| close(c));
+        }
+        self.by_key.retain(|_, kept| !kept.is_empty());
+    }
+}
+
+impl IdleConnections {
+    pub fn new(per_key: usize, max_idle: Duration) -> std::sync::Arc<Self> {
+        std::sync::Arc::new_cyclic(|me| Self {
+            per_key,
+            max_idle,
+            idle: std::sync::Mutex::default(),
+            me: me.clone(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The most recently returned connection for `key` that has not been idle too long.
+    pub fn take(&self, key: &IdleKey) -> Option<PgConnection> {
+        let mut idle = self.lock();
+        let kept = idle.by_key.get_mut(key)?;
+        let found = loop {
+            match kept.pop() {
+                Some((conn, since)) if since.elapsed() < self.max_idle => break Some(conn),
+                Some((conn, _)) => close(conn),
+                None => break None,
+            }
+        };
+        if kept.is_empty() {
+            idle.by_key.remove(key);
+        }
+        found
+    }
+
+    /// Resets `conn` and keeps it for `key`, unless the reset fails or enough are kept.
+    /// `conn` must be outside any transaction.
+    pub async fn give_back(&self, key: IdleKey, mut conn: PgConnection) {
+        if self.per_key == 0 {
+            return close(conn);
+        }
+        let reset = async {
+            conn.clear_cached_statements().await?;
+            sqlx::Executor::execute(&mut conn, "DISCARD ALL").await
+        };
+        if !matches!(
+            tokio::time::timeout(CONNECT_TIMEOUT, reset).await,
+            Ok(Ok(_))
+        ) {
+            return;
+        }
+        let mut idle = self.lock();
+        let kept = idle.by_key.entry(key).or_default();
+        if kept.len() >= self.per_key {
+            return close(conn);
+        }
+        kept.push((conn, Instant::now()));
+        if !idle.sweeping {
+            idle.sweeping = true;
+            let me = self.me.clone();
+            let every = self.max_idle / 4;
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let Some(me) = me.upgrade() else { return };
+                    let mut idle = me.lock();
+                    idle.close_stale(me.max_idle);
+                    if idle.by_key.is_empty() {
+                        idle.sweeping = false;
+                        return;
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// Ends a connection politely (a `Terminate` message) without waiting for it.
+pub fn close(conn: PgConnection) {
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(1), conn.close()).await;
+    });
+}
+
 /// The file of a SQLite instance: always inside the data directory.
 pub fn sqlite_file(instance: &Instance, data_dir: &Path) -> Result<PathBuf, TargetError> {
     let rel = instance

@@ -532,6 +532,102 @@ async fn a_script_whose_target_cannot_be_reached_is_stopped_and_says_so() {
     assert!(left.is_empty(), "sandbox children still running: {left:?}");
 }
 
+#[tokio::test]
+async fn a_kept_connection_carries_nothing_from_one_execution_to_the_next() {
+    let app = TestApp::spawn(StoreKind::Sqlite).await;
+    let target = pg_target().await;
+    let instance = pg_instance(&app, &target, "on_approval").await;
+    // A write script leaves session state behind: a setting, a temporary table, a session
+    // advisory lock, and a statement sqlx prepared.
+    let first = run(
+        &app,
+        &instance,
+        &target.database,
+        "write",
+        "await db.query(\"SELECT set_config('quorum.left', 'behind', false)\");
+         await db.query('CREATE TEMP TABLE left_behind (x int)');
+         await db.query('SELECT pg_advisory_lock(4711)');
+         return (await db.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;",
+    )
+    .await;
+    assert_eq!(first["status"], "succeeded", "{first}");
+    let pid = first["result"].as_i64().expect("pid");
+    let probe = "const me = (await db.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+        const r = await db.query(\"SELECT current_setting('quorum.left', true) AS setting, to_regclass('pg_temp.left_behind')::text AS temp, (SELECT count(*)::int FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()) AS locks, current_setting('application_name') AS app\");
+        return {pid: me, ...r.rows[0]};";
+    // The connection is reset and kept in the background once the execution has ended; the
+    // next execution takes it (else the checks below would prove nothing).
+    let mut second = Value::Null;
+    for _ in 0..5 {
+        second = run(&app, &instance, &target.database, "read", probe).await;
+        assert_eq!(second["status"], "succeeded", "{second}");
+        if second["result"]["pid"].as_i64() == Some(pid) {
+            break;
+        }
+    }
+    let seen = &second["result"];
+    assert_eq!(
+        seen["pid"].as_i64(),
+        Some(pid),
+        "the kept connection was not reused: {second}"
+    );
+    assert!(seen["setting"].is_null() || seen["setting"] == "", "{seen}");
+    assert_eq!(
+        (&seen["temp"], &seen["locks"]),
+        (&Value::Null, &json!(0)),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["app"],
+        format!("quorum:{}", second["request_id"].as_str().expect("request"))
+    );
+    // A kept connection the server ended meanwhile is replaced, not an error.
+    let mut c = target.inspect().await;
+    sqlx::query("SELECT pg_terminate_backend($1, 5000)")
+        .bind(i32::try_from(pid).expect("pid"))
+        .execute(&mut c)
+        .await
+        .expect("terminate");
+    let third = run(&app, &instance, &target.database, "read", probe).await;
+    assert_eq!(third["status"], "succeeded", "{third}");
+    assert_ne!(third["result"]["pid"].as_i64(), Some(pid));
+}
+
+#[tokio::test]
+async fn kept_connections_are_closed_once_idle_too_long() {
+    let app = TestApp::spawn_with(StoreKind::Sqlite, "[executor]\ntarget_idle_secs = 1").await;
+    let target = pg_target().await;
+    let instance = pg_instance(&app, &target, "on_approval").await;
+    let e = run(
+        &app,
+        &instance,
+        &target.database,
+        "read",
+        "return (await db.query('SELECT 1 AS one')).rows;",
+    )
+    .await;
+    assert_eq!(e["status"], "succeeded", "{e}");
+    let name = format!("quorum:{}", e["request_id"].as_str().expect("request"));
+    let mut c = target.inspect().await;
+    let mut open = Vec::new();
+    for _ in 0..60 {
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
+                .bind(&name)
+                .fetch_one(&mut c)
+                .await
+                .expect("pg_stat_activity");
+        open.push(n);
+        if n == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Kept after the execution, then closed (the sweep runs every quarter of the idle time).
+    assert_eq!(open.first(), Some(&1), "{open:?}");
+    assert_eq!(open.last(), Some(&0), "{open:?}");
+}
+
 /// The parent pid and the `comm` of a process, from `/proc`.
 fn parent_and_name(pid: u32) -> Option<(u32, String)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -57,6 +57,8 @@ pub struct AppState {
     pub slot_freed: Arc<tokio::sync::Notify>,
     /// Starts the single-use children scripts run in.
     pub sandbox: Arc<crate::sandbox::Sandbox>,
+    /// PostgreSQL target connections kept between executions.
+    pub target_idle: Arc<crate::targets::IdleConnections>,
     /// The Slack Web API or webhook; None when Slack is not configured.
     pub slack: Option<crate::notify::SlackClient>,
 }
