@@ -63,9 +63,9 @@ async fn script(
 
 /// One `SELECT 1` script as an execution runs it: the child starts the script while the
 /// connection is opened (or a kept one taken, with `idle`) and set up (application name,
-/// timeouts and `BEGIN` in one round trip), and the transaction is rolled back at the end. A
-/// kept connection goes back to `idle` afterwards, untimed (an execution does that in the
-/// background); a new one is closed.
+/// timeouts and `BEGIN` in one round trip). Afterwards, untimed as an execution does it in the
+/// background, the read transaction is rolled back and a kept connection goes back to `idle`;
+/// a new one is closed.
 async fn as_executed(
     sandbox: &Sandbox,
     options: &PgConnectOptions,
@@ -94,8 +94,8 @@ async fn as_executed(
         &mut SqlHandle::on(&mut conn, Engine::Postgres, Mode::Read, *limits),
     )
     .await;
-    conn.execute("ROLLBACK").await?;
     let took = t.elapsed();
+    conn.execute("ROLLBACK").await?;
     if let Some(e) = &run.error {
         anyhow::bail!("the benchmark script failed: {}", e.message);
     }

@@ -464,26 +464,35 @@ async fn pg_open(plan: &Plan) -> Result<sqlx::PgConnection, ExecError> {
     Ok(conn)
 }
 
-/// After an execution on PostgreSQL: a connection whose transaction ended cleanly (`clean`) is
-/// reset and kept for the next execution, in the background; any other is closed.
-fn pg_release(plan: &Plan, conn: sqlx::PgConnection, clean: bool) {
+/// After an execution on PostgreSQL, in the background: a connection whose run ended cleanly
+/// (`clean`: a write committed, a read succeeded) has a read's transaction rolled back, and is
+/// reset and kept for the next execution; any other is closed (which ends its transaction on
+/// the server).
+fn pg_release(plan: &Plan, mut conn: sqlx::PgConnection, clean: bool) {
     if !clean {
         return targets::close(conn);
     }
     let idle = plan.target_idle.clone();
     let key = targets::IdleKey::new(&plan.instance, plan.secret.as_ref(), &plan.database);
-    tokio::spawn(async move { idle.give_back(key, conn).await });
+    let read = plan.mode == Mode::Read;
+    tokio::spawn(async move {
+        if read && conn.execute("ROLLBACK").await.is_err() {
+            return;
+        }
+        idle.give_back(key, conn).await;
+    });
 }
 
-/// Ends a successful run: rolls a read back; commits a write, recording its transaction id
-/// first.
+/// Ends a successful run: commits a write, recording its transaction id first (a read is
+/// rolled back when its connection is released).
 async fn pg_settle(
     plan: &Plan,
     store: &SharedStore,
     conn: &mut sqlx::PgConnection,
 ) -> Result<(), ExecError> {
     if plan.mode == Mode::Read {
-        let _ = conn.execute("ROLLBACK").await;
+        // Nothing to undo: the read-only transaction ends when the connection is released
+        // ([`pg_release`]), after the outcome rather than before it.
         return Ok(());
     }
     // Remember the transaction id before COMMIT: after a crash, txid_status() on the target says

@@ -981,15 +981,28 @@ pub async fn start(job: &ScriptJob<'_>) -> Running {
         limits: job_limits(job.limits),
         check_only: job.check_only,
     });
-    let sent = send(&mut started.stdin, &frame).await;
+    let sent_at = Instant::now();
+    // A large job fills the pipe until the child reads it: bounded by the run's deadline.
+    let sent = tokio::time::timeout_at(
+        deadline(sent_at, job.limits).into(),
+        send(&mut started.stdin, &frame),
+    )
+    .await
+    .unwrap_or_else(|_| Err("the sandbox did not read its job in time".into()));
     Running {
         child: Ok(Live {
             module,
             started,
-            sent_at: Instant::now(),
+            sent_at,
             sent,
         }),
     }
+}
+
+/// When a run whose job was sent at `sent_at` is stopped: its wall limit, then a grace period for
+/// the child's own deadline to answer first.
+fn deadline(sent_at: Instant, limits: &LimitsConfig) -> Instant {
+    sent_at + Duration::from_millis(u64::from(limits.wall_ms)) + KILL_GRACE
 }
 
 /// Runs one script in a fresh child, answering its calls through `handle`.
@@ -1015,12 +1028,11 @@ pub async fn finish<H: Handle>(running: Running, job: ScriptJob<'_>, handle: &mu
         }
     };
     run.report.sandbox = live.started.protections.clone();
-    let deadline = live.sent_at + Duration::from_millis(u64::from(job.limits.wall_ms)) + KILL_GRACE;
     let result = match std::mem::replace(&mut live.sent, Ok(())) {
         Err(e) => Ok(Err(e)),
         Ok(()) => {
             tokio::time::timeout_at(
-                deadline.into(),
+                deadline(live.sent_at, job.limits).into(),
                 converse(&job, &mut live.started, live.sent_at, handle, &mut run),
             )
             .await
