@@ -65,18 +65,20 @@ async fn script(
 /// connection is opened (or a kept one taken, with `idle`) and set up (application name,
 /// timeouts and `BEGIN` in one round trip). Afterwards, untimed as an execution does it in the
 /// background, the read transaction is rolled back and a kept connection goes back to `idle`;
-/// a new one is closed.
+/// a new one is closed. Also says whether a kept connection was taken.
 async fn as_executed(
     sandbox: &Sandbox,
     options: &PgConnectOptions,
     idle: Option<&IdleConnections>,
     limits: &LimitsConfig,
-) -> anyhow::Result<Duration> {
+) -> anyhow::Result<(Duration, bool)> {
     let key = IdleKey::from_parts(&[b"bench"]);
     let t = Instant::now();
     let job = read_job(sandbox, limits, SELECT_1);
+    let kept = idle.and_then(|i| i.take(&key));
+    let reused = kept.is_some();
     let open = async {
-        let mut c = match idle.and_then(|i| i.take(&key)) {
+        let mut c = match kept {
             Some(c) => c,
             None => PgConnection::connect_with(options).await?,
         };
@@ -103,7 +105,7 @@ async fn as_executed(
         Some(idle) => idle.give_back(key, conn).await,
         None => conn.close().await?,
     }
-    Ok(took)
+    Ok((took, reused))
 }
 
 fn row(name: &str, sandbox: (f64, f64), in_process: Option<(f64, f64)>) -> String {
@@ -179,6 +181,7 @@ pub async fn sandbox(
     let mut kept_connection = Vec::new();
     let mut kept_prestarted = Vec::new();
     let idle = IdleConnections::new(2, Duration::from_secs(60));
+    let mut kept_taken = 0;
     let mut connect_only = Vec::new();
     let mut peak_wasm = 0;
     for _ in 0..iterations {
@@ -202,10 +205,17 @@ pub async fn sandbox(
         prestarted.push(t.elapsed());
 
         // As an execution does it, on a new connection and on a kept one.
-        fresh_connected.push(as_executed(&sandbox, &options, None, &limits).await?);
-        kept_connection.push(as_executed(&sandbox, &options, Some(&idle), &limits).await?);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        kept_prestarted.push(as_executed(&pooled, &options, Some(&idle), &limits).await?);
+        fresh_connected.push(as_executed(&sandbox, &options, None, &limits).await?.0);
+        for (samples, sandbox) in [
+            (&mut kept_connection, &sandbox),
+            (&mut kept_prestarted, &pooled),
+        ] {
+            // Give the pool time to replace the child taken last.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let (took, reused) = as_executed(sandbox, &options, Some(&idle), &limits).await?;
+            samples.push(took);
+            kept_taken += usize::from(reused);
+        }
         // The floor of the new-connection row: opening a connection with no script at all
         // (closing it is not timed).
         let t = Instant::now();
@@ -248,6 +258,10 @@ pub async fn sandbox(
         "SELECT 1 script, pre-started child, kept connection",
         summary(kept_prestarted),
         Some(base),
+    ));
+    lines.push(format!(
+        "  (a kept connection was there to take in {kept_taken} of those {} runs)",
+        2 * iterations
     ));
 
     let mut base = Vec::new();
