@@ -50,6 +50,7 @@ pub struct Plan {
     pub data_dir: PathBuf,
     pub sandbox: std::sync::Arc<crate::sandbox::Sandbox>,
     pub target_idle: std::sync::Arc<targets::IdleConnections>,
+    pub mongo_clients: std::sync::Arc<crate::mongo::Clients>,
 }
 
 #[derive(Debug)]
@@ -159,6 +160,7 @@ pub async fn launch(
         data_dir: state.config.data_dir.clone(),
         sandbox: state.sandbox.clone(),
         target_idle: state.target_idle.clone(),
+        mongo_clients: state.mongo_clients.clone(),
     };
     let store = state.store.clone();
     let state = state.clone();
@@ -1075,6 +1077,7 @@ async fn run_script(plan: &Plan, store: &SharedStore) -> Outcome {
         Engine::Mongodb => match tokio::join!(
             crate::sandbox::start(&job),
             crate::mongo::MongoHandle::open(
+                &plan.mongo_clients,
                 &plan.instance,
                 plan.secret.as_ref(),
                 &plan.database,

@@ -138,7 +138,11 @@ pub fn build_state(
         sandbox: sandbox::Sandbox::new(&config),
         target_idle: targets::IdleConnections::new(
             config.executor.target_idle,
-            std::time::Duration::from_secs(config.executor.target_idle_secs),
+            Duration::from_secs(config.executor.target_idle_secs),
+        ),
+        mongo_clients: mongo::Clients::new(
+            config.executor.target_idle > 0,
+            Duration::from_secs(config.executor.target_idle_secs),
         ),
         slack: notify::SlackClient::new(&config.slack),
         hasher: PasswordHasher::new(a.hash_concurrency)?,
@@ -242,6 +246,7 @@ async fn maintain(state: AppState, limiters: http::Limiters) {
             }
         }
         limiters.prune();
+        state.mongo_clients.drop_idle();
         if n.is_multiple_of(10) {
             match state.store.purge_expired().await {
                 Ok(removed) if removed > 0 => {

@@ -7,7 +7,7 @@
 //! JavaScript on the database server (`$where`, `$function`, `$accumulator`), which would escape
 //! the sandbox's limits. Write requests run in one transaction when the server supports them.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mongodb::bson::{Bson, Document, doc};
 use mongodb::error::{Error as MongoError, ErrorKind as MongoErrorKind, WriteFailure};
@@ -22,7 +22,7 @@ use crate::domain::instance::TlsMode;
 use crate::domain::workflow::Mode;
 use crate::sandbox::{Handle, Reply};
 use crate::store::Instance;
-use crate::targets::{CONNECT_TIMEOUT, TargetError};
+use crate::targets::{CONNECT_TIMEOUT, IdleKey, TargetError};
 
 /// Databases of the server itself, never offered to requests.
 const SYSTEM_DATABASES: [&str; 3] = ["admin", "config", "local"];
@@ -103,6 +103,64 @@ pub async fn connect(
     options.server_selection_timeout = Some(CONNECT_TIMEOUT);
     options.connect_timeout = Some(CONNECT_TIMEOUT);
     Client::with_options(options).map_err(|e| TargetError::Misconfigured(describe(&e)))
+}
+
+/// MongoDB clients kept between executions (with `executor.target_idle` above 0, dropped after
+/// `executor.target_idle_secs` without use). A client is the driver's connection pool and
+/// server monitor and holds nothing of an execution (each has its own session, transaction and
+/// cursors), so the executions on one instance with the same credentials share one rather than
+/// each discovering the servers, connecting and authenticating anew. The client's application
+/// name is `quorum:exec:<instance id>`.
+#[derive(Debug)]
+pub struct Clients {
+    enabled: bool,
+    max_idle: Duration,
+    kept: std::sync::Mutex<std::collections::HashMap<IdleKey, (Client, Instant)>>,
+}
+
+impl Clients {
+    pub fn new(enabled: bool, max_idle: Duration) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            enabled,
+            max_idle,
+            kept: std::sync::Mutex::default(),
+        })
+    }
+
+    fn kept(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<IdleKey, (Client, Instant)>> {
+        self.kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The client for `instance` with `secret`: a kept one, or a new one (then kept).
+    pub async fn client(
+        &self,
+        instance: &Instance,
+        secret: Option<&SecretString>,
+    ) -> Result<Client, TargetError> {
+        let app_name = format!("quorum:exec:{}", instance.id.0);
+        if !self.enabled {
+            return connect(instance, secret, &app_name).await;
+        }
+        let key = IdleKey::new(instance, secret, "");
+        if let Some((client, used)) = self.kept().get_mut(&key) {
+            *used = Instant::now();
+            return Ok(client.clone());
+        }
+        let client = connect(instance, secret, &app_name).await?;
+        self.kept().insert(key, (client.clone(), Instant::now()));
+        Ok(client)
+    }
+
+    /// Drops the clients unused for `executor.target_idle_secs` (their connections close once
+    /// no execution holds them).
+    pub fn drop_idle(&self) {
+        self.kept()
+            .retain(|_, (_, used)| used.elapsed() < self.max_idle);
+    }
 }
 
 /// The server's version, asked over a fresh connection.
@@ -448,13 +506,14 @@ pub struct MongoHandle {
 impl MongoHandle {
     /// Connects and, for a write request on a server that supports them, starts the transaction.
     pub async fn open(
+        clients: &Clients,
         instance: &Instance,
         secret: Option<&SecretString>,
         database: &str,
         mode: Mode,
         limits: LimitsConfig,
     ) -> Result<Self, TargetError> {
-        let client = connect(instance, secret, "quorum:exec").await?;
+        let client = clients.client(instance, secret).await?;
         let db = client.database(database);
         let hello = db
             .run_command(doc! { "hello": 1 })

@@ -78,8 +78,9 @@ pub async fn connect_postgres(
     }
 }
 
-/// Which kept connections an execution may take: the same instance, database and credentials
-/// (a changed host, user, TLS mode or secret never reaches an old connection).
+/// Which kept connections (or MongoDB clients) an execution may take: the same instance,
+/// database and credentials (a changed URI, host, user, TLS mode or secret never reaches an old
+/// connection).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct IdleKey([u8; 32]);
 
@@ -87,6 +88,7 @@ impl IdleKey {
     pub fn new(instance: &Instance, secret: Option<&SecretString>, database: &str) -> Self {
         Self::from_parts(&[
             instance.id.0.as_bytes(),
+            instance.uri.as_deref().unwrap_or("").as_bytes(),
             instance.host.as_deref().unwrap_or("").as_bytes(),
             &instance.port.unwrap_or(5432).to_le_bytes(),
             instance.username.as_deref().unwrap_or("").as_bytes(),

@@ -395,3 +395,56 @@ async fn on_a_standalone_server_writes_are_not_atomic_and_the_outcome_says_so() 
     assert_eq!(e["status"], "succeeded", "{e}");
     assert!(!warning(&e), "{e}");
 }
+
+/// The server's connection ids of clients named `app_name` (from `currentOp`).
+async fn connections_of(target: &crate::harness::MongoTarget, app_name: &str) -> Vec<i64> {
+    let out = target
+        .db
+        .client()
+        .database("admin")
+        .run_command(doc! {"currentOp": 1})
+        .await
+        .expect("currentOp");
+    let mut ids: Vec<i64> = out
+        .get_array("inprog")
+        .expect("inprog")
+        .iter()
+        .filter_map(Bson::as_document)
+        .filter(|op| {
+            op.get_document("clientMetadata")
+                .and_then(|m| m.get_document("application"))
+                .and_then(|a| a.get_str("name"))
+                == Ok(app_name)
+        })
+        .filter_map(|op| op.get_i64("connectionId").ok())
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+#[tokio::test]
+async fn executions_on_one_instance_share_a_kept_client() {
+    let app = TestApp::spawn(StoreKind::Sqlite).await;
+    let target = mongo_target().await;
+    let instance = mongo_instance(&app, "on_approval").await;
+    let app_name = format!("quorum:exec:{instance}");
+    let script = "return await db.orders.countDocuments({});";
+    let e = run_request(&app, &instance, &target.name, ("script", "read"), script).await;
+    assert_eq!(
+        (e["status"].as_str(), &e["result"]),
+        (Some("succeeded"), &json!(3)),
+        "{e}"
+    );
+    let after_one = connections_of(&target, &app_name).await;
+    assert!(!after_one.is_empty(), "the execution's client is kept open");
+    for _ in 0..3 {
+        let e = run_request(&app, &instance, &target.name, ("script", "read"), script).await;
+        assert_eq!(e["status"], "succeeded", "{e}");
+    }
+    // The later executions connected nothing new: they used the first one's client.
+    let after_four = connections_of(&target, &app_name).await;
+    assert!(
+        after_four.iter().all(|id| after_one.contains(id)),
+        "{after_one:?} then {after_four:?}"
+    );
+}

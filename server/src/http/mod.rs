@@ -59,6 +59,8 @@ pub struct AppState {
     pub sandbox: Arc<crate::sandbox::Sandbox>,
     /// PostgreSQL target connections kept between executions.
     pub target_idle: Arc<crate::targets::IdleConnections>,
+    /// MongoDB clients kept between executions.
+    pub mongo_clients: Arc<crate::mongo::Clients>,
     /// The Slack Web API or webhook; None when Slack is not configured.
     pub slack: Option<crate::notify::SlackClient>,
 }
