@@ -445,8 +445,7 @@ async fn pg_open(plan: &Plan) -> Result<sqlx::PgConnection, ExecError> {
         "SET application_name = 'quorum:{}'; SET statement_timeout = {timeout_ms}; SET idle_in_transaction_session_timeout = {idle_ms}; {begin}",
         plan.request
     );
-    let key = targets::IdleKey::new(&plan.instance, plan.secret.as_ref(), &plan.database);
-    if let Some(mut conn) = plan.target_idle.take(&key) {
+    if let Some(mut conn) = plan.target_idle.take(&idle_key(plan)) {
         // A kept connection the server closed in the meantime fails here; a new one follows.
         if conn.execute(sqlx::raw_sql(&setup)).await.is_ok() {
             return Ok(conn);
@@ -466,6 +465,11 @@ async fn pg_open(plan: &Plan) -> Result<sqlx::PgConnection, ExecError> {
     Ok(conn)
 }
 
+/// Which kept PostgreSQL connections `plan` may take and give back.
+fn idle_key(plan: &Plan) -> targets::IdleKey {
+    targets::IdleKey::new(&plan.instance, plan.secret.as_ref(), &plan.database)
+}
+
 /// After an execution on PostgreSQL, in the background: a connection whose run ended cleanly
 /// (`clean`: a write committed, a read succeeded) has a read's transaction rolled back, and is
 /// reset and kept for the next execution; any other is closed (which ends its transaction on
@@ -475,7 +479,7 @@ fn pg_release(plan: &Plan, mut conn: sqlx::PgConnection, clean: bool) {
         return targets::close(conn);
     }
     let idle = plan.target_idle.clone();
-    let key = targets::IdleKey::new(&plan.instance, plan.secret.as_ref(), &plan.database);
+    let key = idle_key(plan);
     let read = plan.mode == Mode::Read;
     tokio::spawn(async move {
         if read && conn.execute("ROLLBACK").await.is_err() {
@@ -1296,8 +1300,9 @@ macro_rules! bind_params {
 
 /// Streams a statement's rows to the script (through `$sink`, in batches) within the limits, and
 /// answers `{rows, rowCount, fields, truncated}`. Statements are prepared once per execution:
-/// each execution has a connection of its own, closed when it ends, so a script that runs the
-/// same statement in a loop pays for parsing it once.
+/// each execution has a connection of its own while it runs (one kept for a later execution
+/// has its prepared statements closed first), so a script that runs the same statement in a
+/// loop pays for parsing it once.
 macro_rules! sql_call {
     ($self:ident, $op:ident, $sink:ident, $query:expr, $write:path) => {{
         use crate::sandbox::Reply;

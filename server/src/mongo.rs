@@ -504,7 +504,8 @@ pub struct MongoHandle {
 }
 
 impl MongoHandle {
-    /// Connects and, for a write request on a server that supports them, starts the transaction.
+    /// Takes the instance's client (see [`Clients`]), starts this execution's session and, for a
+    /// write request on a server that supports them, its transaction.
     pub async fn open(
         clients: &Clients,
         instance: &Instance,

@@ -931,8 +931,6 @@ struct Live {
     /// When the job was sent: the script's clock and its deadline count from here, as the
     /// child's do.
     sent_at: Instant,
-    /// Sending the job failed (the child died); the run ends with this.
-    sent: Result<(), String>,
 }
 
 impl Running {
@@ -989,12 +987,22 @@ pub async fn start(job: &ScriptJob<'_>) -> Running {
     )
     .await
     .unwrap_or_else(|_| Err("the sandbox did not read its job in time".into()));
+    if let Err(e) = sent {
+        // The child died or hung before its job: stopped, with what it said on stderr logged.
+        job.sandbox.refill(&module);
+        let mut child = started.child;
+        child.kill();
+        log_stderr(started.stderr).await;
+        child.wait().await;
+        return Running {
+            child: Err(ExecError::new(ErrorKind::Internal, e)),
+        };
+    }
     Running {
         child: Ok(Live {
             module,
             started,
             sent_at,
-            sent,
         }),
     }
 }
@@ -1028,16 +1036,11 @@ pub async fn finish<H: Handle>(running: Running, job: ScriptJob<'_>, handle: &mu
         }
     };
     run.report.sandbox = live.started.protections.clone();
-    let result = match std::mem::replace(&mut live.sent, Ok(())) {
-        Err(e) => Ok(Err(e)),
-        Ok(()) => {
-            tokio::time::timeout_at(
-                deadline(live.sent_at, job.limits).into(),
-                converse(&job, &mut live.started, live.sent_at, handle, &mut run),
-            )
-            .await
-        }
-    };
+    let result = tokio::time::timeout_at(
+        deadline(live.sent_at, job.limits).into(),
+        converse(&job, &mut live.started, live.sent_at, handle, &mut run),
+    )
+    .await;
     let Live {
         module, started, ..
     } = live;
@@ -1149,7 +1152,8 @@ async fn converse<H: Handle>(
                 let kept = sink.take_kept();
                 let duration_ms = (t0.elapsed().as_secs_f64() * 100_000.0).round() / 100.0;
                 let mut note = None;
-                let mut shown_now = None;
+                // Rows this call left to show, replacing the last call's once it is answered.
+                let mut new_last = None;
                 let (reply_json, fatal, rows, error) = match reply {
                     Reply::Ok {
                         value,
@@ -1165,9 +1169,7 @@ async fn converse<H: Handle>(
                         } else {
                             None
                         };
-                        if let Some(rows) = shown {
-                            shown_now = Some(display::LastCall { rows, truncated });
-                        }
+                        new_last = shown.map(|rows| display::LastCall { rows, truncated });
                         if truncated {
                             note = Some(format!(
                                 "call {seq} ({} {}): only the first {rows} rows were handed to the script (limits.max_rows is {}, limits.max_result_bytes is {})",
@@ -1215,7 +1217,7 @@ async fn converse<H: Handle>(
                 let reply =
                     serde_json::value::to_raw_value(&reply_json).map_err(|e| e.to_string())?;
                 send(stdin, &ToChild::DbReply { id, reply, fatal }).await?;
-                if let Some(l) = shown_now {
+                if let Some(l) = new_last {
                     last = Some(display::Shown::new(
                         l,
                         last.as_ref(),
@@ -1230,14 +1232,7 @@ async fn converse<H: Handle>(
                     .value
                     .as_deref()
                     .and_then(|v| serde_json::from_str(v.get()).ok());
-                let max = limits.max_rows as usize;
-                run.display = match value.as_ref().and_then(|v| display::returned(v, max)) {
-                    Some(returned) => Some(returned),
-                    None => match last {
-                        Some(shown) => shown.rows(max).await,
-                        None => None,
-                    },
-                };
+                run.display = display::rows(value.as_ref(), last, limits.max_rows as usize).await;
                 if job.engine == proto::Engine::Mongodb
                     && let Some(d) = run.display.as_mut()
                 {

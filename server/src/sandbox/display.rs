@@ -63,7 +63,7 @@ impl Shown {
     }
 
     /// The rows, at most `max` of them.
-    pub async fn rows(self, max: usize) -> Option<ResultSet> {
+    async fn rows(self, max: usize) -> Option<ResultSet> {
         match self {
             Shown::Kept(last) => last_rows(last, max),
             Shown::Reading(read) => read.await.ok().flatten(),
@@ -73,16 +73,16 @@ impl Shown {
 
 /// The rows to show, at most `max` of them: those the script returned, else the last call's;
 /// `None` when there is nothing in the shape of rows.
-#[cfg(test)]
-fn rows(value: Option<&Value>, last: Option<LastCall>, max: usize) -> Option<ResultSet> {
-    value
-        .and_then(|v| returned(v, max))
-        .or_else(|| last.and_then(|l| last_rows(l, max)))
+pub async fn rows(value: Option<&Value>, last: Option<Shown>, max: usize) -> Option<ResultSet> {
+    if let Some(returned) = value.and_then(|v| returned(v, max)) {
+        return Some(returned);
+    }
+    last?.rows(max).await
 }
 
 /// The rows a returned value holds, at most `max` of them: an array of objects, or `{rows}`
 /// with one.
-pub fn returned(value: &Value, max: usize) -> Option<ResultSet> {
+fn returned(value: &Value, max: usize) -> Option<ResultSet> {
     let objects = |v: &Value| -> Option<Vec<Map<String, Value>>> {
         v.as_array()?
             .iter()
@@ -96,7 +96,7 @@ pub fn returned(value: &Value, max: usize) -> Option<ResultSet> {
 }
 
 /// The rows a call left, at most `max` of them; `None` for documents that are not all objects.
-pub fn last_rows(last: LastCall, max: usize) -> Option<ResultSet> {
+fn last_rows(last: LastCall, max: usize) -> Option<ResultSet> {
     let mut table = Table::new(max);
     table.more = last.truncated;
     match last.rows {
@@ -305,6 +305,11 @@ mod tests {
 
     use super::*;
 
+    /// What a run shows for `value` with `last` kept as the call left it.
+    async fn show(value: Option<&Value>, last: Option<LastCall>, max: usize) -> Option<ResultSet> {
+        rows(value, last.map(Shown::Kept), max).await
+    }
+
     fn batches(parts: &[&str]) -> Option<LastCall> {
         Some(LastCall {
             rows: Last::Batches(parts.iter().map(|p| p.as_bytes().to_vec()).collect()),
@@ -312,9 +317,9 @@ mod tests {
         })
     }
 
-    #[test]
-    fn batches_become_columns_in_first_seen_order() {
-        let shown = rows(
+    #[tokio::test]
+    async fn batches_become_columns_in_first_seen_order() {
+        let shown = show(
             None,
             batches(&[
                 r#"[{"a":1,"b":"x"},{"b":"y","a":2}]"#,
@@ -322,6 +327,7 @@ mod tests {
             ]),
             10,
         )
+        .await
         .expect("rows");
         let names: Vec<&str> = shown.columns.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["a", "b", "c"]);
@@ -337,65 +343,104 @@ mod tests {
         assert!(!shown.truncated);
     }
 
-    #[test]
-    fn the_row_limit_cuts_across_batches_and_says_so() {
-        let shown = rows(
+    #[tokio::test]
+    async fn the_row_limit_cuts_across_batches_and_says_so() {
+        let shown = show(
             None,
             batches(&[r#"[{"n":1},{"n":2}]"#, r#"[{"n":3},{"n":4,"late":true}]"#]),
             3,
         )
+        .await
         .expect("rows");
         assert_eq!(shown.rows, [[json!(1)], [json!(2)], [json!(3)]]);
         assert_eq!(shown.columns.len(), 1);
         assert!(shown.truncated);
-        let exact = rows(None, batches(&[r#"[{"n":1},{"n":2}]"#]), 2).expect("rows");
+        let exact = show(None, batches(&[r#"[{"n":1},{"n":2}]"#]), 2)
+            .await
+            .expect("rows");
         assert!(!exact.truncated);
         // A call the row limit already cut shows as cut, though all it handed over fits.
         let cut = Some(LastCall {
             rows: Last::Batches(vec![br#"[{"n":1}]"#.to_vec()]),
             truncated: true,
         });
-        assert!(rows(None, cut, 2).expect("rows").truncated);
+        assert!(show(None, cut, 2).await.expect("rows").truncated);
     }
 
-    #[test]
-    fn escaped_keys_and_an_unreadable_batch() {
-        let shown = rows(
+    #[tokio::test]
+    async fn escaped_keys_and_an_unreadable_batch() {
+        let shown = show(
             None,
             batches(&[r#"[{"a\"b":1}]"#, r#"[{"a":"#, r#"[{"a\"b":2}]"#]),
             10,
         )
+        .await
         .expect("rows");
         assert_eq!(shown.columns[0].name, "a\"b");
         assert_eq!(shown.rows, [[json!(1)], [json!(2)]]);
     }
 
-    #[test]
-    fn a_returned_array_of_objects_wins_over_the_last_query() {
+    #[tokio::test]
+    async fn a_returned_array_of_objects_wins_over_the_last_query() {
         let returned = json!([{"x": 1}, {"y": 2}]);
-        let shown = rows(Some(&returned), batches(&[r#"[{"n":1}]"#]), 10).expect("rows");
+        let shown = show(Some(&returned), batches(&[r#"[{"n":1}]"#]), 10)
+            .await
+            .expect("rows");
         assert_eq!(
             shown.rows,
             [[json!(1), Value::Null], [Value::Null, json!(2)]]
         );
         let wrapped = json!({"rows": [{"x": 1}]});
         assert_eq!(
-            rows(Some(&wrapped), None, 10).expect("rows").rows,
+            show(Some(&wrapped), None, 10).await.expect("rows").rows,
             [[json!(1)]]
         );
         // Not rows: the last query's are shown; without one, nothing.
         let scalar = json!(42);
         assert_eq!(
-            rows(Some(&scalar), batches(&[r#"[{"n":1}]"#]), 10)
+            show(Some(&scalar), batches(&[r#"[{"n":1}]"#]), 10)
+                .await
                 .expect("rows")
                 .rows,
             [[json!(1)]]
         );
-        assert!(rows(Some(&scalar), None, 10).is_none());
+        assert!(show(Some(&scalar), None, 10).await.is_none());
         let documents = Some(LastCall {
             rows: Last::Documents(vec![json!({"_id": 1}), json!(3)]),
             truncated: false,
         });
-        assert!(rows(None, documents, 10).is_none());
+        assert!(show(None, documents, 10).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_large_result_is_read_ahead_with_the_same_rows_unless_superseded() {
+        let batch = format!(
+            "[{}]",
+            (0..40_000)
+                .map(|i| format!(r#"{{"n":{i},"s":"row"}}"#))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let large = || LastCall {
+            rows: Last::Batches(vec![batch.clone().into_bytes()]),
+            truncated: false,
+        };
+        let ahead = Shown::new(large(), None, 50_000);
+        assert!(matches!(ahead, Shown::Reading(_)), "{ahead:?}");
+        let read = rows(None, Some(ahead), 50_000).await.expect("rows");
+        let kept = show(None, Some(large()), 50_000).await.expect("rows");
+        assert_eq!(
+            (read.rows.len(), &read.rows, &read.columns.len()),
+            (40_000, &kept.rows, &2)
+        );
+        // A small result is kept as it is; returned rows win over a read under way.
+        let small = Shown::new(batches(&[r#"[{"n":1}]"#]).expect("last"), None, 10);
+        assert!(matches!(small, Shown::Kept(_)), "{small:?}");
+        let returned = json!([{"x": 1}]);
+        let ahead = Shown::new(large(), None, 50_000);
+        let shown = rows(Some(&returned), Some(ahead), 50_000)
+            .await
+            .expect("rows");
+        assert_eq!(shown.rows, [[json!(1)]]);
     }
 }
