@@ -330,12 +330,14 @@ async fn postgres_values_reach_the_script_as_json() {
   '{"__proto__": {"x": 1}, "a": [1.5e300, 1e-7, 1234567890123456789, -3]}'::jsonb AS pj,
   '-0'::float8 AS mz, 1e300::float8 AS huge, -123456789012345::int8 AS long15`;
 const one = await db.query(`SELECT ${cols}`);
-// Rows are defined on the result, never assigned: a setter on Array.prototype at the deep
-// row's index (the batch JSON.parse reads) does not run.
+// Rows are defined on the result, never assigned: neither a setter on Array.prototype at the
+// deep row's index (the batch JSON.parse reads) nor one for `rows` on Object.prototype runs.
 let setterRan = false;
 Object.defineProperty(Array.prototype, '1399', { set() { setterRan = true; }, configurable: true });
+Object.defineProperty(Object.prototype, 'rows', { set() { setterRan = true; }, configurable: true });
 const many = await db.query(`SELECT g, ${cols}, CASE WHEN g = 1400 THEN (repeat('[', 80) || repeat(']', 80))::jsonb ELSE '[]'::jsonb END AS deep FROM generate_series(1, 1500) g`);
 delete Array.prototype['1399'];
+delete Object.prototype.rows;
 const first = JSON.stringify(one.rows[0]);
 const differing = many.rows.filter((row, i) => row.g !== i + 1 || JSON.stringify({ ...row, g: undefined, deep: undefined }) !== first).length;
 const deep = many.rows.map((row) => JSON.stringify(row.deep)).filter((d) => d !== '[]');

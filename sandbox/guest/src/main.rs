@@ -9,7 +9,7 @@
 
 use rquickjs::context::EvalOptions;
 use rquickjs::{
-    Array, CatchResultExt, CaughtError, Context, Ctx, Function, Promise, Runtime, Value,
+    CatchResultExt, CaughtError, Context, Ctx, Function, Object, Promise, Runtime, Value,
 };
 
 mod rows;
@@ -135,20 +135,26 @@ fn install_natives<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<()> {
         "__quorum_call",
         Function::new(
             ctx.clone(),
-            |ctx: Ctx<'js>, request: String, rows: Array<'js>| -> rquickjs::Result<String> {
+            |ctx: Ctx<'js>, request: String, out: Object<'js>| -> rquickjs::Result<String> {
                 // SAFETY: the host reads `len` bytes from our memory before returning.
                 let mut len = unsafe { host::db_call(request.as_ptr(), request.len() as u32) };
                 let mut keys = rows::Keys::new(&ctx);
+                let mut rows = rows::Rows::new(&ctx);
                 loop {
                     let piece = read_piece(len);
                     // Batches of rows (JSON arrays) come first, then the reply (an object).
                     if piece.first() != Some(&b'[') {
+                        if let Some(rows) = rows.into_array(&ctx)? {
+                            // Defined, not assigned: a setter a script put on
+                            // `Object.prototype` never sees the rows.
+                            out.prop("rows", rows)?;
+                        }
                         return Ok(String::from_utf8(piece)
                             .unwrap_or_else(|_| failure_json("internal", "reply is not UTF-8")));
                     }
                     // The host passes on only batches that parsed as JSON (UTF-8 checked), and
                     // an early return here would leave the rest of the call unread.
-                    rows::append(&ctx, &rows, &piece, &mut keys)?;
+                    rows::append(&ctx, &mut rows, &piece, &mut keys)?;
                     // SAFETY: a plain call; the host keeps the piece for `reply_read`.
                     len = unsafe { host::reply_next() };
                 }

@@ -153,13 +153,14 @@
       if (e.code !== undefined) this.code = e.code;
     }
   }
-  // A large result comes in batches of rows, which `call` decodes into `rows` while the portal
-  // reads the next ones; then the reply itself, with `rows: []` when batches came first.
+  // A large result comes in batches of rows, which `call` decodes while the portal reads the
+  // next ones and puts in `out.rows`; then the reply itself, with `rows: []` when batches came
+  // first.
   function invoke(op) {
-    const rows = [];
-    const reply = JSON.parse(call(JSON.stringify(op), rows));
+    const out = Object.create(null);
+    const reply = JSON.parse(call(JSON.stringify(op), out));
     if (reply.error) throw new DatabaseError(reply.error);
-    if (rows.length > 0) reply.ok.rows = rows;
+    if (out.rows !== undefined) reply.ok.rows = out.rows;
     return reply.ok;
   }
 

@@ -3,8 +3,9 @@
 //! Large results reach the guest as batches, each a JSON array of row objects written by the
 //! portal with serde_json. `JSON.parse` spends most of its time on the keys: each key of each
 //! row is built into a fresh string and then looked up in the atom table. Here a call's distinct
-//! keys become atoms once, integers are read without `strtod`, and every batch is appended to
-//! the one array the script gets, so no per-batch arrays are concatenated afterwards.
+//! keys become atoms once, integers are read without `strtod`, and the rows of every batch are
+//! gathered for the call and made into the one array the script gets when it ends, so no
+//! per-batch arrays are concatenated and no row goes through an array's property definition.
 //!
 //! The values are exactly those `JSON.parse` makes: properties are defined (not assigned, so a
 //! `__proto__` key is an own property), later duplicates win, numbers are correctly rounded.
@@ -105,14 +106,70 @@ impl Drop for Owned {
     }
 }
 
+/// A call's rows as they are decoded, made into one array when the call is over: appending to
+/// a JavaScript array row by row goes through QuickJS's general property definition for every
+/// index, while [`Rows::into_array`] copies them in at once. Each value is held by one
+/// reference, which QuickJS's cycle collector counts as a root, and released if the call fails.
+pub struct Rows {
+    ctx: *mut qjs::JSContext,
+    values: Vec<qjs::JSValue>,
+}
+
+impl Rows {
+    pub fn new(ctx: &Ctx<'_>) -> Self {
+        Self {
+            ctx: ctx.as_raw().as_ptr(),
+            values: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, value: Owned) {
+        self.values.push(value.give());
+    }
+
+    /// Releases the rows from `len` on.
+    fn truncate(&mut self, len: usize) {
+        for value in self.values.drain(len.min(self.values.len())..) {
+            // SAFETY: each held value carries one reference, released once here.
+            unsafe { qjs::JS_FreeValue(self.ctx, value) };
+        }
+    }
+
+    /// The rows as one array; `None` when there were none (no batches came).
+    pub fn into_array<'js>(mut self, ctx: &Ctx<'js>) -> rquickjs::Result<Option<Array<'js>>> {
+        if self.values.is_empty() {
+            return Ok(None);
+        }
+        let values = std::mem::take(&mut self.values);
+        let count = i32::try_from(values.len())
+            .map_err(|_| rquickjs::Exception::throw_range(ctx, "too many rows"))?;
+        // SAFETY: `values` holds `count` live values of this context, one reference each; the
+        // call takes them all, also when it fails.
+        let array = unsafe { qjs::JS_NewArrayFrom(self.ctx, count, values.as_ptr()) };
+        // SAFETY: a tag check.
+        if unsafe { qjs::JS_IsException(array) } {
+            return Err(rquickjs::Error::Exception);
+        }
+        // SAFETY: a new array of this context, whose one reference the wrapper takes.
+        let array = unsafe { rquickjs::Value::from_raw(ctx.clone(), array) };
+        Ok(array.into_array())
+    }
+}
+
+impl Drop for Rows {
+    fn drop(&mut self) {
+        self.truncate(0);
+    }
+}
+
 /// Appends the rows of `batch` (a JSON array) to `rows`.
-pub fn append<'js>(
-    ctx: &Ctx<'js>,
-    rows: &Array<'js>,
+pub fn append(
+    ctx: &Ctx<'_>,
+    rows: &mut Rows,
     batch: &[u8],
     keys: &mut Keys,
 ) -> rquickjs::Result<()> {
-    let start = rows.len();
+    let start = rows.values.len();
     let mut reader = Reader {
         ctx: ctx.as_raw().as_ptr(),
         bytes: batch,
@@ -120,11 +177,12 @@ pub fn append<'js>(
         keys,
         scratch: Vec::new(),
     };
-    match reader.batch(rows.as_raw(), start) {
+    match reader.batch(rows) {
         Ok(()) => Ok(()),
         Err(Stop::Thrown) => Err(rquickjs::Error::Exception),
         Err(Stop::Unsupported) => {
-            // QuickJS reads the batch, its rows written over any this reader appended.
+            // QuickJS reads the batch instead, in place of any rows this reader appended.
+            rows.truncate(start);
             let parsed = ctx.json_parse(batch)?;
             let Some(parsed) = parsed.as_array() else {
                 return Err(rquickjs::Exception::throw_type(
@@ -132,22 +190,13 @@ pub fn append<'js>(
                     "a batch of rows is not an array",
                 ));
             };
-            for (i, row) in parsed.iter::<rquickjs::Value>().enumerate() {
+            for row in parsed.iter::<rquickjs::Value>() {
                 let row = row?;
-                // Defined, as the reader does, not assigned: a setter a script put on
-                // `Array.prototype` never sees the rows.
-                // SAFETY: a new reference to a live value of this context, given to the call.
-                let row = Owned {
-                    ctx: reader.ctx,
-                    value: unsafe { qjs::JS_DupValue(reader.ctx, row.as_raw()) },
-                };
-                match reader.define_index(rows.as_raw(), start + i, row) {
-                    Ok(()) => {}
-                    Err(Stop::Thrown) => return Err(rquickjs::Error::Exception),
-                    Err(Stop::Unsupported) => {
-                        return Err(rquickjs::Exception::throw_range(ctx, "too many rows"));
-                    }
-                }
+                // SAFETY: a new reference to a live value of this context, held by `rows`.
+                rows.push(Owned {
+                    ctx: rows.ctx,
+                    value: unsafe { qjs::JS_DupValue(rows.ctx, row.as_raw()) },
+                });
             }
             Ok(())
         }
@@ -185,12 +234,12 @@ impl Reader<'_> {
         }
     }
 
-    /// `[` row `,` row … `]`, each row defined at the next index of `rows`.
-    fn batch(&mut self, rows: qjs::JSValue, start: usize) -> Step<()> {
+    /// `[` row `,` row … `]`, each row appended to `rows`.
+    fn batch(&mut self, rows: &mut Rows) -> Step<()> {
         self.expect(b'[')?;
-        self.members(b']', |reader, i| {
-            let row = reader.value(0)?;
-            reader.define_index(rows, start + i, row)
+        self.members(b']', |reader, _| {
+            rows.push(reader.value(0)?);
+            Ok(())
         })?;
         self.skip_ws();
         if self.pos == self.bytes.len() {
