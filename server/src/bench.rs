@@ -372,7 +372,7 @@ pub async fn sandbox(
         Some(base),
     ));
     lines.push(format!(
-        "  of which the db.query call {:.2} ms (rows read, sent and decoded as they come), after its reply {:.2} ms",
+        "  of which the portal's side of the db.query call {:.2} ms (rows read, encoded and sent; the pipe holds up to 1 MiB the guest has not decoded yet), after it {:.2} ms (the guest decoding what the pipe held, the loop, the outcome)",
         median(sum_call),
         median(sum_after)
     ));
