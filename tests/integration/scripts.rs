@@ -446,6 +446,36 @@ return { caught, seven: after.rows[0].seven };";
     assert_eq!(e["result"]["seven"], 7, "{e}");
 }
 
+/// A script that runs out of memory while a large result arrives gets a catchable error: what
+/// was decoded is released, the rest of the call is read and dropped, and its next call works.
+#[tokio::test]
+async fn running_out_of_memory_while_rows_arrive_is_catchable() {
+    let app = TestApp::spawn_with(
+        StoreKind::Sqlite,
+        "[limits]\nmemory_mb = 16\nmax_rows = 1000000\nmax_result_bytes = 67108864",
+    )
+    .await;
+    let target = pg_target().await;
+    let instance = pg_instance(&app, &target, "on_approval").await;
+    let script = "\
+let caught = '';
+try {
+  await db.query(\"SELECT g AS n, repeat('x', 100) AS pad FROM generate_series(1, 400000) g\");
+} catch (e) { caught = String(e); }
+const after = await db.query('SELECT 2 AS two');
+return { caught, two: after.rows[0].two };";
+    let e = run(&app, &instance, &target.database, "read", script).await;
+    assert_eq!(e["status"], "succeeded", "{e}");
+    let result = &e["result"];
+    assert!(
+        result["caught"]
+            .as_str()
+            .is_some_and(|m| m.contains("out of memory")),
+        "{result}"
+    );
+    assert_eq!(result["two"], 2, "{result}");
+}
+
 #[tokio::test]
 async fn a_database_call_that_hangs_is_cancelled_on_the_server() {
     let app = TestApp::spawn_with(StoreKind::Sqlite, TIGHT).await;

@@ -129,6 +129,23 @@ fn read_piece(len: u32) -> Vec<u8> {
     buf
 }
 
+/// An exception QuickJS could not even make an error object for (it throws `null` when memory
+/// ran out completely), thrown again as an error that says what happened, now that the rows
+/// decoded so far are released; any other error as it is.
+fn name_exhaustion(ctx: &Ctx<'_>, e: rquickjs::Error) -> rquickjs::Error {
+    if !matches!(e, rquickjs::Error::Exception) {
+        return e;
+    }
+    let thrown = ctx.catch();
+    if thrown.is_object() {
+        return ctx.throw(thrown);
+    }
+    rquickjs::Exception::throw_internal(
+        ctx,
+        "out of memory while the rows of this database call arrived (limits.memory_mb)",
+    )
+}
+
 fn install_natives<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<()> {
     let g = ctx.globals();
     g.set(
@@ -140,10 +157,17 @@ fn install_natives<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<()> {
                 let mut len = unsafe { host::db_call(request.as_ptr(), request.len() as u32) };
                 let mut keys = rows::Keys::new(&ctx);
                 let mut rows = rows::Rows::new(&ctx);
+                // Decoding that failed (the script ran out of memory, say): the exception is
+                // pending and the rest of the call is read and dropped, so the script that catches
+                // it can go on with its next call.
+                let mut failed = None;
                 loop {
                     let piece = read_piece(len);
                     // Batches of rows (JSON arrays) come first, then the reply (an object).
                     if piece.first() != Some(&b'[') {
+                        if let Some(e) = failed {
+                            return Err(e);
+                        }
                         if let Some(rows) = rows.into_array(&ctx)? {
                             // Defined, not assigned: a setter a script put on
                             // `Object.prototype` never sees the rows.
@@ -152,9 +176,14 @@ fn install_natives<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<()> {
                         return Ok(String::from_utf8(piece)
                             .unwrap_or_else(|_| failure_json("internal", "reply is not UTF-8")));
                     }
-                    // The host passes on only batches that parsed as JSON (UTF-8 checked), and
-                    // an early return here would leave the rest of the call unread.
-                    rows::append(&ctx, &mut rows, &piece, &mut keys)?;
+                    // The host passes on only batches that parsed as JSON (UTF-8 checked).
+                    if failed.is_none()
+                        && let Err(e) = rows::append(&ctx, &mut rows, &piece, &mut keys)
+                    {
+                        // What was decoded is released at once, not when the call is over.
+                        rows = rows::Rows::new(&ctx);
+                        failed = Some(name_exhaustion(&ctx, e));
+                    }
                     // SAFETY: a plain call; the host keeps the piece for `reply_read`.
                     len = unsafe { host::reply_next() };
                 }

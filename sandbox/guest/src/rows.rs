@@ -110,42 +110,67 @@ impl Drop for Owned {
 /// a JavaScript array row by row goes through QuickJS's general property definition for every
 /// index, while [`Rows::into_array`] copies them in at once. Each value is held by one
 /// reference, which QuickJS's cycle collector counts as a root, and released if the call fails.
+/// The values sit in memory QuickJS allocates, so they count against the script's memory limit
+/// as an array's elements do, and running out is the same catchable error.
 pub struct Rows {
     ctx: *mut qjs::JSContext,
-    values: Vec<qjs::JSValue>,
+    values: *mut qjs::JSValue,
+    len: usize,
+    capacity: usize,
 }
 
 impl Rows {
     pub fn new(ctx: &Ctx<'_>) -> Self {
         Self {
             ctx: ctx.as_raw().as_ptr(),
-            values: Vec::new(),
+            values: std::ptr::null_mut(),
+            len: 0,
+            capacity: 0,
         }
     }
 
-    fn push(&mut self, value: Owned) {
-        self.values.push(value.give());
+    fn push(&mut self, value: Owned) -> Step<()> {
+        if self.len == self.capacity {
+            let capacity = self.capacity.saturating_mul(2).max(64);
+            let bytes = capacity
+                .checked_mul(size_of::<qjs::JSValue>())
+                .and_then(|b| qjs::size_t::try_from(b).ok())
+                .ok_or(Stop::Unsupported)?;
+            // SAFETY: `values` is null or was allocated by QuickJS in this context; on failure
+            // it is left as it was and an out-of-memory error is pending.
+            let grown = unsafe { qjs::js_realloc(self.ctx, self.values.cast(), bytes) };
+            if grown.is_null() {
+                return Err(Stop::Thrown);
+            }
+            self.values = grown.cast();
+            self.capacity = capacity;
+        }
+        // SAFETY: `len < capacity`, so the slot is inside the allocation.
+        unsafe { self.values.add(self.len).write(value.give()) };
+        self.len += 1;
+        Ok(())
     }
 
     /// Releases the rows from `len` on.
     fn truncate(&mut self, len: usize) {
-        for value in self.values.drain(len.min(self.values.len())..) {
+        while self.len > len {
+            self.len -= 1;
             // SAFETY: each held value carries one reference, released once here.
-            unsafe { qjs::JS_FreeValue(self.ctx, value) };
+            unsafe { qjs::JS_FreeValue(self.ctx, self.values.add(self.len).read()) };
         }
     }
 
     /// The rows as one array; `None` when there were none (no batches came).
     pub fn into_array<'js>(mut self, ctx: &Ctx<'js>) -> rquickjs::Result<Option<Array<'js>>> {
-        if self.values.is_empty() {
+        if self.len == 0 {
             return Ok(None);
         }
-        let values = std::mem::take(&mut self.values);
-        let count = i32::try_from(values.len())
+        let count = i32::try_from(self.len)
             .map_err(|_| rquickjs::Exception::throw_range(ctx, "too many rows"))?;
-        // SAFETY: `values` holds `count` live values of this context, one reference each; the
-        // call takes them all, also when it fails.
-        let array = unsafe { qjs::JS_NewArrayFrom(self.ctx, count, values.as_ptr()) };
+        // The call takes every value, also when it fails.
+        self.len = 0;
+        // SAFETY: `values` holds `count` live values of this context, one reference each.
+        let array = unsafe { qjs::JS_NewArrayFrom(self.ctx, count, self.values) };
         // SAFETY: a tag check.
         if unsafe { qjs::JS_IsException(array) } {
             return Err(rquickjs::Error::Exception);
@@ -159,6 +184,8 @@ impl Rows {
 impl Drop for Rows {
     fn drop(&mut self) {
         self.truncate(0);
+        // SAFETY: null, or allocated by QuickJS in this context and freed once here.
+        unsafe { qjs::js_free(self.ctx, self.values.cast()) };
     }
 }
 
@@ -169,7 +196,7 @@ pub fn append(
     batch: &[u8],
     keys: &mut Keys,
 ) -> rquickjs::Result<()> {
-    let start = rows.values.len();
+    let start = rows.len;
     let mut reader = Reader {
         ctx: ctx.as_raw().as_ptr(),
         bytes: batch,
@@ -193,10 +220,17 @@ pub fn append(
             for row in parsed.iter::<rquickjs::Value>() {
                 let row = row?;
                 // SAFETY: a new reference to a live value of this context, held by `rows`.
-                rows.push(Owned {
+                let row = Owned {
                     ctx: rows.ctx,
                     value: unsafe { qjs::JS_DupValue(rows.ctx, row.as_raw()) },
-                });
+                };
+                match rows.push(row) {
+                    Ok(()) => {}
+                    Err(Stop::Thrown) => return Err(rquickjs::Error::Exception),
+                    Err(Stop::Unsupported) => {
+                        return Err(rquickjs::Exception::throw_range(ctx, "too many rows"));
+                    }
+                }
             }
             Ok(())
         }
@@ -237,10 +271,7 @@ impl Reader<'_> {
     /// `[` row `,` row … `]`, each row appended to `rows`.
     fn batch(&mut self, rows: &mut Rows) -> Step<()> {
         self.expect(b'[')?;
-        self.members(b']', |reader, _| {
-            rows.push(reader.value(0)?);
-            Ok(())
-        })?;
+        self.members(b']', |reader, _| rows.push(reader.value(0)?))?;
         self.skip_ws();
         if self.pos == self.bytes.len() {
             Ok(())
