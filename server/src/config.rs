@@ -512,6 +512,32 @@ mod tests {
     }
 
     #[test]
+    fn executor_keys_out_of_range_are_refused_by_name() {
+        for (toml, key) in [
+            ("[executor]\nsandbox_pool = 17", "executor.sandbox_pool"),
+            ("[executor]\ntarget_idle = 65", "executor.target_idle"),
+            (
+                "[executor]\ntarget_idle_secs = 0",
+                "executor.target_idle_secs",
+            ),
+            (
+                "[executor]\ntarget_idle_secs = 3601",
+                "executor.target_idle_secs",
+            ),
+        ] {
+            let err = Config::from_toml_over_defaults(toml).expect_err(toml);
+            assert!(err.to_string().contains(key), "{toml}: {err}");
+        }
+        // The ends of each range are accepted; 0 turns kept connections off.
+        for toml in [
+            "[executor]\nsandbox_pool = 16\ntarget_idle = 0\ntarget_idle_secs = 1",
+            "[executor]\nsandbox_pool = 0\ntarget_idle = 64\ntarget_idle_secs = 3600",
+        ] {
+            assert!(Config::from_toml_over_defaults(toml).is_ok(), "{toml}");
+        }
+    }
+
+    #[test]
     fn secrets_are_redacted() {
         let c = Config::from_toml_over_defaults(
             "[auth]\njwt_secret = \"q8Jd9xk2LrT0vN4mW7bZp1sY6cF3hA5eU8iO2gK9\"\n[database]\nurl = \"postgres://u:hunter2hunter2@db/q\"",

@@ -345,3 +345,18 @@ pub fn describe(e: &sqlx::Error) -> String {
     };
     text.chars().filter(|c| !c.is_control()).take(500).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::IdleKey;
+
+    #[test]
+    fn idle_keys_differ_whenever_a_part_does() {
+        let key = |parts: &[&[u8]]| IdleKey::from_parts(parts);
+        assert_eq!(key(&[b"db", b"secret"]), key(&[b"db", b"secret"]));
+        assert_ne!(key(&[b"db", b"secret"]), key(&[b"db", b"secreT"]));
+        // Parts are length-prefixed: moving a byte from one part to the next is another key.
+        assert_ne!(key(&[b"ab", b"c"]), key(&[b"a", b"bc"]));
+        assert_ne!(key(&[b"ab", b""]), key(&[b"ab"]));
+    }
+}
