@@ -14,7 +14,7 @@ fn main() {
     let guest = manifest_dir.join("guest");
     // Relative to this package, so a second checkout sharing the target directory is not
     // mistaken for this one.
-    for path in ["Cargo.toml", "Cargo.lock", "src"] {
+    for path in ["Cargo.toml", "Cargo.lock", "src", "vendor"] {
         println!("cargo:rerun-if-changed=guest/{path}");
     }
     println!("cargo:rerun-if-env-changed=QUORUM_GUEST_WASM");

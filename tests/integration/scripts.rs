@@ -371,6 +371,50 @@ return { row: one.rows[0], count: many.rows.length, differing, deep, setterRan,
     assert_eq!(result["negativeZero"], true, "{result}");
 }
 
+/// Rows that came in batches are made after the first one's shape; each is still an ordinary
+/// object of its own, as `JSON.parse` would make it: its own keys in column order, plain data
+/// properties, and what a script does to one row (adding, deleting, redefining, freezing) never
+/// shows in another. Duplicate column names keep the last value, as `JSON.parse` does, also
+/// when batches of such rows follow batches of ordinary ones.
+#[tokio::test]
+async fn rows_from_batches_are_independent_ordinary_objects() {
+    let app = TestApp::spawn(StoreKind::Sqlite).await;
+    let target = pg_target().await;
+    let instance = pg_instance(&app, &target, "on_approval").await;
+    let script = r#"const r = await db.query("SELECT g AS n, 'r' || g AS s, g % 2 = 0 AS even FROM generate_series(1, 6000) g");
+const rows = r.rows;
+rows[0].extra = 1;
+delete rows[1].s;
+Object.defineProperty(rows[2], 'n', { value: 'fixed', writable: false, enumerable: false });
+Object.freeze(rows[3]);
+rows[4].__proto__ = { inherited: true };
+const keys = (row) => Object.keys(row).join(',');
+const d = Object.getOwnPropertyDescriptor(rows[5000], 's');
+let others = 0;
+for (let i = 5; i < rows.length; i++) {
+  const row = rows[i];
+  if (keys(row) === 'n,s,even' && row.n === i + 1 && row.s === 'r' + (i + 1) && row.even === ((i + 1) % 2 === 0)
+      && Object.getPrototypeOf(row) === Object.prototype && Object.isExtensible(row) && !('inherited' in row)) others++;
+}
+rows[6].s = 'changed';
+const dup = await db.query('SELECT g AS a, -g AS a, g AS b FROM generate_series(1, 6000) g');
+let dupOk = 0;
+for (let i = 0; i < dup.rows.length; i++) if (keys(dup.rows[i]) === 'a,b' && dup.rows[i].a === -(i + 1)) dupOk++;
+return { first: keys(rows[0]), second: keys(rows[1]), third: keys(rows[2]) + ':' + rows[2].n,
+  frozen: Object.isFrozen(rows[3]) && !Object.isFrozen(rows[7]), inherited: rows[4].inherited === true,
+  descriptor: d, others, seventh: rows[7].s, sixth: rows[6].s, dupOk };"#;
+    let e = run(&app, &instance, &target.database, "read", script).await;
+    assert_eq!(e["status"], "succeeded", "{e}");
+    assert_eq!(
+        e["result"],
+        json!({"first": "n,s,even,extra", "second": "n,even", "third": "s,even:fixed",
+            "frozen": true, "inherited": true,
+            "descriptor": {"value": "r5001", "writable": true, "enumerable": true, "configurable": true},
+            "others": 5995, "seventh": "r8", "sixth": "changed", "dupOk": 6000}),
+        "{e}"
+    );
+}
+
 /// Rows larger than one batch reach the script in order and whole; the row limit cuts a
 /// streamed result as it cuts a small one; a query that fails after some batches were sent is a
 /// catchable error that leaves nothing half-delivered, and the next call still works.

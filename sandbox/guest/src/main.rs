@@ -182,6 +182,7 @@ fn install_natives<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<()> {
                     {
                         // What was decoded is released at once, not when the call is over.
                         rows = rows::Rows::new(&ctx);
+                        keys = rows::Keys::new(&ctx);
                         failed = Some(name_exhaustion(&ctx, e));
                     }
                     // SAFETY: a plain call; the host keeps the piece for `reply_read`.

@@ -7,6 +7,11 @@
 //! gathered for the call and made into the one array the script gets when it ends, so no
 //! per-batch arrays are concatenated and no row goes through an array's property definition.
 //!
+//! The rows of a call nearly always share their keys, in the same order: each row after the
+//! first is made from the one before it with the vendored QuickJS's `JS_NewObjectLike`, which
+//! gives the new object the same shape and writes the values in place, where defining the
+//! properties one by one would look up and extend the shape key by key, row after row.
+//!
 //! The values are exactly those `JSON.parse` makes: properties are defined (not assigned, so a
 //! `__proto__` key is an own property), later duplicates win, numbers are correctly rounded.
 //! Whatever this reader does not take (malformed input, a lone surrogate escape, nesting deeper
@@ -16,6 +21,22 @@
 use std::ffi::c_char;
 
 use rquickjs::{Array, Ctx, qjs};
+
+unsafe extern "C" {
+    /// Added to the vendored QuickJS (`sandbox/guest/vendor/rquickjs-sys`): a new object with
+    /// the shape of `model` if that is an ordinary object whose own properties are exactly the
+    /// plain data properties `atoms`, in order, with `values` as their values. 1: made, in
+    /// `*object`, the values taken; 0: `model` is not such an object, the values untouched;
+    /// -1: an exception is pending, the values freed.
+    fn JS_NewObjectLike(
+        ctx: *mut qjs::JSContext,
+        model: qjs::JSValue,
+        count: i32,
+        atoms: *const qjs::JSAtom,
+        values: *mut qjs::JSValue,
+        object: *mut qjs::JSValue,
+    ) -> i32;
+}
 
 /// Nesting (arrays and objects inside a row) this reader follows before handing the batch over.
 const MAX_DEPTH: usize = 64;
@@ -32,10 +53,13 @@ enum Stop {
 
 type Step<T> = Result<T, Stop>;
 
-/// The atoms of the keys seen in one call's rows, released when the call is over.
+/// The atoms of the keys seen in one call's rows, and the last row built key by key (the model
+/// the next rows with the same keys are made from), released when the call is over.
 pub struct Keys {
     ctx: *mut qjs::JSContext,
     atoms: Vec<(Box<[u8]>, qjs::JSAtom)>,
+    /// One reference to a row, or `JS_UNDEFINED`.
+    model: qjs::JSValue,
 }
 
 impl Keys {
@@ -43,11 +67,29 @@ impl Keys {
         Self {
             ctx: ctx.as_raw().as_ptr(),
             atoms: Vec::new(),
+            model: qjs::JS_UNDEFINED,
         }
     }
 
-    /// The atom of `key` (UTF-8) and whether the caller must free it.
-    fn atom(&mut self, key: &[u8]) -> Step<(qjs::JSAtom, bool)> {
+    /// Makes `row` the model of the rows to come.
+    fn set_model(&mut self, row: &Owned) {
+        // SAFETY: `row` is a live value of this context; the new reference is held until the
+        // model is replaced or the call is over, and the old one released once here.
+        unsafe {
+            let old = std::mem::replace(&mut self.model, qjs::JS_DupValue(self.ctx, row.value));
+            qjs::JS_FreeValue(self.ctx, old);
+        }
+    }
+
+    /// The atom of `key` (UTF-8), the `index`th of its object, and whether the caller must free
+    /// it. Keys are cached in the order they first come, so a row with the first row's keys
+    /// finds each at its own index.
+    fn atom(&mut self, key: &[u8], index: usize) -> Step<(qjs::JSAtom, bool)> {
+        if let Some((k, atom)) = self.atoms.get(index)
+            && **k == *key
+        {
+            return Ok((*atom, false));
+        }
         if let Some((_, atom)) = self.atoms.iter().find(|(k, _)| **k == *key) {
             return Ok((*atom, false));
         }
@@ -68,6 +110,8 @@ impl Keys {
 
 impl Drop for Keys {
     fn drop(&mut self) {
+        // SAFETY: the one reference this holds (freeing `JS_UNDEFINED` does nothing).
+        unsafe { qjs::JS_FreeValue(self.ctx, self.model) };
         for (_, atom) in self.atoms.drain(..) {
             // SAFETY: each atom was made by `JS_NewAtomLen` in this context and is freed once.
             unsafe { qjs::JS_FreeAtom(self.ctx, atom) };
@@ -103,6 +147,54 @@ impl Drop for Owned {
     fn drop(&mut self) {
         // SAFETY: we hold one reference to the value, released once here.
         unsafe { qjs::JS_FreeValue(self.ctx, self.value) };
+    }
+}
+
+/// The keys and values of the row being read, until they become its object.
+struct Fields {
+    ctx: *mut qjs::JSContext,
+    atoms: Vec<qjs::JSAtom>,
+    /// Atoms of `atoms` made for one key alone (past the cache), freed with the row.
+    own_atoms: Vec<qjs::JSAtom>,
+    /// One reference each.
+    values: Vec<qjs::JSValue>,
+}
+
+impl Fields {
+    fn new(ctx: *mut qjs::JSContext) -> Self {
+        Self {
+            ctx,
+            atoms: Vec::new(),
+            own_atoms: Vec::new(),
+            values: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, (atom, owned): (qjs::JSAtom, bool), value: Owned) {
+        self.atoms.push(atom);
+        if owned {
+            self.own_atoms.push(atom);
+        }
+        self.values.push(value.give());
+    }
+
+    /// Releases what is held and empties the lists (keeping their room for the next row).
+    fn clear(&mut self) {
+        for value in self.values.drain(..) {
+            // SAFETY: each value carries one reference, released once here.
+            unsafe { qjs::JS_FreeValue(self.ctx, value) };
+        }
+        for atom in self.own_atoms.drain(..) {
+            // SAFETY: made for this key alone, freed once here.
+            unsafe { qjs::JS_FreeAtom(self.ctx, atom) };
+        }
+        self.atoms.clear();
+    }
+}
+
+impl Drop for Fields {
+    fn drop(&mut self) {
+        self.clear();
     }
 }
 
@@ -203,6 +295,7 @@ pub fn append(
         pos: 0,
         keys,
         scratch: Vec::new(),
+        fields: Fields::new(ctx.as_raw().as_ptr()),
     };
     match reader.batch(rows) {
         Ok(()) => Ok(()),
@@ -244,6 +337,8 @@ struct Reader<'a> {
     keys: &'a mut Keys,
     /// A string with escapes, decoded.
     scratch: Vec<u8>,
+    /// The row being read.
+    fields: Fields,
 }
 
 impl Reader<'_> {
@@ -271,7 +366,15 @@ impl Reader<'_> {
     /// `[` row `,` row … `]`, each row appended to `rows`.
     fn batch(&mut self, rows: &mut Rows) -> Step<()> {
         self.expect(b'[')?;
-        self.members(b']', |reader, _| rows.push(reader.value(0)?))?;
+        self.members(b']', |reader, _| {
+            reader.skip_ws();
+            let row = if reader.peek() == Some(b'{') {
+                reader.row()?
+            } else {
+                reader.value(0)?
+            };
+            rows.push(row)
+        })?;
         self.skip_ws();
         if self.pos == self.bytes.len() {
             Ok(())
@@ -364,42 +467,118 @@ impl Reader<'_> {
         self.pos += 1;
         // SAFETY: a plain constructor call on a live context.
         let object = Owned::new(self.ctx, unsafe { qjs::JS_NewObject(self.ctx) })?;
-        self.members(b'}', |reader, _| reader.property(object.value, depth))?;
+        self.members(b'}', |reader, i| reader.property(object.value, i, depth))?;
         Ok(object)
     }
 
-    /// `"key": value`, defined on `object`.
-    fn property(&mut self, object: qjs::JSValue, depth: usize) -> Step<()> {
+    /// A row (an object at the top of the batch, `pos` at its `{`): made like the model when
+    /// it has the model's keys, else built key by key and made the model.
+    fn row(&mut self) -> Step<Owned> {
+        self.pos += 1;
+        self.fields.clear();
+        self.members(b'}', |reader, i| {
+            let (key, value) = reader.member(i, 1)?;
+            reader.fields.push(key, value);
+            Ok(())
+        })?;
+        let ctx = self.ctx;
+        let fields = &mut self.fields;
+        if fields.own_atoms.is_empty() {
+            let count = i32::try_from(fields.values.len()).map_err(|_| Stop::Unsupported)?;
+            let mut object = qjs::JS_UNDEFINED;
+            // SAFETY: the model is a live value of this context (or undefined), the atoms live,
+            // `count` is the length of both lists, and the call reports whether it took the
+            // values.
+            let made = unsafe {
+                JS_NewObjectLike(
+                    ctx,
+                    self.keys.model,
+                    count,
+                    fields.atoms.as_ptr(),
+                    fields.values.as_mut_ptr(),
+                    &mut object,
+                )
+            };
+            match made {
+                0 => {}
+                1 => {
+                    // SAFETY: the object now holds the values' references.
+                    unsafe { fields.values.set_len(0) };
+                    return Owned::new(ctx, object);
+                }
+                _ => {
+                    // SAFETY: QuickJS has released the values.
+                    unsafe { fields.values.set_len(0) };
+                    return Err(Stop::Thrown);
+                }
+            }
+        }
+        // SAFETY: a plain constructor call on a live context.
+        let object = Owned::new(ctx, unsafe { qjs::JS_NewObject(ctx) })?;
+        let mut values = fields.values.drain(..);
+        for (&atom, value) in fields.atoms.iter().zip(values.by_ref()) {
+            // SAFETY: `object` is a live object and `atom` a live atom of this context; the
+            // call takes the value's reference.
+            let done = unsafe {
+                qjs::JS_DefinePropertyValue(ctx, object.value, atom, value, qjs::JS_PROP_C_W_E as _)
+            };
+            if done < 0 {
+                for value in values {
+                    // SAFETY: the values not yet given away, one reference each.
+                    unsafe { qjs::JS_FreeValue(ctx, value) };
+                }
+                return Err(Stop::Thrown);
+            }
+        }
+        drop(values);
+        if fields.own_atoms.is_empty() {
+            self.keys.set_model(&object);
+        }
+        Ok(object)
+    }
+
+    /// `"key": value`, the `index`th of its object: the key's atom (and whether the caller must
+    /// free it) and the value.
+    fn member(&mut self, index: usize, depth: usize) -> Step<((qjs::JSAtom, bool), Owned)> {
         self.skip_ws();
         if self.peek() != Some(b'"') {
             return Err(Stop::Unsupported);
         }
         let (atom, owned) = match self.string()? {
-            Some((from, to)) => self.keys.atom(&self.bytes[from..to])?,
-            None => self.keys.atom(&self.scratch)?,
+            Some((from, to)) => self.keys.atom(&self.bytes[from..to], index)?,
+            None => self.keys.atom(&self.scratch, index)?,
         };
-        let defined = self
-            .expect(b':')
-            .and_then(|()| self.value(depth))
-            .and_then(|value| {
-                // SAFETY: `object` is a live object and `atom` a live atom of this context; the
-                // call takes the value's reference.
-                let done = unsafe {
-                    qjs::JS_DefinePropertyValue(
-                        self.ctx,
-                        object,
-                        atom,
-                        value.give(),
-                        qjs::JS_PROP_C_W_E as _,
-                    )
-                };
-                if done < 0 { Err(Stop::Thrown) } else { Ok(()) }
-            });
+        match self.expect(b':').and_then(|()| self.value(depth)) {
+            Ok(value) => Ok(((atom, owned), value)),
+            Err(stop) => {
+                if owned {
+                    // SAFETY: this atom was made for this key alone and is freed once.
+                    unsafe { qjs::JS_FreeAtom(self.ctx, atom) };
+                }
+                Err(stop)
+            }
+        }
+    }
+
+    /// `"key": value`, the `index`th of its object, defined on `object`.
+    fn property(&mut self, object: qjs::JSValue, index: usize, depth: usize) -> Step<()> {
+        let ((atom, owned), value) = self.member(index, depth)?;
+        // SAFETY: `object` is a live object and `atom` a live atom of this context; the call
+        // takes the value's reference.
+        let done = unsafe {
+            qjs::JS_DefinePropertyValue(
+                self.ctx,
+                object,
+                atom,
+                value.give(),
+                qjs::JS_PROP_C_W_E as _,
+            )
+        };
         if owned {
             // SAFETY: this atom was made for this key alone and is freed once.
             unsafe { qjs::JS_FreeAtom(self.ctx, atom) };
         }
-        defined
+        if done < 0 { Err(Stop::Thrown) } else { Ok(()) }
     }
 
     fn array(&mut self, depth: usize) -> Step<Owned> {
