@@ -415,6 +415,37 @@ return { first: keys(rows[0]), second: keys(rows[1]), third: keys(rows[2]) + ':'
     );
 }
 
+/// `for…of` over an array (which the vendored QuickJS walks without property lookups while the
+/// elements are stored densely) sees what the language says: elements pushed during the loop,
+/// a length cut short, trailing holes as `undefined` with inherited elements showing through,
+/// a typed array, and an array iterator advanced by hand before the loop.
+#[tokio::test]
+async fn for_of_over_arrays_follows_the_language() {
+    let app = TestApp::spawn(StoreKind::Sqlite).await;
+    let script = r#"const walk = (iterable) => { const seen = []; for (const x of iterable) seen.push(x === undefined ? 'u' : x); return seen.join(','); };
+const grows = [1, 2, 3];
+const grown = []; for (const x of grows) { grown.push(x); if (x === 1) grows.push(4); }
+const shrinks = [1, 2, 3, 4, 5];
+const shrunk = []; for (const x of shrinks) { shrunk.push(x); if (x === 2) shrinks.length = 3; }
+const holes = [1, 2]; holes.length = 5;
+Array.prototype[3] = 'proto';
+const inherited = walk(holes);
+delete Array.prototype[3];
+const it = [10, 20, 30][Symbol.iterator](); it.next();
+const rest = walk({ [Symbol.iterator]: () => it });
+const pairs = []; for (const [i, x] of ['a', 'b'].entries()) pairs.push(i + x);
+return { grown: grown.join(','), shrunk: shrunk.join(','), inherited, typed: walk(new Int16Array([7, -7])),
+  rest, pairs: pairs.join(','), empty: walk([]), sparse: walk(new Array(2)) };"#;
+    let e = demo(&app, script).await;
+    assert_eq!(e["status"], "succeeded", "{e}");
+    assert_eq!(
+        e["result"],
+        json!({"grown": "1,2,3,4", "shrunk": "1,2,3", "inherited": "1,2,u,proto,u", "typed": "7,-7",
+            "rest": "20,30", "pairs": "0a,1b", "empty": "", "sparse": "u,u"}),
+        "{e}"
+    );
+}
+
 /// Rows larger than one batch reach the script in order and whole; the row limit cuts a
 /// streamed result as it cuts a small one; a query that fails after some batches were sent is a
 /// catchable error that leaves nothing half-delivered, and the next call still works.

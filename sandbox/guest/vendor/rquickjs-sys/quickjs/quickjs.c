@@ -44965,6 +44965,15 @@ static JSValue js_array_iterator_next(JSContext *ctx, JSValueConst this_val,
             goto fail1;
         }
         len = p->u.array.count;
+    } else if (p->class_id == JS_CLASS_ARRAY && p->fast_array &&
+               it->idx < p->u.array.count && it->kind == JS_ITERATOR_KIND_VALUE) {
+        /* Quorum (sandbox/guest): a fast array's elements below its count are all present
+           and its length is at least that count, so this is what the general path below
+           returns, without looking up `length` and the element as properties. */
+        idx = it->idx;
+        it->idx = idx + 1;
+        *pdone = false;
+        return js_dup(p->u.array.u.values[idx]);
     } else {
         if (js_get_length32(ctx, &len, it->obj)) {
         fail1:
