@@ -375,7 +375,8 @@ return { row: one.rows[0], count: many.rows.length, differing, deep, setterRan,
 /// object of its own, as `JSON.parse` would make it: its own keys in column order, plain data
 /// properties, and what a script does to one row (adding, deleting, redefining, freezing) never
 /// shows in another. Duplicate column names keep the last value, as `JSON.parse` does, also
-/// when batches of such rows follow batches of ordinary ones.
+/// when batches of such rows follow batches of ordinary ones; rows with more keys than the
+/// decoder caches come whole and in column order.
 #[tokio::test]
 async fn rows_from_batches_are_independent_ordinary_objects() {
     let app = TestApp::spawn(StoreKind::Sqlite).await;
@@ -400,9 +401,14 @@ rows[6].s = 'changed';
 const dup = await db.query('SELECT g AS a, -g AS a, g AS b FROM generate_series(1, 6000) g');
 let dupOk = 0;
 for (let i = 0; i < dup.rows.length; i++) if (keys(dup.rows[i]) === 'a,b' && dup.rows[i].a === -(i + 1)) dupOk++;
+// 300 columns: more distinct keys than the decoder keeps as atoms for a call.
+const names = Array.from({ length: 300 }, (_, c) => 'c' + c);
+const wide = await db.query('SELECT ' + names.map((n, c) => `g + ${c} AS ${n}`).join(', ') + ' FROM generate_series(1, 60) g');
+let wideOk = 0;
+for (let i = 0; i < wide.rows.length; i++) if (keys(wide.rows[i]) === names.join(',') && names.every((n, c) => wide.rows[i][n] === i + 1 + c)) wideOk++;
 return { first: keys(rows[0]), second: keys(rows[1]), third: keys(rows[2]) + ':' + rows[2].n,
   frozen: Object.isFrozen(rows[3]) && !Object.isFrozen(rows[7]), inherited: rows[4].inherited === true,
-  descriptor: d, others, seventh: rows[7].s, sixth: rows[6].s, dupOk };"#;
+  descriptor: d, others, seventh: rows[7].s, sixth: rows[6].s, dupOk, wideOk };"#;
     let e = run(&app, &instance, &target.database, "read", script).await;
     assert_eq!(e["status"], "succeeded", "{e}");
     assert_eq!(
@@ -410,7 +416,7 @@ return { first: keys(rows[0]), second: keys(rows[1]), third: keys(rows[2]) + ':'
         json!({"first": "n,s,even,extra", "second": "n,even", "third": "s,even:fixed",
             "frozen": true, "inherited": true,
             "descriptor": {"value": "r5001", "writable": true, "enumerable": true, "configurable": true},
-            "others": 5995, "seventh": "r8", "sixth": "changed", "dupOk": 6000}),
+            "others": 5995, "seventh": "r8", "sixth": "changed", "dupOk": 6000, "wideOk": 60}),
         "{e}"
     );
 }

@@ -7,10 +7,11 @@
 //! gathered for the call and made into the one array the script gets when it ends, so no
 //! per-batch arrays are concatenated and no row goes through an array's property definition.
 //!
-//! The rows of a call nearly always share their keys, in the same order: each row after the
-//! first is made from the one before it with the vendored QuickJS's `JS_NewObjectLike`, which
-//! gives the new object the same shape and writes the values in place, where defining the
-//! properties one by one would look up and extend the shape key by key, row after row.
+//! The rows of a call nearly always share their keys, in the same order: a row with the keys of
+//! the row before it is made with that row's shape by the vendored QuickJS's `JS_NewObjectLike`,
+//! which writes the values in place, where defining the properties one by one would look up and
+//! extend the shape key by key, row after row. A row with other keys (or with keys past the
+//! cache) is built key by key.
 //!
 //! The values are exactly those `JSON.parse` makes: properties are defined (not assigned, so a
 //! `__proto__` key is an own property), later duplicates win, numbers are correctly rounded.
@@ -82,8 +83,8 @@ impl Keys {
     }
 
     /// The atom of `key` (UTF-8), the `index`th of its object, and whether the caller must free
-    /// it. Keys are cached in the order they first come, so a row with the first row's keys
-    /// finds each at its own index.
+    /// it. Keys are cached in the order they first come, so in rows of flat values (no nested
+    /// objects before a key) each key is found at its own index without a search.
     fn atom(&mut self, key: &[u8], index: usize) -> Step<(qjs::JSAtom, bool)> {
         if let Some((k, atom)) = self.atoms.get(index)
             && **k == *key
