@@ -300,18 +300,16 @@ impl Host {
                 )
             })?
             .ok_or_else(|| fatal(ErrorKind::Internal, "the executor went away"))?;
+        if let Some((id, rows)) = proto::decode_db_rows(&body)
+            && id == call.id
+        {
+            // A batch of rows (the bulk of a large result), taken apart without a parse here.
+            let piece = self.take_rows(call, body.len(), rows)?;
+            return self.before_deadline(piece);
+        }
         let piece = match proto::decode::<ToChild>(&body) {
             Ok(ToChild::DbRows { id, rows }) if id == call.id => {
-                // The executor caps a call's rows; this is the same cap, checked again here.
-                let bytes = call.bytes.saturating_add(body.len());
-                if bytes > cap {
-                    return Err(fatal(
-                        ErrorKind::Internal,
-                        format!("a database call's rows passed {cap} bytes"),
-                    ));
-                }
-                self.in_call = Some(InCall { bytes, ..call });
-                rows.get().as_bytes().to_vec()
+                self.take_rows(call, body.len(), rows.get().as_bytes())?
             }
             Ok(ToChild::DbReply {
                 id,
@@ -337,6 +335,31 @@ impl Host {
                 ));
             }
         };
+        self.before_deadline(piece)
+    }
+
+    /// A batch of rows for the call in progress, counted against the call's cap (the executor
+    /// caps a call's rows; this is the same cap, checked again here).
+    fn take_rows(
+        &mut self,
+        call: InCall,
+        frame_len: usize,
+        rows: &[u8],
+    ) -> wasmtime::Result<Vec<u8>> {
+        let cap = self.reply_cap();
+        let bytes = call.bytes.saturating_add(frame_len);
+        if bytes > cap {
+            return Err(fatal(
+                ErrorKind::Internal,
+                format!("a database call's rows passed {cap} bytes"),
+            ));
+        }
+        self.in_call = Some(InCall { bytes, ..call });
+        Ok(rows.to_vec())
+    }
+
+    /// `piece`, unless the script's time is up.
+    fn before_deadline(&self, piece: Vec<u8>) -> wasmtime::Result<Vec<u8>> {
         if Instant::now() >= self.deadline {
             return Err(self.timeout());
         }

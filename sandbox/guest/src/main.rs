@@ -176,7 +176,9 @@ fn install_natives<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<()> {
                         return Ok(String::from_utf8(piece)
                             .unwrap_or_else(|_| failure_json("internal", "reply is not UTF-8")));
                     }
-                    // The host passes on only batches that parsed as JSON (UTF-8 checked).
+                    // The host passes on only batches that are UTF-8 and bracketed like an
+                    // array; `append` hands anything in one that is not JSON to `JSON.parse`,
+                    // which throws a `SyntaxError`.
                     if failed.is_none()
                         && let Err(e) = rows::append(&ctx, &mut rows, &piece, &mut keys)
                     {

@@ -278,6 +278,30 @@ pub fn encode_db_rows(id: u32, rows: &[u8]) -> Result<Vec<u8>, FrameError> {
     Ok(out)
 }
 
+/// The call id and the rows of a `DbRows` frame body laid out exactly as [`encode_db_rows`]
+/// writes it, taken apart without parsing the rows: a child reads every batch of a large result
+/// this way, and parsing each one as JSON here, only for the guest to parse it again, was a
+/// tenth of the child's own work on 100 000 rows. The rows are checked to be UTF-8 and to look
+/// like an array; the guest's reader hands anything that is not JSON to `JSON.parse`, which
+/// throws a `SyntaxError`. `None` for any other body, which [`decode`] then reads like every
+/// other frame.
+pub fn decode_db_rows(body: &[u8]) -> Option<(u32, &[u8])> {
+    let rest = body.strip_prefix(br#"{"db_rows":{"id":"#)?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    let (number, rest) = rest.split_at(digits);
+    // JSON has no leading zeros, and a u32 has at most ten digits.
+    if digits == 0 || digits > 10 || (digits > 1 && number[0] == b'0') {
+        return None;
+    }
+    let id = std::str::from_utf8(number).ok()?.parse().ok()?;
+    let rows = rest.strip_prefix(br#","rows":"#)?.strip_suffix(b"}}")?;
+    if rows.first() != Some(&b'[') || rows.last() != Some(&b']') {
+        return None;
+    }
+    std::str::from_utf8(rows).ok()?;
+    Some((id, rows))
+}
+
 /// Checks a length prefix against a cap before anything is allocated for the body.
 pub fn check_len(prefix: [u8; 4], cap: usize) -> Result<usize, FrameError> {
     let len = u32::from_be_bytes(prefix) as usize;
@@ -517,6 +541,35 @@ mod tests {
         match decode::<ToChild>(&bytes[4..])? {
             ToChild::DbRows { id: 9, rows: got } => assert_eq!(got.get().as_bytes(), rows),
             other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(decode_db_rows(&bytes[4..]), Some((9, &rows[..])));
+        Ok(())
+    }
+
+    #[test]
+    fn row_batches_are_taken_apart_only_in_the_encoders_layout() -> Result<(), FrameError> {
+        let max = encode_db_rows(u32::MAX, b"[]")?;
+        assert_eq!(decode_db_rows(&max[4..]), Some((u32::MAX, &b"[]"[..])));
+        // Anything else is left to `decode`: other frames, other layouts, ids out of range,
+        // rows that are not an array or not UTF-8.
+        for body in [
+            &br#"{"db_reply":{"id":1,"reply":{"ok":null}}}"#[..],
+            br#"{"db_rows":{"rows":[],"id":1}}"#,
+            br#"{"db_rows": {"id":1,"rows":[]}}"#,
+            br#"{"db_rows":{"id":01,"rows":[]}}"#,
+            br#"{"db_rows":{"id":,"rows":[]}}"#,
+            br#"{"db_rows":{"id":4294967296,"rows":[]}}"#,
+            br#"{"db_rows":{"id":1,"rows":{}}}"#,
+            br#"{"db_rows":{"id":1,"rows":[]}} "#,
+            br#"{"db_rows":{"id":1,"rows":[]"#,
+            b"{\"db_rows\":{\"id\":1,\"rows\":[\"\xff\"]}}",
+        ] {
+            assert_eq!(
+                decode_db_rows(body),
+                None,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
         }
         Ok(())
     }

@@ -7,7 +7,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use quorum_sandbox_protocol::{
-    DbOp, FromChild, ToChild, decode, guest, read_frame,
+    DbOp, FromChild, ToChild, decode, decode_db_rows, guest, read_frame,
     template::{ForkRequest, decode_reply},
 };
 
@@ -34,7 +34,12 @@ fuzz_target!(|data: &[u8]| {
         1 => {
             let mut stream = input;
             while let Ok(Some(body)) = read_frame(&mut stream, CAP) {
-                let _ = decode::<ToChild>(&body);
+                match decode_db_rows(&body) {
+                    Some((_, rows)) => assert!(rows.starts_with(b"[") && rows.ends_with(b"]")),
+                    None => {
+                        let _ = decode::<ToChild>(&body);
+                    }
+                }
             }
         }
         // The guest's buffers, as the host's `db_call` and `finish` imports decode them.
