@@ -280,8 +280,8 @@ pub fn encode_db_rows(id: u32, rows: &[u8]) -> Result<Vec<u8>, FrameError> {
 
 /// The call id and the rows of a `DbRows` frame body laid out exactly as [`encode_db_rows`]
 /// writes it, taken apart without parsing the rows: a child reads every batch of a large result
-/// this way, and parsing each one as JSON here, only for the guest to parse it again, was a
-/// tenth of the child's own work on 100 000 rows. The rows are checked to be UTF-8 and to look
+/// this way, and parsing each one as JSON here, only for the guest to parse it again, took about
+/// 3 ms of the child's 40-odd on 100 000 rows. The rows are checked to be UTF-8 and to look
 /// like an array; the guest's reader hands anything that is not JSON to `JSON.parse`, which
 /// throws a `SyntaxError`. `None` for any other body, which [`decode`] then reads like every
 /// other frame.
