@@ -220,7 +220,7 @@ impl Host {
             Ok(other) => {
                 return Err(fatal(
                     ErrorKind::Internal,
-                    format!("expected a job, got {other:?}"),
+                    format!("expected a job, got {}", other.summary()),
                 ));
             }
             Err(e) => return Err(fatal(ErrorKind::Internal, format!("bad job frame: {e}"))),
@@ -300,16 +300,22 @@ impl Host {
                 )
             })?
             .ok_or_else(|| fatal(ErrorKind::Internal, "the executor went away"))?;
-        if let Some((id, rows)) = proto::decode_db_rows(&body)
-            && id == call.id
-        {
-            // A batch of rows (the bulk of a large result), taken apart without a parse here.
-            let piece = self.take_rows(call, body.len(), rows)?;
-            return self.before_deadline(piece);
+        // A batch of rows (the bulk of a large result) is taken apart without a parse here.
+        let piece = match proto::decode_db_rows(&body) {
+            Some((id, rows)) => self.take_rows(call, id, body.len(), rows)?,
+            None => self.other_piece(call, &body)?,
+        };
+        if Instant::now() >= self.deadline {
+            return Err(self.timeout());
         }
-        let piece = match proto::decode::<ToChild>(&body) {
-            Ok(ToChild::DbRows { id, rows }) if id == call.id => {
-                self.take_rows(call, body.len(), rows.get().as_bytes())?
+        Ok(piece)
+    }
+
+    /// A piece that is not a batch in the encoder's own layout, read as any frame is.
+    fn other_piece(&mut self, call: InCall, body: &[u8]) -> wasmtime::Result<Vec<u8>> {
+        match proto::decode::<ToChild>(body) {
+            Ok(ToChild::DbRows { id, rows }) => {
+                self.take_rows(call, id, body.len(), rows.get().as_bytes())
             }
             Ok(ToChild::DbReply {
                 id,
@@ -318,34 +324,43 @@ impl Host {
             }) if id == call.id => {
                 self.in_call = None;
                 match stop {
-                    Some(failure) => return Err(wasmtime::Error::new(Fatal(failure))),
-                    None => reply.get().as_bytes().to_vec(),
+                    Some(failure) => Err(wasmtime::Error::new(Fatal(failure))),
+                    None => Ok(reply.get().as_bytes().to_vec()),
                 }
             }
-            Ok(other) => {
-                return Err(fatal(
-                    ErrorKind::Internal,
-                    format!("unexpected frame from the executor: {other:?}"),
-                ));
-            }
-            Err(e) => {
-                return Err(fatal(
-                    ErrorKind::Internal,
-                    format!("bad frame from the executor: {e}"),
-                ));
-            }
-        };
-        self.before_deadline(piece)
+            Ok(other) => Err(fatal(
+                ErrorKind::Internal,
+                format!(
+                    "unexpected frame from the executor during call {}: {}",
+                    call.id,
+                    other.summary()
+                ),
+            )),
+            Err(e) => Err(fatal(
+                ErrorKind::Internal,
+                format!("bad frame from the executor: {e}"),
+            )),
+        }
     }
 
-    /// A batch of rows for the call in progress, counted against the call's cap (the executor
-    /// caps a call's rows; this is the same cap, checked again here).
+    /// A batch of rows (for call `id`) for the call in progress, counted against the call's
+    /// cap (the executor caps a call's rows; this is the same cap, checked again here).
     fn take_rows(
         &mut self,
         call: InCall,
+        id: u32,
         frame_len: usize,
         rows: &[u8],
     ) -> wasmtime::Result<Vec<u8>> {
+        if id != call.id {
+            return Err(fatal(
+                ErrorKind::Internal,
+                format!(
+                    "unexpected frame from the executor during call {}: rows for call {id}",
+                    call.id
+                ),
+            ));
+        }
         let cap = self.reply_cap();
         let bytes = call.bytes.saturating_add(frame_len);
         if bytes > cap {
@@ -356,14 +371,6 @@ impl Host {
         }
         self.in_call = Some(InCall { bytes, ..call });
         Ok(rows.to_vec())
-    }
-
-    /// `piece`, unless the script's time is up.
-    fn before_deadline(&self, piece: Vec<u8>) -> wasmtime::Result<Vec<u8>> {
-        if Instant::now() >= self.deadline {
-            return Err(self.timeout());
-        }
-        Ok(piece)
     }
 }
 

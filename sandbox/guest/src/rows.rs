@@ -39,6 +39,21 @@ unsafe extern "C" {
     ) -> i32;
 }
 
+/// Defines `atom` on `object` as a plain data property holding `value` (one reference, taken
+/// whatever happens), as `JSON.parse` does: a later duplicate key replaces the earlier one.
+fn define(
+    ctx: *mut qjs::JSContext,
+    object: qjs::JSValue,
+    atom: qjs::JSAtom,
+    value: qjs::JSValue,
+) -> Step<()> {
+    // SAFETY: `object` is a live object and `atom` a live atom of this context; the call takes
+    // the value's reference.
+    let done =
+        unsafe { qjs::JS_DefinePropertyValue(ctx, object, atom, value, qjs::JS_PROP_C_W_E as _) };
+    if done < 0 { Err(Stop::Thrown) } else { Ok(()) }
+}
+
 /// Nesting (arrays and objects inside a row) this reader follows before handing the batch over.
 const MAX_DEPTH: usize = 64;
 /// Distinct keys kept as atoms for the rest of a call; further keys are looked up each time.
@@ -518,17 +533,12 @@ impl Reader<'_> {
         let object = Owned::new(ctx, unsafe { qjs::JS_NewObject(ctx) })?;
         let mut values = fields.values.drain(..);
         for (&atom, value) in fields.atoms.iter().zip(values.by_ref()) {
-            // SAFETY: `object` is a live object and `atom` a live atom of this context; the
-            // call takes the value's reference.
-            let done = unsafe {
-                qjs::JS_DefinePropertyValue(ctx, object.value, atom, value, qjs::JS_PROP_C_W_E as _)
-            };
-            if done < 0 {
+            if let Err(stop) = define(ctx, object.value, atom, value) {
                 for value in values {
                     // SAFETY: the values not yet given away, one reference each.
                     unsafe { qjs::JS_FreeValue(ctx, value) };
                 }
-                return Err(Stop::Thrown);
+                return Err(stop);
             }
         }
         drop(values);
@@ -564,22 +574,12 @@ impl Reader<'_> {
     /// `"key": value`, the `index`th of its object, defined on `object`.
     fn property(&mut self, object: qjs::JSValue, index: usize, depth: usize) -> Step<()> {
         let ((atom, owned), value) = self.member(index, depth)?;
-        // SAFETY: `object` is a live object and `atom` a live atom of this context; the call
-        // takes the value's reference.
-        let done = unsafe {
-            qjs::JS_DefinePropertyValue(
-                self.ctx,
-                object,
-                atom,
-                value.give(),
-                qjs::JS_PROP_C_W_E as _,
-            )
-        };
+        let defined = define(self.ctx, object, atom, value.give());
         if owned {
             // SAFETY: this atom was made for this key alone and is freed once.
             unsafe { qjs::JS_FreeAtom(self.ctx, atom) };
         }
-        if done < 0 { Err(Stop::Thrown) } else { Ok(()) }
+        defined
     }
 
     fn array(&mut self, depth: usize) -> Step<Owned> {

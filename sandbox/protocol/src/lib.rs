@@ -247,6 +247,18 @@ pub enum ToChild {
     },
 }
 
+impl ToChild {
+    /// What the frame is, in a few words, for an error that names an unexpected one (its
+    /// `Debug` form would carry a whole batch of rows or a script's source).
+    pub fn summary(&self) -> String {
+        match self {
+            ToChild::Job(_) => "a job".to_owned(),
+            ToChild::DbRows { id, .. } => format!("rows for call {id}"),
+            ToChild::DbReply { id, .. } => format!("the reply to call {id}"),
+        }
+    }
+}
+
 /// Serializes `frame` with its length prefix.
 pub fn encode<T: Serialize>(frame: &T) -> Result<Vec<u8>, FrameError> {
     let mut out = vec![0u8; 4];
@@ -543,6 +555,8 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert_eq!(decode_db_rows(&bytes[4..]), Some((9, &rows[..])));
+        // An error naming the frame names it without its rows.
+        assert_eq!(decode::<ToChild>(&bytes[4..])?.summary(), "rows for call 9");
         Ok(())
     }
 
