@@ -357,9 +357,17 @@ pub async fn sandbox(
             sum_call.push(call.duration_ms);
             sum_after.push(total.as_secs_f64() * 1000.0 - until_reply);
         }
-        if let Some(ms) = run.report.logs.first().and_then(|l| l.message.parse().ok()) {
-            sum_loop.push(ms);
-        }
+        let loop_ms = run
+            .report
+            .logs
+            .first()
+            .and_then(|l| l.message.parse::<f64>().ok());
+        sum_loop.push(loop_ms.ok_or_else(|| {
+            anyhow::anyhow!(
+                "the benchmark script logged no loop time: {:?}",
+                run.report.logs
+            )
+        })?);
         tokio::time::sleep(Duration::from_millis(100)).await;
         let t = Instant::now();
         script(&pooled, &mut conn, &limits, SUM_100K).await?;
