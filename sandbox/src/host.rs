@@ -328,14 +328,7 @@ impl Host {
                     None => Ok(reply.get().as_bytes().to_vec()),
                 }
             }
-            Ok(other) => Err(fatal(
-                ErrorKind::Internal,
-                format!(
-                    "unexpected frame from the executor during call {}: {}",
-                    call.id,
-                    other.summary()
-                ),
-            )),
+            Ok(other) => Err(unexpected_frame(call.id, &other.summary())),
             Err(e) => Err(fatal(
                 ErrorKind::Internal,
                 format!("bad frame from the executor: {e}"),
@@ -353,13 +346,7 @@ impl Host {
         rows: &[u8],
     ) -> wasmtime::Result<Vec<u8>> {
         if id != call.id {
-            return Err(fatal(
-                ErrorKind::Internal,
-                format!(
-                    "unexpected frame from the executor during call {}: rows for call {id}",
-                    call.id
-                ),
-            ));
+            return Err(unexpected_frame(call.id, &format!("rows for call {id}")));
         }
         let cap = self.reply_cap();
         let bytes = call.bytes.saturating_add(frame_len);
@@ -380,6 +367,15 @@ struct InCall {
     id: u32,
     /// Bytes of row batches received so far.
     bytes: usize,
+}
+
+/// A frame from the executor that does not belong to the call in progress, named by `what`
+/// ([`ToChild::summary`]'s words), never by its contents.
+fn unexpected_frame(call: u32, what: &str) -> wasmtime::Error {
+    fatal(
+        ErrorKind::Internal,
+        format!("unexpected frame from the executor during call {call}: {what}"),
+    )
 }
 
 fn memory(caller: &mut Caller<'_, Host>) -> wasmtime::Result<Memory> {
@@ -737,7 +733,9 @@ fn execute(engine: &Engine, module: &Module, host: Host) -> (Outcome, JobState) 
     let peak_memory_bytes = host.limiter.peak as u64;
     // The guest's memory and code are not unmapped here: that is part of this process's exit,
     // which comes after the outcome is out, rather than a millisecond or more before it (for a
-    // script that held 100 000 rows). This process runs one job and ends.
+    // script that held 100 000 rows). `execute` runs once per process (a child's one job, or a
+    // template until it is no longer wanted), and the process ends after it. The host's stdio
+    // locks stay held too; they are reentrant, so `report` still writes from this thread.
     std::mem::forget(store);
     let (value, error) = match (&ran, finished) {
         (Ok(()), Some(json)) | (Err(_), Some(json)) if exited_cleanly(&ran) => {
