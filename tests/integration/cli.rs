@@ -5,7 +5,7 @@ use std::process::{Command, Output, Stdio};
 
 use reqwest::StatusCode;
 
-use crate::harness::{StoreKind, TestApp, quorum_bin};
+use crate::harness::{StoreKind, TestApp, pg_admin_url, quorum_bin};
 use crate::store_tests;
 
 fn quorum(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
@@ -33,6 +33,71 @@ fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
+}
+
+/// `quorum bench-sandbox`, as `cargo xtask bench` runs it (fewest iterations): every row of the
+/// report is there with a measured figure, the script's loop time was read, and the kept-connection
+/// rows did take a kept connection.
+#[test]
+fn bench_sandbox_reports_every_row() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().to_string_lossy();
+    let out = quorum(
+        &[
+            "bench-sandbox",
+            "--postgres-url",
+            &pg_admin_url(),
+            "--iterations",
+            "5",
+        ],
+        &[("QUORUM__DATA_DIR", &data), ("QUORUM__LOG__FILTER", "warn")],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let report = String::from_utf8_lossy(&out.stdout);
+    let p50 = |name: &str| -> f64 {
+        let line = report
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no row {name:?} in:\n{report}"));
+        line[name.len()..]
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no figure in {line:?}"))
+    };
+    for name in [
+        "SELECT 1 script, child started from scratch",
+        "SELECT 1 script, child forked on demand ",
+        "SELECT 1 script, pre-started child ",
+        "SELECT 1 script, child forked on demand, new connection",
+        "  opening that connection alone (in the in-process figure)",
+        "SELECT 1 script, child forked on demand, kept connection",
+        "SELECT 1 script, pre-started child, kept connection",
+        "100 sequential db.query calls, child forked on demand",
+        "100 sequential db.query calls, pre-started child",
+        "sum of 100 000 rows from one db.query, child forked on demand",
+        "sum of 100 000 rows from one db.query, pre-started child",
+        "  the same rows through the wrapped handle, no sandbox",
+    ] {
+        let ms = p50(name);
+        assert!(ms > 0.0, "{name}: {ms} ms in:\n{report}");
+    }
+    assert!(
+        report.contains("the sandbox adds ")
+            && report.contains("the script's loop over the rows alone"),
+        "{report}"
+    );
+    let taken: usize = report
+        .split("a kept connection was there to take in ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no kept-connection count in:\n{report}"));
+    assert!(
+        taken == 9,
+        "a kept connection was taken in {taken} of 10 runs, not in all but the first:\n{report}"
+    );
 }
 
 #[test]
