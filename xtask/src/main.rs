@@ -9,6 +9,7 @@
 //!   authenticated-request latency percentiles.
 //! - `cargo xtask fuzz [SECONDS]`: run the libFuzzer target on the sandbox's frame and host-call
 //!   decoders (default 60 s; `test` runs it too).
+//! - `cargo xtask deny`: the dependency checks `test` runs (licences, bans, sources, advisories).
 //!
 //! Only the standard library is used, so this builds in seconds on a fresh machine.
 
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+mod advisories;
 mod frontend;
 
 type Result<T> = std::result::Result<T, String>;
@@ -40,9 +42,10 @@ fn main() -> ExitCode {
         "test" | "ci" => test(&args),
         "bench" => bench(&args),
         "fuzz" => fuzz(&args),
+        "deny" => supply_chain(),
         _ => {
             eprintln!(
-                "usage: cargo xtask run [-- quorum serve args]\n       cargo xtask test [-- test filters]\n       cargo xtask bench [ITERATIONS]\n       cargo xtask fuzz [SECONDS]"
+                "usage: cargo xtask run [-- quorum serve args]\n       cargo xtask test [-- test filters]\n       cargo xtask bench [ITERATIONS]\n       cargo xtask fuzz [SECONDS]\n       cargo xtask deny"
             );
             return if command == "help" {
                 ExitCode::SUCCESS
@@ -163,7 +166,9 @@ fn test(args: &[String]) -> Result<()> {
     ]);
     status(clippy, "cargo clippy")?;
 
-    step("cargo deny check bans licenses sources (the portal, the sandbox guest, the fuzz target)");
+    step(
+        "cargo deny: bans, licences, sources and advisories (the portal, the sandbox guest, the fuzz target)",
+    );
     supply_chain()?;
 
     step(&format!(
@@ -240,16 +245,11 @@ fn test(args: &[String]) -> Result<()> {
     result
 }
 
-/// Licences, banned crates and sources of every dependency (`deny.toml`), installing cargo-deny
-/// from crates.io when it is missing. Advisories are not checked: the RustSec database is on
-/// GitHub, which these machines cannot reach.
+/// Licences, banned crates and sources of every dependency (`deny.toml`), then security
+/// advisories (see [`advisories`]), installing cargo-deny from crates.io when it is missing.
 fn supply_chain() -> Result<()> {
     cargo_tool("deny")?;
-    for manifest in [
-        "Cargo.toml",
-        "sandbox/guest/Cargo.toml",
-        "sandbox/protocol/fuzz/Cargo.toml",
-    ] {
+    for manifest in advisories::MANIFESTS {
         let mut deny = cargo();
         deny.args([
             "deny",
@@ -263,7 +263,7 @@ fn supply_chain() -> Result<()> {
         .current_dir(root());
         status(deny, &format!("cargo deny ({manifest})"))?;
     }
-    Ok(())
+    advisories::check()
 }
 
 /// Makes sure `cargo SUBCOMMAND` works, installing the `cargo-SUBCOMMAND` crate from crates.io
