@@ -53,8 +53,8 @@ pub fn check() -> Result<()> {
 
     let Some(db) = env::var_os("QUORUM_ADVISORY_DB").map(PathBuf::from) else {
         eprintln!(
-            "    advisories: NOT checked against RustSec's database: set QUORUM_ADVISORY_DB to a git checkout of \
-             https://github.com/RustSec/advisory-db (GitHub is not reachable from this machine)"
+            "    advisories: NOT checked against RustSec's database: QUORUM_ADVISORY_DB is not set; set it to a git \
+             checkout of https://github.com/RustSec/advisory-db (published on GitHub only) to check them"
         );
         return Ok(());
     };
