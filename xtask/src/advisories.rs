@@ -129,20 +129,17 @@ fn deny_advisories(config: &Path, manifest: &str) -> Command {
 }
 
 fn git(dir: &Path, args: &[&str]) -> Result<()> {
-    let s = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .status()
-        .map_err(|e| format!("git: cannot start: {e}"))?;
-    if s.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "git {} in {} failed ({s})",
-            args.join(" "),
-            dir.display()
-        ))
+    let mut cmd = Command::new("git");
+    cmd.arg("-C").arg(dir).args(args);
+    quietly(cmd, &format!("git {} in {}", args.join(" "), dir.display()))
+}
+
+/// Runs `cmd`, saying nothing unless it fails.
+fn quietly(mut cmd: Command, what: &str) -> Result<()> {
+    match cmd.status() {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!("{what} failed ({s})")),
+        Err(e) => Err(format!("{what}: cannot start: {e}")),
     }
 }
 
@@ -157,17 +154,12 @@ fn stage_checkout(from: &Path, to: &Path) -> Result<()> {
     if to.exists() {
         fs::remove_dir_all(to).map_err(|e| format!("cannot clear {}: {e}", to.display()))?;
     }
-    let s = Command::new("git")
+    let mut clone = Command::new("git");
+    clone
         .args(["clone", "--quiet", "--no-hardlinks"])
         .arg(from)
-        .arg(to)
-        .status()
-        .map_err(|e| format!("git: cannot start: {e}"))?;
-    if s.success() {
-        Ok(())
-    } else {
-        Err(format!("copying {} failed ({s})", from.display()))
-    }
+        .arg(to);
+    quietly(clone, &format!("copying {}", from.display()))
 }
 
 /// `deny.toml` with `db-path` set, written beside the databases.
