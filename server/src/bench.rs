@@ -66,6 +66,35 @@ async fn script(
     Ok(run)
 }
 
+/// Before a timed run: lets the pool replace the child taken last. In the 100-call and
+/// 100 000-row rows every run, in-process ones included, follows one, so none of them gains from
+/// running straight after another (warm caches, memory the allocator still holds).
+async fn pause() {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// `source` after a [`pause`], and how long it took.
+async fn timed_script(
+    sandbox: &Sandbox,
+    conn: &mut PgConnection,
+    limits: &LimitsConfig,
+    source: &str,
+) -> anyhow::Result<(Duration, ScriptRun)> {
+    pause().await;
+    let t = Instant::now();
+    let run = script(sandbox, conn, limits, source).await?;
+    Ok((t.elapsed(), run))
+}
+
+fn check_sum(run: &ScriptRun, on: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        run.report.result == Some(serde_json::json!(5_000_050_000_i64)),
+        "sandbox sum {:?} on {on}",
+        run.report.result
+    );
+    Ok(())
+}
+
 /// One `SELECT 1` script as an execution runs it: the child starts the script while the
 /// connection is opened (or a kept one taken, with `idle`) and set up (application name,
 /// timeouts and `BEGIN` in one round trip). Afterwards, untimed as an execution does it in the
@@ -201,8 +230,7 @@ pub async fn sandbox(
         fresh.push(t.elapsed());
         peak_wasm = peak_wasm.max(run.report.sandbox.peak_memory_bytes);
 
-        // Give the pool time to replace the child taken last.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        pause().await;
         let t = Instant::now();
         script(&pooled, &mut conn, &limits, SELECT_1).await?;
         prestarted.push(t.elapsed());
@@ -213,8 +241,7 @@ pub async fn sandbox(
             (&mut kept_connection, &sandbox),
             (&mut kept_prestarted, &pooled),
         ] {
-            // Give the pool time to replace the child taken last.
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            pause().await;
             let (took, reused) = as_executed(sandbox, &options, Some(&idle), &limits).await?;
             samples.push(took);
             kept_taken += usize::from(reused);
@@ -284,19 +311,32 @@ pub async fn sandbox(
     let mut calls_prestarted = Vec::new();
     let mut apart = Vec::new();
     let mut in_handle = Vec::new();
-    for _ in 0..iterations {
+    for i in 0..iterations {
+        pause().await;
         let t = Instant::now();
         for _ in 0..100 {
             sqlx::query("SELECT 1").fetch_all(&mut conn).await?;
         }
         base.push(t.elapsed());
-        let t = Instant::now();
-        let run = script(&sandbox, &mut conn, &limits, CALLS_100).await?;
-        calls.push(t.elapsed());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let t = Instant::now();
-        script(&pooled, &mut conn, &limits, CALLS_100).await?;
-        calls_prestarted.push(t.elapsed());
+        // Every other round the pre-started child goes first, so neither kind of child always
+        // runs right after the other.
+        let prestarted_first = i % 2 == 1;
+        if prestarted_first {
+            calls_prestarted.push(
+                timed_script(&pooled, &mut conn, &limits, CALLS_100)
+                    .await?
+                    .0,
+            );
+        }
+        let (took, run) = timed_script(&sandbox, &mut conn, &limits, CALLS_100).await?;
+        calls.push(took);
+        if !prestarted_first {
+            calls_prestarted.push(
+                timed_script(&pooled, &mut conn, &limits, CALLS_100)
+                    .await?
+                    .0,
+            );
+        }
         let records = &run.report.calls;
         if let (Some(first), Some(last)) = (records.first(), records.last())
             && records.len() > 1
@@ -334,7 +374,8 @@ pub async fn sandbox(
     let mut sum_call = Vec::new();
     let mut sum_after = Vec::new();
     let mut sum_loop = Vec::new();
-    for _ in 0..(iterations / 5).max(3) {
+    for i in 0..(iterations / 5).max(3) {
+        pause().await;
         let t = Instant::now();
         let rows = sqlx::query(SUM_100K_SQL).fetch_all(&mut conn).await?;
         let sum: i64 = rows
@@ -344,6 +385,7 @@ pub async fn sandbox(
         base.push(t.elapsed());
         anyhow::ensure!(sum == 5_000_050_000, "in-process sum {sum}");
         // The wrapped handle's own work (rows to JSON, limits), in-process, without the sandbox.
+        pause().await;
         let t = Instant::now();
         let op = proto::DbOp::Query {
             sql: SUM_100K_SQL.into(),
@@ -361,9 +403,14 @@ pub async fn sandbox(
         };
         through_handle.push(t.elapsed());
         anyhow::ensure!(sum == 5_000_050_000, "handle sum {sum}");
-        let t = Instant::now();
-        let run = script(&sandbox, &mut conn, &limits, SUM_100K).await?;
-        let total = t.elapsed();
+        let prestarted_first = i % 2 == 1;
+        if prestarted_first {
+            let (took, run) = timed_script(&pooled, &mut conn, &limits, SUM_100K).await?;
+            check_sum(&run, "a pre-started child")?;
+            sums_prestarted.push(took);
+        }
+        let (total, run) = timed_script(&sandbox, &mut conn, &limits, SUM_100K).await?;
+        check_sum(&run, "a forked child")?;
         sums.push(total);
         if let Some(call) = run.report.calls.first() {
             let until_reply = call.at_ms as f64 + call.duration_ms;
@@ -381,16 +428,12 @@ pub async fn sandbox(
                 run.report.logs
             )
         })?);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let t = Instant::now();
-        script(&pooled, &mut conn, &limits, SUM_100K).await?;
-        sums_prestarted.push(t.elapsed());
+        if !prestarted_first {
+            let (took, run) = timed_script(&pooled, &mut conn, &limits, SUM_100K).await?;
+            check_sum(&run, "a pre-started child")?;
+            sums_prestarted.push(took);
+        }
         peak_wasm = peak_wasm.max(run.report.sandbox.peak_memory_bytes);
-        anyhow::ensure!(
-            run.report.result == Some(serde_json::json!(5_000_050_000_i64)),
-            "sandbox sum {:?}",
-            run.report.result
-        );
     }
     let base = summary(base);
     lines.push(row(
