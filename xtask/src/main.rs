@@ -176,8 +176,22 @@ fn test(args: &[String]) -> Result<()> {
     ));
     fuzz_for(FUZZ_SECONDS)?;
 
-    step("building the binaries the tests drive (with test-only failpoints and sandbox probes)");
-    build_binaries(&["--features", TEST_FEATURES])?;
+    step(
+        "building the binaries the tests drive and the tests (with test-only failpoints and sandbox probes)",
+    );
+    // Every target in one build: the tests' dev-dependencies widen the features of shared
+    // dependencies (gimli, regex, …), so binaries built on their own would be built again,
+    // cranelift and wasmtime included, when the tests are. Built this way the test run below
+    // compiles nothing.
+    let mut build = cargo();
+    build.args([
+        "build",
+        "--workspace",
+        "--all-targets",
+        "--features",
+        TEST_FEATURES,
+    ]);
+    status(build, "cargo build (binaries and tests)")?;
 
     step("frontend: packages and the API types generated from the OpenAPI document");
     frontend::packages()?;
@@ -281,7 +295,12 @@ fn cargo_tool(subcommand: &str) -> Result<()> {
     let krate = format!("cargo-{subcommand}");
     eprintln!("    installing {krate} from crates.io (once)");
     let mut install = cargo();
-    install.args(["install", &krate, "--locked"]);
+    // The tool's own release profile may ask for fat LTO in one codegen unit (cargo-deny does),
+    // which makes installing it on a 2-core machine slow for nothing these checks notice.
+    install
+        .args(["install", &krate, "--locked"])
+        .env("CARGO_PROFILE_RELEASE_LTO", "false")
+        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16");
     status(install, &format!("cargo install {krate}"))
 }
 
