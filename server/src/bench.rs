@@ -384,7 +384,9 @@ pub async fn sandbox(
             .sum::<Result<i64, _>>()?;
         base.push(t.elapsed());
         anyhow::ensure!(sum == 5_000_050_000, "in-process sum {sum}");
-        // The wrapped handle's own work (rows to JSON, limits), in-process, without the sandbox.
+        // The wrapped handle's own work (rows to JSON, limits), in-process, without the sandbox:
+        // a detached sink also decodes its batches back into JSON values at the end, as in-process
+        // use needs, so this is more than the portal's side of a sandboxed call.
         pause().await;
         let t = Instant::now();
         let op = proto::DbOp::Query {
