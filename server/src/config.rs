@@ -88,6 +88,8 @@ pub struct ExecutorConfig {
     pub max_per_author: u32,
     /// The `quorum-sandbox` binary; empty means next to the running `quorum`.
     pub sandbox_bin: String,
+    /// Where the guest compiled for this host is kept; empty means `<data_dir>/sandbox-cache`.
+    pub sandbox_cache_dir: String,
     /// Data segment cap of each sandbox child, in MiB (`RLIMIT_DATA`), beyond `limits.memory_mb`.
     pub sandbox_data_mb: u64,
     /// Sandbox children kept started and waiting for a job (each still runs one job only).

@@ -263,7 +263,11 @@ impl Sandbox {
         };
         Arc::new_cyclic(|me| Self {
             bin,
-            cache_dir: config.data_dir.join("sandbox-cache"),
+            cache_dir: if config.executor.sandbox_cache_dir.is_empty() {
+                config.data_dir.join("sandbox-cache")
+            } else {
+                PathBuf::from(&config.executor.sandbox_cache_dir)
+            },
             data_mb: config.executor.sandbox_data_mb,
             module: OnceCell::new(),
             pool_size: config.executor.sandbox_pool,

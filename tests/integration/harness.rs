@@ -190,6 +190,13 @@ pub fn audit_verify(app: &TestApp) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
+/// One directory of compiled guests for every test app: compiling is seconds of CPU that each
+/// app would otherwise spend again in its own data directory. Its files are named by wasmtime
+/// version, engine settings and guest, so an older build's file is never taken.
+pub fn shared_sandbox_cache() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("sandbox-cache")
+}
+
 pub struct TestApp {
     pub kind: StoreKind,
     pub base: String,
@@ -243,8 +250,11 @@ api_per_second = 10000
 api_burst = 10000
 [log]
 filter = "warn"
+[executor]
+sandbox_cache_dir = "{cache}"
 "#,
-            dir = data_dir.path().display()
+            dir = data_dir.path().display(),
+            cache = shared_sandbox_cache().display()
         );
         let base_cfg: toml::Table = toml.parse().expect("toml");
         let extra: toml::Table = extra_toml.parse().expect("extra toml");

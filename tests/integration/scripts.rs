@@ -102,6 +102,40 @@ async fn a_script_from_the_node_portal_runs_unchanged() {
     }
 }
 
+/// The compiled guests in `dir` (`*.cwasm`; a half-written one is a dotted `.tmp` file).
+fn compiled_guests(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.ends_with(".cwasm"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `executor.sandbox_cache_dir` names where the compiled guest is kept; empty keeps it under the
+/// data directory.
+#[tokio::test]
+async fn the_compiled_guest_is_kept_where_the_configuration_says() {
+    let own = tempfile::tempdir().expect("tempdir");
+    let toml = format!(
+        "[executor]\nsandbox_cache_dir = \"{}\"",
+        own.path().display()
+    );
+    let app = TestApp::spawn_with(StoreKind::Sqlite, &toml).await;
+    assert!(compiled_guests(own.path()).is_empty());
+    let e = demo(&app, "return 1;").await;
+    assert_eq!(e["status"], "succeeded", "{e}");
+    assert_eq!(compiled_guests(own.path()).len(), 1);
+    assert!(!app.data_dir.path().join("sandbox-cache").exists());
+
+    let app = TestApp::spawn_with(StoreKind::Sqlite, "[executor]\nsandbox_cache_dir = \"\"").await;
+    let e = demo(&app, "return 2;").await;
+    assert_eq!(e["result"], 2, "{e}");
+    let under_data = app.data_dir.path().join("sandbox-cache");
+    assert_eq!(compiled_guests(&under_data).len(), 1);
+}
 #[tokio::test]
 async fn each_limit_holds_and_is_named() {
     let app = TestApp::spawn_with(StoreKind::Sqlite, TIGHT).await;
