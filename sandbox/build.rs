@@ -5,9 +5,12 @@
 //! libclang-rt-14-dev-wasm32`, which `cargo xtask` installs) and the `wasm32-wasip1` Rust target.
 
 use std::env;
-use std::hash::{DefaultHasher, Hash, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
+
+#[path = "build_support.rs"]
+mod build_support;
+use build_support::guest_target_dir;
 
 fn main() {
     let manifest_dir =
@@ -67,25 +70,4 @@ fn main() {
     }
     let wasm = target_dir.join("wasm32-wasip1/release/quorum-guest.wasm");
     println!("cargo:rustc-env=QUORUM_GUEST_WASM={}", wasm.display());
-}
-
-/// Where the guest is built: one directory per checkout beside the outer build's profile
-/// directories (`<target>/quorum-guest/<checkout>`), so `cargo clippy`, `cargo build` and the
-/// test build, each of which runs this script with an `OUT_DIR` of its own, share one guest
-/// build instead of each compiling QuickJS with LTO (40 s on 2 cores). Keyed by the checkout,
-/// so two checkouts sharing a target directory never take each other's guest. `OUT_DIR` itself
-/// when it is not laid out as `<target>/<profile>/build/<package>/out`.
-fn guest_target_dir(out_dir: &Path, manifest_dir: &Path) -> PathBuf {
-    let mut up = out_dir.ancestors();
-    let (Some(build), Some(target)) = (up.nth(2), up.nth(1)) else {
-        return out_dir.join("guest-target");
-    };
-    if build.file_name().is_none_or(|n| n != "build") {
-        return out_dir.join("guest-target");
-    }
-    let mut h = DefaultHasher::new();
-    manifest_dir.hash(&mut h);
-    target
-        .join("quorum-guest")
-        .join(format!("{:016x}", h.finish()))
 }

@@ -17,6 +17,10 @@ mod host;
 mod restrict;
 mod template;
 
+#[cfg(test)]
+#[path = "../build_support.rs"]
+mod build_support;
+
 use std::io::Write;
 use std::path::PathBuf;
 
