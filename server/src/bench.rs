@@ -86,6 +86,31 @@ async fn timed_script(
     Ok((t.elapsed(), run))
 }
 
+/// `source` in a child forked on demand and in a pre-started one, each timed after a pause, as
+/// (forked, pre-started). In odd rounds the pre-started child goes first, so neither kind of
+/// child always runs straight after the other.
+async fn forked_and_prestarted(
+    (forked, prestarted): (&Sandbox, &Sandbox),
+    round: usize,
+    conn: &mut PgConnection,
+    limits: &LimitsConfig,
+    source: &str,
+) -> anyhow::Result<[(Duration, ScriptRun); 2]> {
+    let prestarted_first = round % 2 == 1;
+    let (first, second) = if prestarted_first {
+        (prestarted, forked)
+    } else {
+        (forked, prestarted)
+    };
+    let first = timed_script(first, conn, limits, source).await?;
+    let second = timed_script(second, conn, limits, source).await?;
+    Ok(if prestarted_first {
+        [second, first]
+    } else {
+        [first, second]
+    })
+}
+
 fn check_sum(run: &ScriptRun, on: &str) -> anyhow::Result<()> {
     anyhow::ensure!(
         run.report.result == Some(serde_json::json!(5_000_050_000_i64)),
@@ -318,25 +343,10 @@ pub async fn sandbox(
             sqlx::query("SELECT 1").fetch_all(&mut conn).await?;
         }
         base.push(t.elapsed());
-        // Every other round the pre-started child goes first, so neither kind of child always
-        // runs right after the other.
-        let prestarted_first = i % 2 == 1;
-        if prestarted_first {
-            calls_prestarted.push(
-                timed_script(&pooled, &mut conn, &limits, CALLS_100)
-                    .await?
-                    .0,
-            );
-        }
-        let (took, run) = timed_script(&sandbox, &mut conn, &limits, CALLS_100).await?;
+        let [(took, run), (took_prestarted, _)] =
+            forked_and_prestarted((&sandbox, &pooled), i, &mut conn, &limits, CALLS_100).await?;
         calls.push(took);
-        if !prestarted_first {
-            calls_prestarted.push(
-                timed_script(&pooled, &mut conn, &limits, CALLS_100)
-                    .await?
-                    .0,
-            );
-        }
+        calls_prestarted.push(took_prestarted);
         let records = &run.report.calls;
         if let (Some(first), Some(last)) = (records.first(), records.last())
             && records.len() > 1
@@ -405,15 +415,12 @@ pub async fn sandbox(
         };
         through_handle.push(t.elapsed());
         anyhow::ensure!(sum == 5_000_050_000, "handle sum {sum}");
-        let prestarted_first = i % 2 == 1;
-        if prestarted_first {
-            let (took, run) = timed_script(&pooled, &mut conn, &limits, SUM_100K).await?;
-            check_sum(&run, "a pre-started child")?;
-            sums_prestarted.push(took);
-        }
-        let (total, run) = timed_script(&sandbox, &mut conn, &limits, SUM_100K).await?;
+        let [(total, run), (took_prestarted, run_prestarted)] =
+            forked_and_prestarted((&sandbox, &pooled), i, &mut conn, &limits, SUM_100K).await?;
         check_sum(&run, "a forked child")?;
+        check_sum(&run_prestarted, "a pre-started child")?;
         sums.push(total);
+        sums_prestarted.push(took_prestarted);
         if let Some(call) = run.report.calls.first() {
             let until_reply = call.at_ms as f64 + call.duration_ms;
             sum_call.push(call.duration_ms);
@@ -430,12 +437,9 @@ pub async fn sandbox(
                 run.report.logs
             )
         })?);
-        if !prestarted_first {
-            let (took, run) = timed_script(&pooled, &mut conn, &limits, SUM_100K).await?;
-            check_sum(&run, "a pre-started child")?;
-            sums_prestarted.push(took);
-        }
-        peak_wasm = peak_wasm.max(run.report.sandbox.peak_memory_bytes);
+        peak_wasm = peak_wasm
+            .max(run.report.sandbox.peak_memory_bytes)
+            .max(run_prestarted.report.sandbox.peak_memory_bytes);
     }
     let base = summary(base);
     lines.push(row(
