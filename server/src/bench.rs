@@ -234,6 +234,7 @@ pub async fn sandbox(
     let mut fresh = Vec::new();
     let mut prestarted = Vec::new();
     let mut fresh_connected = Vec::new();
+    let mut prestarted_connected = Vec::new();
     let mut kept_connection = Vec::new();
     let mut kept_prestarted = Vec::new();
     let idle = IdleConnections::new(2, Duration::from_secs(60));
@@ -262,6 +263,8 @@ pub async fn sandbox(
 
         // As an execution does it, on a new connection and on a kept one.
         fresh_connected.push(as_executed(&sandbox, &options, None, &limits).await?.0);
+        pause().await;
+        prestarted_connected.push(as_executed(&pooled, &options, None, &limits).await?.0);
         for (samples, sandbox) in [
             (&mut kept_connection, &sandbox),
             (&mut kept_prestarted, &pooled),
@@ -315,6 +318,11 @@ pub async fn sandbox(
     lines.push(format!(
         "  (the sandbox adds {:.2} ms to the same work done in-process on a new connection)",
         fresh_connected.0 - connected_base.0
+    ));
+    lines.push(row(
+        "SELECT 1 script, pre-started child, new connection",
+        summary(prestarted_connected),
+        Some(connected_base),
     ));
     lines.push(row(
         "SELECT 1 script, child forked on demand, kept connection",
