@@ -401,8 +401,10 @@ fn browser_tests(quorum: &Path, chromium: &Path) -> Result<()> {
     result
 }
 
-/// `quorum serve --demo` on a free loopback port with its data in `data`, sign-in rate limits
-/// lifted (the tests and benchmarks sign in many times), once `/readyz` answers 200.
+/// `quorum serve --demo` on a free loopback port with its data in `data`, rate limits lifted
+/// (the tests and benchmarks sign in and call the API faster than a person would: the default
+/// 50 API requests a second per address is a few hundred milliseconds of the benchmark's
+/// sequential requests), once `/readyz` answers 200.
 fn demo_portal(quorum: &Path, data: &Path, stderr: Stdio) -> Result<(Portal, u16)> {
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -415,6 +417,8 @@ fn demo_portal(quorum: &Path, data: &Path, stderr: Stdio) -> Result<(Portal, u16
         .env("QUORUM__DATA_DIR", data)
         .env("QUORUM__RATE_LIMIT__AUTH_PER_MINUTE", "1000000")
         .env("QUORUM__RATE_LIMIT__AUTH_BURST", "1000000")
+        .env("QUORUM__RATE_LIMIT__API_PER_SECOND", "1000000")
+        .env("QUORUM__RATE_LIMIT__API_BURST", "1000000")
         .env("QUORUM__LOG__FILTER", "warn")
         .stdout(Stdio::null())
         .stderr(stderr)
