@@ -136,6 +136,7 @@ async fn the_compiled_guest_is_kept_where_the_configuration_says() {
     let under_data = app.data_dir.path().join("sandbox-cache");
     assert_eq!(compiled_guests(&under_data).len(), 1);
 }
+
 #[tokio::test]
 async fn each_limit_holds_and_is_named() {
     let app = TestApp::spawn_with(StoreKind::Sqlite, TIGHT).await;
