@@ -699,7 +699,8 @@ fn linker(engine: &Engine) -> wasmtime::Result<Linker<Host>> {
     Ok(l)
 }
 
-/// Whether stdin has something to read (or has closed) within `ms` milliseconds.
+/// Whether stdin has something to read (or has closed) within `ms` milliseconds; an error from
+/// poll counts as yes, so the caller goes on to read and meets it there.
 fn stdin_readable_within(ms: i32) -> bool {
     let mut fd = libc::pollfd {
         fd: libc::STDIN_FILENO,
@@ -719,28 +720,36 @@ fn stdin_readable_within(ms: i32) -> bool {
 /// the template it was forked from (QuickJS's heap and stack as the template left them), by
 /// writing each back unchanged: a script writes to most of them, and each first write would
 /// otherwise be a copy-on-write fault taken while the script runs. Pages the template never
-/// touched are left alone (mincore says which are resident), so the child copies at most what
-/// the template holds (about 0.4 MiB) and allocates no page the script might never use.
+/// touched are left alone (mincore says which are resident; a page only ever read counts, as the
+/// kernel's zero page), so the child copies at most what the template holds (about 0.4 MiB) and
+/// allocates no page the script might never use.
 fn warm(guest_memory: &mut [u8]) {
-    const PAGE: usize = 4096;
-    let pages = guest_memory.len() / PAGE;
+    #[expect(unsafe_code, reason = "sysconf(3) with a constant name")]
+    // SAFETY: no pointers; glibc answers from the auxiliary vector it already holds, without a
+    // system call the child's filters could refuse.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(0);
+    if page == 0 {
+        return;
+    }
+    let pages = guest_memory.len() / page;
     let mut resident = vec![0u8; pages];
     #[expect(unsafe_code, reason = "mincore(2) on the guest's own memory")]
-    // SAFETY: wasm linear memory starts on a page boundary; the range is `pages` whole pages of
-    // it, and `resident` has one byte per page for the kernel to fill.
+    // SAFETY: the range is `pages` whole host pages of the guest's memory (mincore refuses a
+    // start off a page boundary, and then nothing is touched), and `resident` has one byte per
+    // page for the kernel to fill.
     let asked = unsafe {
         libc::mincore(
             guest_memory.as_mut_ptr().cast(),
-            pages * PAGE,
+            pages * page,
             resident.as_mut_ptr(),
         )
     };
     if asked != 0 {
         return;
     }
-    for (page, flags) in guest_memory.chunks_mut(PAGE).zip(&resident) {
+    for (bytes, flags) in guest_memory.chunks_mut(page).zip(&resident) {
         if flags & 1 == 1
-            && let Some(first) = page.first_mut()
+            && let Some(first) = bytes.first_mut()
         {
             // Opaque to the optimiser, so the store happens although the value is unchanged.
             *first = std::hint::black_box(*first);
@@ -966,5 +975,70 @@ mod tests {
         assert_eq!(classify(&t, false, 1000).kind, ErrorKind::Timeout);
         let x = wasmtime::Error::new(Exit(3));
         assert_eq!(classify(&x, false, 1000).kind, ErrorKind::Internal);
+    }
+
+    /// Which pages of `region` are resident.
+    fn resident(region: &mut [u8], page: usize) -> Vec<usize> {
+        let mut flags = vec![0u8; region.len() / page];
+        #[expect(unsafe_code, reason = "mincore(2) on a mapping the test owns")]
+        // SAFETY: `region` is whole pages from a page-aligned mapping; one byte per page.
+        let asked =
+            unsafe { libc::mincore(region.as_mut_ptr().cast(), region.len(), flags.as_mut_ptr()) };
+        assert_eq!(asked, 0, "{}", io::Error::last_os_error());
+        flags
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| *f & 1 == 1)
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Warming writes back only the pages already there, unchanged: no value moves and no page
+    /// the memory never used is brought in.
+    #[test]
+    fn warming_keeps_values_and_brings_in_no_page() {
+        #[expect(unsafe_code, reason = "sysconf(3) with a constant name")]
+        // SAFETY: no pointers.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let len = 16 * page;
+        #[expect(unsafe_code, reason = "an anonymous mapping the test owns and unmaps")]
+        // SAFETY: a fresh private anonymous mapping of `len` bytes (advice only on it), used only
+        // through the slice below and unmapped at the end of the test; MAP_FAILED is checked.
+        let region = unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED);
+            // Page by page whatever the host's transparent huge page setting.
+            libc::madvise(p, len, libc::MADV_NOHUGEPAGE);
+            std::slice::from_raw_parts_mut(p.cast::<u8>(), len)
+        };
+        for (i, at) in [(0, 0), (3, 17), (5, page - 1), (9, 1)] {
+            region[i * page + at] = 0xA5 ^ i as u8;
+        }
+        // Measured before anything reads the other pages (a read maps the kernel's zero page,
+        // which mincore counts as resident).
+        let touched = resident(region, page);
+        assert_eq!(touched, vec![0, 3, 5, 9]);
+        let kept = |r: &[u8]| -> Vec<u8> {
+            touched
+                .iter()
+                .flat_map(|i| r[i * page..(i + 1) * page].to_vec())
+                .collect()
+        };
+        let values = kept(region);
+        warm(region);
+        assert_eq!(resident(region, page), touched);
+        assert!(kept(region) == values);
+        #[expect(unsafe_code, reason = "unmapping the test's own mapping")]
+        // SAFETY: the mapping made above, not used after this.
+        unsafe {
+            libc::munmap(region.as_mut_ptr().cast(), len);
+        }
     }
 }
