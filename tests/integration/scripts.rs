@@ -124,7 +124,6 @@ async fn the_compiled_guest_is_kept_where_the_configuration_says() {
         own.path().display()
     );
     let app = TestApp::spawn_with(StoreKind::Sqlite, &toml).await;
-    assert!(compiled_guests(own.path()).is_empty());
     let e = demo(&app, "return 1;").await;
     assert_eq!(e["status"], "succeeded", "{e}");
     assert_eq!(compiled_guests(own.path()).len(), 1);
@@ -885,13 +884,12 @@ async fn the_child_has_no_environment_and_no_extra_descriptors() {
     assert_eq!(fds, ["0", "1", "2"], "child {pid} descriptors");
 }
 
-/// The sandbox binary and a freshly compiled guest module for it.
-fn sandbox_and_module() -> (std::path::PathBuf, String, tempfile::TempDir) {
+/// The sandbox binary and its compiled guest module (in the cache the test apps share).
+fn sandbox_and_module() -> (std::path::PathBuf, String) {
     let bin = crate::harness::quorum_bin().with_file_name("quorum-sandbox");
-    let cache = tempfile::tempdir().expect("tempdir");
     let out = std::process::Command::new(&bin)
         .args(["precompile", "--cache-dir"])
-        .arg(cache.path())
+        .arg(crate::harness::shared_sandbox_cache())
         .output()
         .expect("precompile");
     assert!(
@@ -900,7 +898,7 @@ fn sandbox_and_module() -> (std::path::PathBuf, String, tempfile::TempDir) {
         String::from_utf8_lossy(&out.stderr)
     );
     let module = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    (bin, module, cache)
+    (bin, module)
 }
 
 /// The six probes a `sandbox-selftest` child reports on stderr; each must be refused.
@@ -919,7 +917,7 @@ fn assert_probes_refused(stderr: &str) {
 /// restricted itself; every one must be refused.
 #[test]
 fn forbidden_system_calls_are_refused_inside_the_child() {
-    let (bin, module, _cache) = sandbox_and_module();
+    let (bin, module) = sandbox_and_module();
     let out = std::process::Command::new(&bin)
         .args(["run", "--module", &module])
         .env_clear()
@@ -941,7 +939,7 @@ fn forbidden_system_calls_are_refused_inside_a_forked_child() {
 
     use quorum_sandbox_protocol::template::{ForkRequest, GREETING, decode_reply};
 
-    let (bin, module, _cache) = sandbox_and_module();
+    let (bin, module) = sandbox_and_module();
     let (mut control, theirs) = std::os::unix::net::UnixStream::pair().expect("socketpair");
     let mut template = std::process::Command::new(&bin)
         .args(["template", "--module", &module])
