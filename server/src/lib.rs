@@ -191,6 +191,7 @@ pub async fn run_with_clock(
         ),
         Err(e) => tracing::warn!(error = %e, "settling executions left running failed"),
     }
+    let preparing = sandbox::Sandbox::prepare(&state.sandbox);
     let (app, limiters) = http::router(state.clone());
     let (stop_slack, slack_stop) = tokio::sync::watch::channel(false);
     let slack = notify::spawn(&state, slack_stop);
@@ -215,6 +216,7 @@ pub async fn run_with_clock(
         }
     };
     maintenance.abort();
+    preparing.abort();
     // The Slack worker finishes the delivery in flight (its calls time out within 15 s), so what
     // Slack accepted is recorded as sent and not sent again after a restart.
     let _ = stop_slack.send(true);

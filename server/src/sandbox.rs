@@ -49,6 +49,8 @@ const MAX_STDERR: usize = 16 * 1024;
 /// After a template failed to start or to fork, how long children start on their own before
 /// another template is tried.
 const TEMPLATE_RETRY: Duration = Duration::from_secs(30);
+/// While the sandbox cannot be prepared at start-up, how long before it is tried again.
+const PREPARE_RETRY: Duration = Duration::from_secs(60);
 
 /// Where the sandbox binary is, once compiled the guest module it loads, and the children
 /// started ahead of need.
@@ -59,6 +61,8 @@ pub struct Sandbox {
     data_mb: u64,
     /// Set once compiling succeeded; a failure is retried on the next run.
     module: OnceCell<PathBuf>,
+    /// Why the last attempt to compile (or find) the guest failed, until one succeeds.
+    unavailable: std::sync::Mutex<Option<String>>,
     /// How many ready children to keep, started under `pool_limits` (the configured defaults;
     /// a job with other limits gets a child started for it).
     pool_size: usize,
@@ -270,6 +274,7 @@ impl Sandbox {
             },
             data_mb: config.executor.sandbox_data_mb,
             module: OnceCell::new(),
+            unavailable: std::sync::Mutex::new(None),
             pool_size: config.executor.sandbox_pool,
             pool_limits: config.limits,
             pool: std::sync::Mutex::new(Vec::new()),
@@ -498,7 +503,8 @@ impl Sandbox {
     /// The precompiled guest, compiled on first use (once per wasmtime version and guest).
     /// Called before a target transaction is opened, so compiling never eats into it.
     pub async fn module(&self) -> Result<&Path, String> {
-        self.module
+        let compiled = self
+            .module
             .get_or_try_init(|| async {
                 let out = Command::new(&self.bin)
                     .arg("precompile")
@@ -518,8 +524,83 @@ impl Sandbox {
                 }
                 Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
             })
-            .await
-            .map(PathBuf::as_path)
+            .await;
+        *self
+            .unavailable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = compiled.as_ref().err().cloned();
+        compiled.map(PathBuf::as_path)
+    }
+
+    /// Whether scripts can run now, as far as this process knows.
+    pub fn readiness(&self) -> Readiness {
+        if self.module.initialized() {
+            Readiness::Ready
+        } else if self
+            .unavailable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+        {
+            Readiness::Unavailable
+        } else {
+            Readiness::Preparing
+        }
+    }
+
+    /// Gets the sandbox ready when the portal starts, so that the first script does not wait
+    /// for it: compiles the guest (seconds, the first time for a wasmtime version and guest;
+    /// found in the cache afterwards), then starts the template and the pre-started children.
+    /// A failure is logged with its reason and tried again every [`PREPARE_RETRY`] (a fixed
+    /// permission needs no restart), until it succeeds or the portal drops the sandbox.
+    pub fn prepare(me: &Arc<Sandbox>) -> tokio::task::JoinHandle<()> {
+        let me = Arc::downgrade(me);
+        tokio::spawn(async move {
+            loop {
+                let Some(sandbox) = me.upgrade() else {
+                    return;
+                };
+                let t = Instant::now();
+                match sandbox.module().await {
+                    Ok(module) => {
+                        tracing::info!(
+                            module = %module.display(),
+                            took_ms = t.elapsed().as_millis(),
+                            "script sandbox ready"
+                        );
+                        sandbox.refill(module);
+                        return;
+                    }
+                    Err(e) => tracing::error!(
+                        error = %e,
+                        retry_secs = PREPARE_RETRY.as_secs(),
+                        "the script sandbox is not available: script executions fail until it is"
+                    ),
+                }
+                drop(sandbox);
+                tokio::time::sleep(PREPARE_RETRY).await;
+            }
+        })
+    }
+}
+
+/// What [`Sandbox::readiness`] says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// The guest is being compiled or looked up; a script now waits for it.
+    Preparing,
+    Ready,
+    /// The last attempt failed (the log says why); scripts fail until an attempt succeeds.
+    Unavailable,
+}
+
+impl Readiness {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Readiness::Preparing => "preparing",
+            Readiness::Ready => "ready",
+            Readiness::Unavailable => "unavailable",
+        }
     }
 }
 

@@ -25,7 +25,7 @@ pub(crate) async fn start_replica(app: &TestApp) -> Replica {
     start_replica_with(app, &[]).await
 }
 
-async fn start_replica_with(app: &TestApp, extra_env: &[(&str, &str)]) -> Replica {
+pub(crate) async fn start_replica_with(app: &TestApp, extra_env: &[(&str, &str)]) -> Replica {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("free port")
         .local_addr()
@@ -47,6 +47,11 @@ async fn start_replica_with(app: &TestApp, extra_env: &[(&str, &str)]) -> Replic
                 .trim(),
         )
         .env("QUORUM__LOG__FILTER", "warn")
+        // The guest compiled once for every test portal, not once per replica.
+        .env(
+            "QUORUM__EXECUTOR__SANDBOX_CACHE_DIR",
+            crate::harness::shared_sandbox_cache(),
+        )
         // All test traffic comes from 127.0.0.1; the per-IP limits are tested elsewhere.
         .env("QUORUM__RATE_LIMIT__AUTH_PER_MINUTE", "60000")
         .env("QUORUM__RATE_LIMIT__AUTH_BURST", "10000")

@@ -136,6 +136,103 @@ async fn the_compiled_guest_is_kept_where_the_configuration_says() {
     assert_eq!(compiled_guests(&under_data).len(), 1);
 }
 
+/// What `/readyz` says of the sandbox (`preparing`, `ready`, `unavailable`) once it is no longer
+/// preparing, and the `quorum_sandbox_ready` gauge of `/metrics`.
+async fn sandbox_readiness(app: &TestApp) -> (String, String) {
+    let mut said = String::new();
+    for _ in 0..600 {
+        let r = app
+            .client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .expect("readyz");
+        assert_eq!(
+            r.status(),
+            StatusCode::OK,
+            "the store is up whatever the sandbox does"
+        );
+        let body: Value = r.json().await.expect("readyz body");
+        said = body["sandbox"].as_str().unwrap_or("").to_owned();
+        if said != "preparing" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let gauge = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("quorum_sandbox_ready "))
+        .unwrap_or("")
+        .to_owned();
+    (said, gauge)
+}
+
+/// The portal prepares the sandbox when it starts, so the first script waits for nothing: the
+/// guest is compiled (or found) and the pre-started children are waiting before any request.
+/// A guest that cannot be compiled shows in `/readyz` and `/metrics`, fails scripts with the
+/// reason, and once the cause is gone the next script runs without a restart.
+#[tokio::test]
+async fn the_sandbox_is_ready_before_the_first_script_and_says_when_it_is_not() {
+    let app = TestApp::spawn(StoreKind::Sqlite).await;
+    assert_eq!(sandbox_readiness(&app).await, ("ready".into(), "1".into()));
+    let mut waiting = Vec::new();
+    for _ in 0..500 {
+        waiting = sandbox_children(std::process::id());
+        if waiting.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        waiting.len(),
+        2,
+        "executor.sandbox_pool children waiting before any script: {waiting:?}"
+    );
+    assert_eq!(sandbox_templates(std::process::id()).len(), 1);
+
+    // The cache directory cannot be made: its parent is a file.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blocker = dir.path().join("not-a-directory");
+    std::fs::write(&blocker, "").expect("write");
+    let cache = blocker.join("cache");
+    let toml = format!("[executor]\nsandbox_cache_dir = \"{}\"", cache.display());
+    let app = TestApp::spawn_with(StoreKind::Sqlite, &toml).await;
+    assert_eq!(
+        sandbox_readiness(&app).await,
+        ("unavailable".into(), "0".into())
+    );
+    let e = demo(&app, "return 1;").await;
+    assert_eq!(
+        (e["status"].as_str(), kind(&e)),
+        (Some("failed"), "unsupported"),
+        "{e}"
+    );
+    let message = e["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("the script sandbox is not available")
+            && message.contains(&cache.display().to_string()),
+        "{e}"
+    );
+    std::fs::remove_file(&blocker).expect("remove the blocker");
+    let e = demo(&app, "return 3;").await;
+    assert_eq!(
+        (e["status"].as_str(), &e["result"]),
+        (Some("succeeded"), &json!(3)),
+        "{e}"
+    );
+    assert_eq!(compiled_guests(&cache).len(), 1);
+    assert_eq!(sandbox_readiness(&app).await, ("ready".into(), "1".into()));
+}
+
 #[tokio::test]
 async fn each_limit_holds_and_is_named() {
     let app = TestApp::spawn_with(StoreKind::Sqlite, TIGHT).await;
@@ -845,7 +942,8 @@ fn sandbox_children(parent: u32) -> Vec<(u32, Vec<u8>, Vec<String>)> {
 
 #[tokio::test]
 async fn the_child_has_no_environment_and_no_extra_descriptors() {
-    let app = TestApp::spawn(StoreKind::Sqlite).await;
+    // No pre-started children: the sandbox child found is the job's.
+    let app = TestApp::spawn_with(StoreKind::Sqlite, "[executor]\nsandbox_pool = 0").await;
     let script = "await new Promise((r) => setTimeout(r, 3000)); return 1;";
     approve(
         &app,
@@ -855,9 +953,8 @@ async fn the_child_has_no_environment_and_no_extra_descriptors() {
         script,
     )
     .await;
-    // Wait until the child has loaded the guest and restricted itself (its seccomp filter is in
-    // place); the first script of a fresh data directory also compiles the guest, which takes a
-    // while in a debug build.
+    // Wait until the child has been forked and has restricted itself (its seccomp filter is in
+    // place).
     let mut seen = Vec::new();
     let mut restricted = false;
     for _ in 0..1500 {
@@ -1064,7 +1161,9 @@ async fn killing_the_portal_kills_the_child() {
         script,
     )
     .await;
-    let mut replica = crate::replicas::start_replica(&app).await;
+    // No pre-started children: the sandbox child found is the job's.
+    let mut replica =
+        crate::replicas::start_replica_with(&app, &[("QUORUM__EXECUTOR__SANDBOX_POOL", "0")]).await;
     let dan = app.login(Actor::Developer).await;
     run_on(&app, &replica, &id, &dan.token).await;
     let portal = replica.child.id();

@@ -1,5 +1,7 @@
 //! Liveness, readiness and metrics endpoints (outside `/api/v1`, unauthenticated, not rate-limited).
 
+use std::fmt::Write as _;
+
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -11,31 +13,48 @@ pub async fn healthz() -> impl IntoResponse {
     axum::Json(json!({ "status": "ok" }))
 }
 
-/// Ready when the store answers within two seconds.
+/// Ready when the store answers within two seconds. The body also says whether scripts can run
+/// (`sandbox`: `preparing`, `ready` or `unavailable`), which does not change the status: a portal
+/// whose sandbox is down still serves everything else.
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let ping = tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await;
+    let sandbox = state.sandbox.readiness().as_str();
     match ping {
-        Ok(Ok(())) => (StatusCode::OK, axum::Json(json!({ "status": "ready" }))),
+        Ok(Ok(())) => (
+            StatusCode::OK,
+            axum::Json(json!({ "status": "ready", "sandbox": sandbox })),
+        ),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness check: store unreachable");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                axum::Json(json!({ "status": "unavailable", "reason": "store unreachable" })),
+                axum::Json(
+                    json!({ "status": "unavailable", "reason": "store unreachable", "sandbox": sandbox }),
+                ),
             )
         }
         Err(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({ "status": "unavailable", "reason": "store timed out" })),
+            axum::Json(
+                json!({ "status": "unavailable", "reason": "store timed out", "sandbox": sandbox }),
+            ),
         ),
     }
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let mut text = state.metrics.render();
+    text.push_str(
+        "# HELP quorum_sandbox_ready 1 when scripts can run (the sandbox's guest is compiled), else 0.\n",
+    );
+    text.push_str("# TYPE quorum_sandbox_ready gauge\n");
+    let ready = state.sandbox.readiness() == crate::sandbox::Readiness::Ready;
+    let _ = writeln!(text, "quorum_sandbox_ready {}", u8::from(ready));
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(),
+        text,
     )
 }
