@@ -131,9 +131,7 @@ pub fn apply_forked(template: &Protections) -> Protections {
         // No new processes for this user from here on (ignored for root; seccomp covers it).
         libc::setrlimit(libc::RLIMIT_NPROC, &nproc);
     }
-    let processes = match seccomp_filter(DENIED_PROCESSES, libc::EPERM)
-        .and_then(|()| signals_self_only(std::process::id()))
-    {
+    let processes = match processes_filter(std::process::id()) {
         Ok(()) => true,
         Err(e) => {
             eprintln!("quorum-sandbox: seccomp filter not installed: {e}");
@@ -197,11 +195,15 @@ fn seccomp_filter(calls: &[i64], errno: i32) -> anyhow::Result<()> {
     install(calls.iter().map(|&nr| (nr, Vec::new())).collect(), errno)
 }
 
-/// Refuses [`SIGNALS_SELF_ONLY`] with `EPERM` unless their target is `pid`.
+/// One filter (one compilation in the kernel, paid by every forked child) refusing with `EPERM`
+/// everything in [`DENIED_PROCESSES`], and [`SIGNALS_SELF_ONLY`] unless their target is `pid`.
 #[cfg(target_os = "linux")]
-fn signals_self_only(pid: u32) -> anyhow::Result<()> {
+fn processes_filter(pid: u32) -> anyhow::Result<()> {
     use seccompiler::{SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompRule};
-    let mut rules = std::collections::BTreeMap::new();
+    let mut rules: std::collections::BTreeMap<i64, Vec<SeccompRule>> = DENIED_PROCESSES
+        .iter()
+        .map(|&nr| (nr, Vec::new()))
+        .collect();
     for &nr in SIGNALS_SELF_ONLY {
         let other =
             SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, u64::from(pid))?;
