@@ -242,7 +242,7 @@ pub async fn sandbox(
     let mut connect_only = Vec::new();
     let mut connected_base = Vec::new();
     let mut peak_wasm = 0;
-    for _ in 0..iterations {
+    for round in 0..iterations {
         let t = Instant::now();
         sqlx::query("SELECT 1").fetch_all(&mut conn).await?;
         base.push(t.elapsed());
@@ -261,14 +261,25 @@ pub async fn sandbox(
         script(&pooled, &mut conn, &limits, SELECT_1).await?;
         prestarted.push(t.elapsed());
 
-        // As an execution does it, on a new connection and on a kept one.
-        fresh_connected.push(as_executed(&sandbox, &options, None, &limits).await?.0);
-        pause().await;
-        prestarted_connected.push(as_executed(&pooled, &options, None, &limits).await?.0);
-        for (samples, sandbox) in [
+        // As an execution does it, on a new connection and on a kept one; in odd rounds the
+        // pre-started child goes first.
+        let mut new_connection = [
+            (&mut fresh_connected, &sandbox),
+            (&mut prestarted_connected, &pooled),
+        ];
+        let mut kept = [
             (&mut kept_connection, &sandbox),
             (&mut kept_prestarted, &pooled),
-        ] {
+        ];
+        if round % 2 == 1 {
+            new_connection.reverse();
+            kept.reverse();
+        }
+        for (samples, sandbox) in new_connection {
+            pause().await;
+            samples.push(as_executed(sandbox, &options, None, &limits).await?.0);
+        }
+        for (samples, sandbox) in kept {
             pause().await;
             let (took, reused) = as_executed(sandbox, &options, Some(&idle), &limits).await?;
             samples.push(took);
