@@ -61,8 +61,8 @@ pub struct Sandbox {
     data_mb: u64,
     /// Set once compiling succeeded; a failure is retried on the next run.
     module: OnceCell<PathBuf>,
-    /// Why the last attempt to compile (or find) the guest failed, until one succeeds.
-    unavailable: std::sync::Mutex<Option<String>>,
+    /// The last attempt to compile (or find) the guest failed (its caller has the reason).
+    unavailable: AtomicBool,
     /// How many ready children to keep, started under `pool_limits` (the configured defaults;
     /// a job with other limits gets a child started for it).
     pool_size: usize,
@@ -274,7 +274,7 @@ impl Sandbox {
             },
             data_mb: config.executor.sandbox_data_mb,
             module: OnceCell::new(),
-            unavailable: std::sync::Mutex::new(None),
+            unavailable: AtomicBool::new(false),
             pool_size: config.executor.sandbox_pool,
             pool_limits: config.limits,
             pool: std::sync::Mutex::new(Vec::new()),
@@ -525,10 +525,7 @@ impl Sandbox {
                 Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
             })
             .await;
-        *self
-            .unavailable
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = compiled.as_ref().err().cloned();
+        self.unavailable.store(compiled.is_err(), Ordering::Release);
         compiled.map(PathBuf::as_path)
     }
 
@@ -536,12 +533,7 @@ impl Sandbox {
     pub fn readiness(&self) -> Readiness {
         if self.module.initialized() {
             Readiness::Ready
-        } else if self
-            .unavailable
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_some()
-        {
+        } else if self.unavailable.load(Ordering::Acquire) {
             Readiness::Unavailable
         } else {
             Readiness::Preparing
@@ -589,6 +581,7 @@ impl Sandbox {
 pub enum Readiness {
     /// The guest is being compiled or looked up; a script now waits for it.
     Preparing,
+    /// The guest is compiled: scripts run.
     Ready,
     /// The last attempt failed (the log says why); scripts fail until an attempt succeeds.
     Unavailable,
