@@ -544,10 +544,13 @@ impl Sandbox {
     /// for it: compiles the guest (seconds, the first time for a wasmtime version and guest;
     /// found in the cache afterwards), then starts the template and the pre-started children.
     /// A failure is logged with its reason and tried again every [`PREPARE_RETRY`] (a fixed
-    /// permission needs no restart), until it succeeds or the portal drops the sandbox.
+    /// permission needs no restart), until it succeeds or the portal drops the sandbox; the same
+    /// failure again is logged at debug level only, so a portal deliberately run without
+    /// `quorum-sandbox` says so once.
     pub fn prepare(me: &Arc<Sandbox>) -> tokio::task::JoinHandle<()> {
         let me = Arc::downgrade(me);
         tokio::spawn(async move {
+            let mut said = None;
             loop {
                 let Some(sandbox) = me.upgrade() else {
                     return;
@@ -563,11 +566,17 @@ impl Sandbox {
                         sandbox.refill(module);
                         return;
                     }
-                    Err(e) => tracing::error!(
-                        error = %e,
-                        retry_secs = PREPARE_RETRY.as_secs(),
-                        "the script sandbox is not available: script executions fail until it is"
-                    ),
+                    Err(e) if said.as_ref() == Some(&e) => {
+                        tracing::debug!(error = %e, "the script sandbox is still not available");
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            error = %e,
+                            retry_secs = PREPARE_RETRY.as_secs(),
+                            "the script sandbox is not available: script executions fail until it is"
+                        );
+                        said = Some(e);
+                    }
                 }
                 drop(sandbox);
                 tokio::time::sleep(PREPARE_RETRY).await;

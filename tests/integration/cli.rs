@@ -257,6 +257,11 @@ async fn serve_honours_addr_and_data_dir_from_the_environment() {
         .env_clear()
         .env("QUORUM__SERVER__ADDR", format!("127.0.0.1:{port}"))
         .env("QUORUM__DATA_DIR", dir.path())
+        // The guest it prepares at start is found compiled, not compiled again.
+        .env(
+            "QUORUM__EXECUTOR__SANDBOX_CACHE_DIR",
+            crate::harness::shared_sandbox_cache(),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -289,4 +294,60 @@ async fn serve_honours_addr_and_data_dir_from_the_environment() {
         dir.path().join("jwt.key").exists(),
         "a signing key is generated when none is configured"
     );
+}
+
+/// A portal whose `quorum-sandbox` is missing still starts and serves everything else; its log
+/// and `/readyz` say that scripts cannot run, and why.
+#[tokio::test]
+async fn serve_without_the_sandbox_says_that_scripts_cannot_run() {
+    let app = TestApp::spawn(StoreKind::Sqlite).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = std::fs::File::create(dir.path().join("stderr")).expect("log file");
+    let mut child = Command::new(quorum_bin())
+        .arg("serve")
+        .env_clear()
+        .env("QUORUM__SERVER__ADDR", format!("127.0.0.1:{port}"))
+        .env("QUORUM__DATA_DIR", dir.path().join("data"))
+        .env(
+            "QUORUM__EXECUTOR__SANDBOX_BIN",
+            "/nonexistent/quorum-sandbox",
+        )
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn");
+    let mut said = serde_json::Value::Null;
+    for _ in 0..200 {
+        if let Ok(r) = app
+            .client
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
+        {
+            assert_eq!(r.status(), StatusCode::OK);
+            said = r.json().await.expect("readyz body");
+            if said["sandbox"] != "preparing" {
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "exit after SIGTERM: {status}");
+    assert_eq!(said["sandbox"], "unavailable", "{said}");
+    let log = std::fs::read_to_string(dir.path().join("stderr")).expect("log");
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("the script sandbox is not available"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(lines[0].contains("/nonexistent/quorum-sandbox"), "{log}");
 }
