@@ -309,6 +309,11 @@ const FUZZ_SECONDS: u64 = 60;
 /// The frame cap the fuzz target reads with (`sandbox/protocol/fuzz/fuzz_targets/decode.rs`);
 /// no single allocation may reach twice it.
 const FUZZ_MALLOC_LIMIT_MB: u64 = 1;
+/// Files the kept corpus may hold before a run minimizes it. libFuzzer writes a new file for each
+/// input it shrinks and leaves the old one, so the directory grows by hundreds of files a run;
+/// past 16 384 files the list of their names that libFuzzer itself makes (1 MiB) trips the
+/// malloc limit above, and every run would fail with an out-of-memory no input caused.
+const FUZZ_CORPUS_FILES: usize = 8192;
 
 fn fuzz(args: &[String]) -> Result<()> {
     let seconds: u64 = args
@@ -338,6 +343,21 @@ fn fuzz_for(seconds: u64) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     }
     let seeds = root().join("sandbox/protocol/fuzz/seeds");
+    let files = std::fs::read_dir(&corpus).map_or(0, Iterator::count);
+    if files > FUZZ_CORPUS_FILES {
+        let mut cmin = cargo();
+        cmin.current_dir(root().join("sandbox/protocol"))
+            .env("RUSTC_BOOTSTRAP", "1")
+            .args(["fuzz", "cmin", "decode", "--target-dir"])
+            .arg(work.join("target"))
+            .arg(&corpus)
+            .arg("--")
+            .arg("-rss_limit_mb=2048")
+            .arg("-max_len=65536")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        status(cmin, &format!("minimizing the fuzz corpus ({files} files)"))?;
+    }
     let mut run = cargo();
     run.current_dir(root().join("sandbox/protocol"))
         .env("RUSTC_BOOTSTRAP", "1")
