@@ -82,9 +82,12 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| root().join("target"))
 }
 
+/// Cargo in this checkout, telling the portal's build script where this checkout's UI is (see
+/// `server/build.rs`: checkouts sharing a target directory would otherwise share one).
 fn cargo() -> Command {
     let mut c = Command::new(env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo")));
-    c.current_dir(root());
+    c.current_dir(root())
+        .env("QUORUM_UI_DIST", root().join("frontend").join("dist"));
     c
 }
 
