@@ -344,6 +344,10 @@ async fn serve_without_the_sandbox_says_that_scripts_cannot_run() {
     assert!(status.success(), "exit after SIGTERM: {status}");
     assert_eq!(said["sandbox"], "unavailable", "{said}");
     let log = std::fs::read_to_string(dir.path().join("stderr")).expect("log");
+    assert!(
+        !log.contains('\u{1b}'),
+        "terminal colours in a log file: {log}"
+    );
     let lines: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("the script sandbox is not available"))
