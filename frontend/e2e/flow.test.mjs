@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import { after, before, test } from "node:test";
-import { ADMIN, BASE, DAN, GINA, MAYA, SHOP_FILE, axe, call, fileQuery, launch, shot, signedIn } from "./helpers.mjs";
+import { ADMIN, BASE, DAN, GINA, MAYA, NO_SANDBOX_BASE, SHOP_FILE, axe, call, fileQuery, launch, shot, signedIn } from "./helpers.mjs";
 
 let browser;
 before(async () => {
@@ -296,5 +296,25 @@ test("a failed script shows its error and marks the failing line in the editor",
   await marked.waitFor();
   assert.equal(await marked.count(), 1);
   assert.match(await marked.textContent(), /throw new Error/);
+  await dan.context().close();
+});
+
+test("on a portal whose script sandbox is not available, the form says so as a script is written", async () => {
+  assert.ok(NO_SANDBOX_BASE, "QUORUM_NO_SANDBOX_URL names the portal without a sandbox");
+  const dan = await signedIn(browser, DAN, {}, NO_SANDBOX_BASE);
+  await dan.getByRole("link", { name: "New request" }).click();
+  await dan.getByRole("heading", { name: "New request" }).waitFor();
+  await dan.getByLabel("Kind").selectOption("script");
+  await dan.locator(".cm-content").click();
+  await dan.keyboard.type("return (await db.query('SELECT 1 AS one')).rows;");
+  await dan.getByRole("alert").filter({ hasText: "the portal's script sandbox is not available" }).waitFor();
+  await shot(dan, "new-request-no-sandbox");
+  // SQL is checked without the sandbox: a query on the same portal still reads as such.
+  await dan.getByLabel("Kind").selectOption("query");
+  await dan.locator(".cm-content").click();
+  await dan.keyboard.press("Control+A");
+  await dan.keyboard.type("SELECT id FROM customers");
+  await dan.getByText(/Syntax OK/).waitFor();
+  assert.equal(await dan.getByRole("alert").filter({ hasText: "sandbox" }).count(), 0);
   await dan.context().close();
 });

@@ -4,6 +4,8 @@ import { createRequire } from "node:module";
 import { chromium } from "playwright-core";
 
 export const BASE = process.env.QUORUM_URL ?? "http://127.0.0.1:8080";
+// A second demo portal whose `quorum-sandbox` is missing (`cargo xtask test` starts it).
+export const NO_SANDBOX_BASE = process.env.QUORUM_NO_SANDBOX_URL;
 export const ARTIFACTS = process.env.ARTIFACTS ?? "../target/browser";
 export const PASSWORD = "quorum-demo-password";
 export const DAN = "dan@example.com";
@@ -20,14 +22,15 @@ export async function launch() {
   });
 }
 
-/** A signed-in page in its own context (its own cookies: one person, one device). */
-export async function signedIn(browser, email, options = {}) {
+/** A signed-in page in its own context (its own cookies: one person, one device), on the
+ * portal at `base`. */
+export async function signedIn(browser, email, options = {}, base = BASE) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, acceptDownloads: true, ...options });
   const page = await context.newPage();
   page.on("pageerror", (e) => {
     throw e;
   });
-  await page.goto(BASE + "/");
+  await page.goto(base + "/");
   await page.getByLabel("Email").fill(email);
   await page.getByLabel("Password").fill(PASSWORD);
   await page.getByRole("button", { name: "Sign in" }).click();

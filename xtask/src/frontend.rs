@@ -130,9 +130,10 @@ pub fn chromium() -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Runs `frontend/e2e/*.test.mjs` with Node's test runner against the portal at `url`;
-/// screenshots go to `target/browser`.
-pub fn browser_tests(url: &str, chromium: &Path) -> Result<()> {
+/// Runs `frontend/e2e/*.test.mjs` with Node's test runner against the portal at `url` (and,
+/// for what the pages say when scripts cannot run, the one at `no_sandbox_url`, whose sandbox is
+/// missing); screenshots go to `target/browser`.
+pub fn browser_tests(url: &str, no_sandbox_url: &str, chromium: &Path) -> Result<()> {
     step("browser tests (Playwright + Chromium against the real portal)");
     let artifacts = target_dir().join("browser");
     std::fs::create_dir_all(&artifacts)
@@ -141,6 +142,7 @@ pub fn browser_tests(url: &str, chromium: &Path) -> Result<()> {
     node.args(["--test", "--test-concurrency=1", "e2e/"])
         .current_dir(frontend())
         .env("QUORUM_URL", url)
+        .env("QUORUM_NO_SANDBOX_URL", no_sandbox_url)
         .env("CHROMIUM", chromium)
         .env("ARTIFACTS", &artifacts);
     status(node, "browser tests")?;

@@ -407,17 +407,35 @@ fn fuzz_for(seconds: u64) -> Result<()> {
     }
 }
 
-/// Starts the portal with demo data on a free port in a fresh data directory and runs the
-/// browser tests against it.
+/// Starts the portal with demo data on a free port in a fresh data directory, and a second one
+/// whose `quorum-sandbox` is missing (what the pages say when scripts cannot run), and runs the
+/// browser tests against them.
 fn browser_tests(quorum: &Path, chromium: &Path) -> Result<()> {
     let dir = env::temp_dir().join(format!("quorum-browser-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let log = std::fs::File::create(dir.join("portal.log")).map_err(|e| e.to_string())?;
-    let (portal, port) = demo_portal(quorum, &dir, Stdio::from(log))
-        .map_err(|e| format!("{e}; see {}", dir.join("portal.log").display()))?;
-    let result = frontend::browser_tests(&format!("http://127.0.0.1:{port}"), chromium);
-    drop(portal);
+    let broken = dir.join("no-sandbox");
+    std::fs::create_dir_all(&broken).map_err(|e| format!("creating {}: {e}", broken.display()))?;
+    let start = |data: &Path, env: &[(&str, &str)]| {
+        let log = data.join("portal.log");
+        std::fs::File::create(&log)
+            .map_err(|e| format!("creating {}: {e}", log.display()))
+            .and_then(|f| demo_portal(quorum, data, Stdio::from(f), env))
+            .map_err(|e| format!("{e}; see {}", log.display()))
+    };
+    let (portal, port) = start(&dir, &[])?;
+    let (no_sandbox, no_sandbox_port) = start(
+        &broken,
+        &[(
+            "QUORUM__EXECUTOR__SANDBOX_BIN",
+            "/nonexistent/quorum-sandbox",
+        )],
+    )?;
+    let result = frontend::browser_tests(
+        &format!("http://127.0.0.1:{port}"),
+        &format!("http://127.0.0.1:{no_sandbox_port}"),
+        chromium,
+    );
+    drop((portal, no_sandbox));
     if result.is_ok() {
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -428,7 +446,12 @@ fn browser_tests(quorum: &Path, chromium: &Path) -> Result<()> {
 /// (the tests and benchmarks sign in and call the API faster than a person would: the default
 /// 50 API requests a second per address is a few hundred milliseconds of the benchmark's
 /// sequential requests), once `/readyz` answers 200.
-fn demo_portal(quorum: &Path, data: &Path, stderr: Stdio) -> Result<(Portal, u16)> {
+fn demo_portal(
+    quorum: &Path,
+    data: &Path,
+    stderr: Stdio,
+    env: &[(&str, &str)],
+) -> Result<(Portal, u16)> {
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(|e| format!("no free port: {e}"))?
@@ -443,6 +466,7 @@ fn demo_portal(quorum: &Path, data: &Path, stderr: Stdio) -> Result<(Portal, u16
         .env("QUORUM__RATE_LIMIT__API_PER_SECOND", "1000000")
         .env("QUORUM__RATE_LIMIT__API_BURST", "1000000")
         .env("QUORUM__LOG__FILTER", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(stderr)
         .spawn()
@@ -927,6 +951,7 @@ fn bench(args: &[String]) -> Result<()> {
         &target_dir().join("release").join("quorum"),
         &data,
         Stdio::null(),
+        &[],
     )?;
     let login = r#"{"email":"dan@example.com","password":"quorum-demo-password"}"#;
     let json = [("Content-Type", "application/json")];

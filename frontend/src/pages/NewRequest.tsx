@@ -1,5 +1,5 @@
 import { useEffect, useMemo, useState, type DragEvent, type FormEvent } from "react";
-import { api, type RequestDetail, type Schemas } from "../api/client";
+import { ApiError, api, type RequestDetail, type Schemas } from "../api/client";
 import { useAuth } from "../auth";
 import { Code, type Mark } from "../components/Code";
 import { ErrorNote } from "../components/ui";
@@ -9,6 +9,8 @@ import { navigate } from "../router";
 type Instance = Schemas["InstanceView"];
 type Check = Schemas["CheckReport"];
 type Plan = Schemas["StatementPlan"];
+/** The last syntax check, for the content it was made of: its report, or why it could not run. */
+type Checked = { key: string; report: Check } | { key: string; failure: string };
 
 const LIMIT_LABELS: Record<string, string> = {
   wall_ms: "Time in all (ms)",
@@ -41,7 +43,7 @@ export function NewRequest({ editing, template }: { editing?: RequestDetail; tem
   const [mode, setMode] = useState<"read" | "write">(from?.mode ?? "read");
   const [content, setContent] = useState(from?.content ?? "");
   const [justification, setJustification] = useState(from?.justification ?? "");
-  const [checked, setChecked] = useState<{ key: string; report: Check } | null>(null);
+  const [checked, setChecked] = useState<Checked | null>(null);
   const [plans, setPlans] = useState<Plan[] | null>(null);
   const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
@@ -61,12 +63,14 @@ export function NewRequest({ editing, template }: { editing?: RequestDetail; tem
     const t = window.setTimeout(() => {
       api<Check>("POST", "/api/v1/requests/check", { kind, engine, content }).then(
         (report) => setChecked({ key: checkKey, report }),
-        () => setChecked(null),
+        (e: unknown) => setChecked({ key: checkKey, failure: checkFailure(e) }),
       );
     }, 400);
     return () => window.clearTimeout(t);
   }, [content, kind, engine, checkKey]);
-  const check = checked?.key === checkKey ? checked.report : null;
+  const current = checked?.key === checkKey ? checked : null;
+  const check = current && "report" in current ? current.report : null;
+  const checkFailed = current && "failure" in current ? current.failure : null;
   const marks = useMemo<Mark[]>(
     () => (check?.errors ?? []).flatMap((e) => (e.line ? [{ line: e.line, message: e.message }] : [])),
     [check],
@@ -164,7 +168,7 @@ export function NewRequest({ editing, template }: { editing?: RequestDetail; tem
           </div>
           <Code value={content} language={scriptLike ? "javascript" : "sql"} onChange={setContent} marked={marks} label="Request content" />
         </div>
-        <CheckSummary check={check} />
+        <CheckSummary check={check} failure={checkFailed} />
         {!scriptLike && (
           <div className="row">
             <button type="button" className="secondary" onClick={() => void explain()} disabled={!content.trim() || !instanceId}>
@@ -210,7 +214,18 @@ export function NewRequest({ editing, template }: { editing?: RequestDetail; tem
   );
 }
 
-function CheckSummary({ check }: { check: Check | null }) {
+/** Why the syntax check could not run, in the author's terms. */
+function checkFailure(e: unknown): string {
+  if (e instanceof ApiError && e.code === "sandbox_unavailable") {
+    return "Scripts cannot be checked or run right now: the portal's script sandbox is not available (an admin finds why in the portal's log).";
+  }
+  return `The syntax could not be checked: ${e instanceof Error ? e.message : String(e)}`;
+}
+
+function CheckSummary({ check, failure }: { check: Check | null; failure: string | null }) {
+  if (failure) {
+    return <p className="error" role="alert">{failure}</p>;
+  }
   if (!check) return null;
   if (check.ok) {
     return <p className="ok" role="status">Syntax OK ({check.parser}).</p>;
