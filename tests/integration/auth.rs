@@ -311,15 +311,7 @@ async fn access_tokens_from_another_key_or_tampered_are_refused() {
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{bad}");
         assert_eq!(body["error"]["code"], "unauthenticated");
     }
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("quorum_auth_failures_total{reason=\"signature\"} 1"),
         "{metrics}"

@@ -243,29 +243,49 @@ store_tests! {
     }
 }
 
-#[tokio::test]
-async fn serve_honours_addr_and_data_dir_from_the_environment() {
-    let app = TestApp::spawn(StoreKind::Sqlite).await;
+/// `quorum serve` on a free loopback port with only `env` (and that address) in its
+/// environment; its port and process.
+fn serve(env: &[(&str, &std::ffi::OsStr)], stderr: Stdio) -> (u16, std::process::Child) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("port")
         .local_addr()
         .expect("addr")
         .port();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(quorum_bin())
+    let child = Command::new(quorum_bin())
         .arg("serve")
         .env_clear()
         .env("QUORUM__SERVER__ADDR", format!("127.0.0.1:{port}"))
-        .env("QUORUM__DATA_DIR", dir.path())
-        // The guest it prepares at start is found compiled, not compiled again.
-        .env(
-            "QUORUM__EXECUTOR__SANDBOX_CACHE_DIR",
-            crate::harness::shared_sandbox_cache(),
-        )
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("spawn");
+    (port, child)
+}
+
+/// SIGTERM: a graceful exit, whose status is returned.
+fn terminate(mut child: std::process::Child) -> std::process::ExitStatus {
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    child.wait().expect("wait")
+}
+
+#[tokio::test]
+async fn serve_honours_addr_and_data_dir_from_the_environment() {
+    let app = TestApp::spawn(StoreKind::Sqlite).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = crate::harness::shared_sandbox_cache();
+    let (port, child) = serve(
+        &[
+            ("QUORUM__DATA_DIR", dir.path().as_os_str()),
+            // The guest it prepares at start is found compiled, not compiled again.
+            ("QUORUM__EXECUTOR__SANDBOX_CACHE_DIR", cache.as_os_str()),
+        ],
+        Stdio::null(),
+    );
     let mut ready = false;
     for _ in 0..100 {
         if let Ok(r) = app
@@ -279,14 +299,7 @@ async fn serve_honours_addr_and_data_dir_from_the_environment() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    // SIGTERM: a graceful exit with status 0.
-    let pid = child.id().to_string();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    let status = child.wait().expect("wait");
+    let status = terminate(child);
     assert!(ready, "server did not answer on the configured address");
     assert!(status.success(), "exit after SIGTERM: {status}");
     assert!(dir.path().join("quorum.db").exists());
@@ -301,26 +314,19 @@ async fn serve_honours_addr_and_data_dir_from_the_environment() {
 #[tokio::test]
 async fn serve_without_the_sandbox_says_that_scripts_cannot_run() {
     let app = TestApp::spawn(StoreKind::Sqlite).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
     let dir = tempfile::tempdir().expect("tempdir");
     let log = std::fs::File::create(dir.path().join("stderr")).expect("log file");
-    let mut child = Command::new(quorum_bin())
-        .arg("serve")
-        .env_clear()
-        .env("QUORUM__SERVER__ADDR", format!("127.0.0.1:{port}"))
-        .env("QUORUM__DATA_DIR", dir.path().join("data"))
-        .env(
-            "QUORUM__EXECUTOR__SANDBOX_BIN",
-            "/nonexistent/quorum-sandbox",
-        )
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn");
+    let data = dir.path().join("data");
+    let (port, child) = serve(
+        &[
+            ("QUORUM__DATA_DIR", data.as_os_str()),
+            (
+                "QUORUM__EXECUTOR__SANDBOX_BIN",
+                std::ffi::OsStr::new("/nonexistent/quorum-sandbox"),
+            ),
+        ],
+        Stdio::from(log),
+    );
     let mut said = serde_json::Value::Null;
     for _ in 0..200 {
         if let Ok(r) = app
@@ -337,10 +343,7 @@ async fn serve_without_the_sandbox_says_that_scripts_cannot_run() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let status = child.wait().expect("wait");
+    let status = terminate(child);
     assert!(status.success(), "exit after SIGTERM: {status}");
     assert_eq!(said["sandbox"], "unavailable", "{said}");
     let log = std::fs::read_to_string(dir.path().join("stderr")).expect("log");

@@ -141,7 +141,7 @@ store_tests! {
         assert_eq!(h["cache-control"], "no-store");
         assert!(h["content-security-policy"].to_str().expect("ascii").contains("frame-ancestors 'none'"));
         assert!(h.get("strict-transport-security").is_none(), "HSTS only when configured");
-        let text = app.client.get(app.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+        let text = app.metrics().await;
         assert!(text.contains(r#"quorum_http_requests_total{method="GET",route="/api/v1/me",status="200"} 1"#), "{text}");
         assert!(text.contains(r#"quorum_http_request_duration_seconds_bucket{method="POST",route="/api/v1/auth/login",status="200",le="+Inf"} 1"#), "{text}");
     }

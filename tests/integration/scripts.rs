@@ -159,15 +159,7 @@ async fn sandbox_readiness(app: &TestApp) -> (String, String) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let metrics = app.metrics().await;
     let gauge = metrics
         .lines()
         .find_map(|l| l.strip_prefix("quorum_sandbox_ready "))

@@ -375,7 +375,7 @@ store_tests! {
         let admin = app.login(Actor::Admin).await;
         let (_, audit) = app.get("/api/v1/audit?action=slack.notification_failed", &admin.token).await;
         assert_eq!(audit["total"], 1, "{audit}");
-        let metrics = app.client.get(app.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+        let metrics = app.metrics().await;
         assert!(metrics.contains("quorum_slack_deliveries_total{outcome=\"dead\"} 1"), "{metrics}");
 
         let delivery = d["id"].as_str().expect("id");
@@ -407,7 +407,7 @@ store_tests! {
         // The breaker opened: waiting deliveries keep their attempts for when Slack is back.
         let mut metrics = String::new();
         for _ in 0..100 {
-            metrics = app.client.get(app.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+            metrics = app.metrics().await;
             if metrics.contains("quorum_slack_breaker_open 1") {
                 break;
             }
