@@ -312,6 +312,8 @@ const FUZZ_SECONDS: u64 = 60;
 /// The frame cap the fuzz target reads with (`sandbox/protocol/fuzz/fuzz_targets/decode.rs`);
 /// no single allocation may reach twice it.
 const FUZZ_MALLOC_LIMIT_MB: u64 = 1;
+/// The longest input libFuzzer makes, in bytes.
+const FUZZ_MAX_LEN: usize = 65_536;
 /// Files the kept corpus may hold before a run minimizes it. libFuzzer writes a new file for each
 /// input it shrinks and leaves the old one, so the directory grows by hundreds of files a run;
 /// past 16 384 files the list of their names that libFuzzer itself makes (1 MiB) trips the
@@ -346,33 +348,37 @@ fn fuzz_for(seconds: u64) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     }
     let seeds = root().join("sandbox/protocol/fuzz/seeds");
+    // `cargo fuzz <what> decode` on the kept corpus, built into the target directory.
+    let cargo_fuzz = |what: &str| {
+        let mut c = cargo();
+        c.current_dir(root().join("sandbox/protocol"))
+            .env("RUSTC_BOOTSTRAP", "1")
+            .args(["fuzz", what, "decode", "--target-dir"])
+            .arg(work.join("target"))
+            .arg(&corpus);
+        c
+    };
     let files = std::fs::read_dir(&corpus).map_or(0, Iterator::count);
     if files > FUZZ_CORPUS_FILES {
-        let mut cmin = cargo();
-        cmin.current_dir(root().join("sandbox/protocol"))
-            .env("RUSTC_BOOTSTRAP", "1")
-            .args(["fuzz", "cmin", "decode", "--target-dir"])
-            .arg(work.join("target"))
-            .arg(&corpus)
-            .arg("--")
+        let log_path = work.join("cmin.log");
+        let log = std::fs::File::create(&log_path)
+            .map_err(|e| format!("creating {}: {e}", log_path.display()))?;
+        let mut cmin = cargo_fuzz("cmin");
+        cmin.arg("--")
             .arg("-rss_limit_mb=2048")
-            .arg("-max_len=65536")
+            .arg(format!("-max_len={FUZZ_MAX_LEN}"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        status(cmin, &format!("minimizing the fuzz corpus ({files} files)"))?;
+            .stderr(Stdio::from(log));
+        status(cmin, &format!("minimizing the fuzz corpus ({files} files)"))
+            .map_err(|e| format!("{e}; its log is {}", log_path.display()))?;
     }
-    let mut run = cargo();
-    run.current_dir(root().join("sandbox/protocol"))
-        .env("RUSTC_BOOTSTRAP", "1")
-        .args(["fuzz", "run", "decode", "--target-dir"])
-        .arg(work.join("target"))
-        .arg(&corpus)
-        .arg(&seeds)
+    let mut run = cargo_fuzz("run");
+    run.arg(&seeds)
         .arg("--")
         .arg(format!("-max_total_time={seconds}"))
         .arg(format!("-malloc_limit_mb={FUZZ_MALLOC_LIMIT_MB}"))
         .arg("-rss_limit_mb=512")
-        .arg("-max_len=65536")
+        .arg(format!("-max_len={FUZZ_MAX_LEN}"))
         .arg(format!("-artifact_prefix={}/", artifacts.display()));
     // libFuzzer reports every new input; its log goes to a file, and its last lines here.
     let log_path = work.join("decode.log");
