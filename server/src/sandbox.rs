@@ -500,8 +500,9 @@ impl Sandbox {
         });
     }
 
-    /// The precompiled guest, compiled on first use (once per wasmtime version and guest).
-    /// Called before a target transaction is opened, so compiling never eats into it.
+    /// The precompiled guest, compiled by [`Sandbox::prepare`] at start-up or else on first use
+    /// (once per wasmtime version and guest). Called before a target transaction is opened, so
+    /// compiling never eats into it.
     pub async fn module(&self) -> Result<&Path, String> {
         let compiled = self
             .module
