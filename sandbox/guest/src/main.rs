@@ -397,4 +397,8 @@ fn main() {
         Ok(json) => finish(&json),
         Err(message) => finish_internal(&message),
     }
+    // The host sends the outcome once the guest has ended, so the guest ends here: returning
+    // would first drop the context and the runtime, freeing every object, atom and shape one by
+    // one (0.1-0.2 ms of every execution, more after large results) for a process about to exit.
+    std::process::exit(0);
 }
