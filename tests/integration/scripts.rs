@@ -680,6 +680,34 @@ return { caught, two: after.rows[0].two };";
     assert_eq!(result["two"], 2, "{result}");
 }
 
+/// The child holds the rows of a script's latest call so that the end of the script need not
+/// free them one by one; a script that drops them and then needs the memory still gets it. The
+/// rows here take a third of the limit, and with them held the strings that follow would not
+/// fit. (QuickJS itself keeps an awaited value until the script's next `await`, hence `await 0`:
+/// without it the rows stay referenced through the loop whatever the child does.)
+#[tokio::test]
+async fn a_script_that_drops_a_large_result_can_reuse_its_memory() {
+    let app = TestApp::spawn_with(
+        StoreKind::Sqlite,
+        "[limits]\nmemory_mb = 48\nmax_rows = 1000000\nmax_result_bytes = 67108864",
+    )
+    .await;
+    let target = pg_target().await;
+    let instance = pg_instance(&app, &target, "on_approval").await;
+    let script = "\
+let r = await db.query('SELECT g AS n FROM generate_series(1, 180000) g');
+const count = r.rows.length;
+r = null;
+await 0;
+const kept = [];
+for (let i = 0; i < 30000; i++) kept.push('y'.repeat(1000) + i);
+return { count, kept: kept.length };";
+    let e = run(&app, &instance, &target.database, "read", script).await;
+    assert_eq!(e["status"], "succeeded", "{e}");
+    assert_eq!(e["result"]["count"], 180_000, "{e}");
+    assert_eq!(e["result"]["kept"], 30_000, "{e}");
+}
+
 #[tokio::test]
 async fn a_database_call_that_hangs_is_cancelled_on_the_server() {
     let app = TestApp::spawn_with(StoreKind::Sqlite, TIGHT).await;

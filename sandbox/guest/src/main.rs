@@ -153,6 +153,7 @@ fn install_natives<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<()> {
         Function::new(
             ctx.clone(),
             |ctx: Ctx<'js>, request: String, out: Object<'js>| -> rquickjs::Result<String> {
+                rows::release_latest();
                 // SAFETY: the host reads `len` bytes from our memory before returning.
                 let mut len = unsafe { host::db_call(request.as_ptr(), request.len() as u32) };
                 let mut keys = rows::Keys::new(&ctx);
@@ -169,6 +170,7 @@ fn install_natives<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<()> {
                             return Err(e);
                         }
                         if let Some(rows) = rows.into_array(&ctx)? {
+                            rows::keep_latest(&ctx, &rows);
                             // Defined, not assigned: a setter a script put on
                             // `Object.prototype` never sees the rows.
                             out.prop("rows", rows)?;
@@ -392,6 +394,11 @@ fn main() {
     // so 100 000 rows arriving are not walked by a dozen collections on the way (about a tenth of
     // their JSON.parse time); reference counting still frees acyclic garbage at once.
     rt.set_gc_threshold(job.memory_bytes / 4);
+    rows::keep_latest_below(job.memory_bytes / 2);
+    rt.set_interrupt_handler(Some(Box::new(|| {
+        rows::release_latest_if_large();
+        false
+    })));
     let outcome = context.with(|ctx| run(&ctx, &job));
     match outcome {
         Ok(json) => finish(&json),

@@ -19,6 +19,7 @@
 //! than [`MAX_DEPTH`]) sends the whole batch to QuickJS's own `JSON.parse` instead, which
 //! throws its usual `SyntaxError` where the input is not JSON.
 
+use std::cell::{Cell, RefCell};
 use std::ffi::c_char;
 
 use rquickjs::{Array, Ctx, qjs};
@@ -294,6 +295,74 @@ impl Drop for Rows {
         self.truncate(0);
         // SAFETY: null, or allocated by QuickJS in this context and freed once here.
         unsafe { qjs::js_free(self.ctx, self.values.cast()) };
+    }
+}
+
+/// One reference to the rows array of a call, released when dropped.
+struct Held {
+    rt: *mut qjs::JSRuntime,
+    array: qjs::JSValue,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // SAFETY: the one reference `keep_latest` took, in a runtime that is still alive (the
+        // guest never drops its runtime: it exits instead).
+        unsafe { qjs::JS_FreeValueRT(self.rt, self.array) };
+    }
+}
+
+thread_local! {
+    /// The rows of the latest db call, while the guest's memory is under [`KEEP_BELOW`].
+    static LATEST: RefCell<Option<Held>> = const { RefCell::new(None) };
+    /// Linear-memory size (bytes) from which no rows are held: half the job's memory limit.
+    static KEEP_BELOW: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The guest's linear memory in bytes; it only grows.
+fn memory_bytes() -> usize {
+    core::arch::wasm32::memory_size(0).saturating_mul(65536)
+}
+
+/// Sets the memory size from which the latest rows are no longer held (see [`keep_latest`]).
+pub fn keep_latest_below(bytes: usize) {
+    KEEP_BELOW.set(bytes);
+}
+
+/// Holds a reference to `rows`, the array the latest db call handed the script, until the next
+/// call, or until the guest's memory reaches half its limit, or until the process exits.
+///
+/// A script nearly always ends holding its last result in a local (`const r = await
+/// db.query(…)`), and the end of the script frees its locals: 100 000 rows took 4-5 ms to free,
+/// one object at a time, before the outcome could go out, for a process about to exit anyway.
+/// Held here, they are still referenced when the script's frame is freed, and the guest exits
+/// right after its outcome. The price is that a script which drops its last result cannot
+/// reuse that memory until its next call; so rows are held only while the guest's memory is
+/// under half of its limit, and [`release_latest_if_large`] (run by QuickJS's interrupt
+/// handler, every ten thousand or so steps of the script) lets them go once it grows past that.
+pub fn keep_latest(ctx: &Ctx<'_>, rows: &Array<'_>) {
+    if memory_bytes() >= KEEP_BELOW.get() {
+        return;
+    }
+    // SAFETY: a new reference to a live value of this context, released by `Held`.
+    let held = Held {
+        rt: unsafe { qjs::JS_GetRuntime(ctx.as_raw().as_ptr()) },
+        array: unsafe { qjs::JS_DupValue(ctx.as_raw().as_ptr(), rows.as_raw()) },
+    };
+    // The previous rows are dropped after the borrow ends: freeing them runs QuickJS code.
+    drop(LATEST.with(|l| l.borrow_mut().replace(held)));
+}
+
+/// Lets go of the rows of the previous call (they are freed unless the script still holds
+/// them).
+pub fn release_latest() {
+    drop(LATEST.with(|l| l.borrow_mut().take()));
+}
+
+/// Lets go of the held rows once the guest's memory has reached half its limit.
+pub fn release_latest_if_large() {
+    if memory_bytes() >= KEEP_BELOW.get() {
+        release_latest();
     }
 }
 
