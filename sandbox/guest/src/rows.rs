@@ -336,10 +336,11 @@ pub fn keep_latest_below(bytes: usize) {
 /// db.query(…)`), and the end of the script frees its locals: 100 000 rows took 4-5 ms to free,
 /// one object at a time, before the outcome could go out, for a process about to exit anyway.
 /// Held here, they are still referenced when the script's frame is freed, and the guest exits
-/// right after its outcome. The price is that a script which drops its last result cannot
-/// reuse that memory until its next call; so rows are held only while the guest's memory is
-/// under half of its limit, and [`release_latest_if_large`] (run by QuickJS's interrupt
-/// handler, every ten thousand or so steps of the script) lets them go once it grows past that.
+/// right after its outcome. The price is that a script which drops its last result gets that
+/// memory back at its next call rather than at its next `await` (QuickJS keeps an awaited value
+/// until then anyway); so rows are held only while the guest's memory is under half of its
+/// limit, and [`release_latest_if_large`] (run by QuickJS's interrupt handler, every ten
+/// thousand or so steps of the script) lets them go once it grows past that.
 pub fn keep_latest(ctx: &Ctx<'_>, rows: &Array<'_>) {
     if memory_bytes() >= KEEP_BELOW.get() {
         return;
