@@ -1,7 +1,5 @@
 //! Liveness, readiness and metrics endpoints (outside `/api/v1`, unauthenticated, not rate-limited).
 
-use std::fmt::Write as _;
-
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -18,38 +16,33 @@ pub async fn healthz() -> impl IntoResponse {
 /// whose sandbox is down still serves everything else.
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let ping = tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await;
-    let sandbox = state.sandbox.readiness().as_str();
-    match ping {
-        Ok(Ok(())) => (
-            StatusCode::OK,
-            axum::Json(json!({ "status": "ready", "sandbox": sandbox })),
-        ),
+    let (status, mut body) = match ping {
+        Ok(Ok(())) => (StatusCode::OK, json!({ "status": "ready" })),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness check: store unreachable");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                axum::Json(
-                    json!({ "status": "unavailable", "reason": "store unreachable", "sandbox": sandbox }),
-                ),
+                json!({ "status": "unavailable", "reason": "store unreachable" }),
             )
         }
         Err(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(
-                json!({ "status": "unavailable", "reason": "store timed out", "sandbox": sandbox }),
-            ),
+            json!({ "status": "unavailable", "reason": "store timed out" }),
         ),
-    }
+    };
+    body["sandbox"] = json!(state.sandbox.readiness().as_str());
+    (status, axum::Json(body))
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut text = state.metrics.render();
-    text.push_str(
-        "# HELP quorum_sandbox_ready 1 when scripts can run (the sandbox's guest is compiled), else 0.\n",
-    );
-    text.push_str("# TYPE quorum_sandbox_ready gauge\n");
     let ready = state.sandbox.readiness() == crate::sandbox::Readiness::Ready;
-    let _ = writeln!(text, "quorum_sandbox_ready {}", u8::from(ready));
+    super::metrics::gauge(
+        &mut text,
+        "quorum_sandbox_ready",
+        "1 when scripts can run (the sandbox's guest is compiled), else 0.",
+        u8::from(ready),
+    );
     (
         [(
             header::CONTENT_TYPE,

@@ -29,6 +29,13 @@ pub struct Metrics {
     slack_breaker_open: std::sync::atomic::AtomicBool,
 }
 
+/// Appends one gauge, with its help and type lines, in the text exposition format.
+pub fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    let _ = writeln!(out, "{name} {value}");
+}
+
 fn escape(label: &str) -> String {
     label
         .replace('\\', "\\\\")
@@ -145,20 +152,22 @@ impl Metrics {
                 "quorum_slack_deliveries_total{{outcome=\"{outcome}\"}} {n}"
             );
         }
-        let pending = self
-            .slack_pending
-            .load(std::sync::atomic::Ordering::Relaxed);
-        out.push_str("# HELP quorum_slack_outbox_pending Slack deliveries waiting to be sent.\n");
-        out.push_str("# TYPE quorum_slack_outbox_pending gauge\n");
-        let _ = writeln!(out, "quorum_slack_outbox_pending {pending}");
-        out.push_str(
-            "# HELP quorum_slack_breaker_open 1 while Slack looks down and deliveries wait.\n",
+        gauge(
+            &mut out,
+            "quorum_slack_outbox_pending",
+            "Slack deliveries waiting to be sent.",
+            self.slack_pending
+                .load(std::sync::atomic::Ordering::Relaxed),
         );
-        out.push_str("# TYPE quorum_slack_breaker_open gauge\n");
         let open = self
             .slack_breaker_open
             .load(std::sync::atomic::Ordering::Relaxed);
-        let _ = writeln!(out, "quorum_slack_breaker_open {}", u8::from(open));
+        gauge(
+            &mut out,
+            "quorum_slack_breaker_open",
+            "1 while Slack looks down and deliveries wait.",
+            u8::from(open),
+        );
         out
     }
 }
