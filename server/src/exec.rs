@@ -1318,8 +1318,6 @@ macro_rules! sql_call {
         let sink = &mut *$sink;
         let work = async {
             let mut fields: Option<Value> = None;
-            // `"name":` for each column, escaped once per call.
-            let mut keys: Vec<Vec<u8>> = Vec::new();
             let mut affected = 0u64;
             let mut count = 0usize;
             let mut bytes = 0u64;
@@ -1331,6 +1329,7 @@ macro_rules! sql_call {
                     Either::Right(row) => {
                         if fields.is_none() {
                             let cols = columns_of(&row);
+                            sink.set_columns(cols.iter().map(|c| c.name.as_str()));
                             fields = Some(json!(cols
                                 .iter()
                                 .map(|c| json!({"name": c.name, "type": c.type_name}))
@@ -1343,28 +1342,14 @@ macro_rules! sql_call {
                             truncated = true;
                             continue;
                         }
-                        if keys.is_empty() {
-                            keys = row
-                                .columns()
-                                .iter()
-                                .map(|c| {
-                                    let mut k = serde_json::to_vec(c.name()).unwrap_or_default();
-                                    k.push(b':');
-                                    k
-                                })
-                                .collect();
-                        }
-                        // Written straight to JSON text: no map per row.
+                        // Written straight to JSON text: no map per row, no key per value.
                         let write = |out: &mut Vec<u8>| -> serde_json::Result<()> {
-                            out.push(b'{');
-                            for (i, key) in keys.iter().enumerate() {
+                            for i in 0..row.len() {
                                 if i > 0 {
                                     out.push(b',');
                                 }
-                                out.extend_from_slice(key);
                                 $write(&row, i, &mut *out)?;
                             }
-                            out.push(b'}');
                             Ok(())
                         };
                         match sink.push(max_bytes - bytes, write).await {

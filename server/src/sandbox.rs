@@ -684,11 +684,19 @@ const ROW_BATCH_BYTES: usize = 64 * 1024;
 /// Where the rows of one call go as they are read: written once as JSON text, sent to the child
 /// in batches, and the batches kept for the results page (the last query's rows are what an
 /// execution shows; they are decoded only then).
+///
+/// A batch is a JSON array whose first element is the array of the column names and whose
+/// other elements are the rows, each an array of its values in column order
+/// (`[["id","name"],[1,"a"],[2,"b"]]`): the names go once per batch rather than once per value,
+/// which makes narrow rows about a third smaller to write, send and read, and lets the guest
+/// take each column's key from its position instead of reading and looking it up.
 #[derive(Debug)]
 pub struct RowSink<'a> {
     child: Option<&'a mut pipe::Sender>,
     id: u32,
-    /// `[` and the rows not yet sent, comma-separated.
+    /// The column names as a JSON array, which opens every batch.
+    header: Vec<u8>,
+    /// `[`, the header and the rows not yet sent, comma-separated.
     batch: Vec<u8>,
     sent: bool,
     /// Every batch of this call, each a JSON array.
@@ -711,6 +719,7 @@ impl<'a> RowSink<'a> {
         Self {
             child: None,
             id: 0,
+            header: b"[]".to_vec(),
             batch: Vec::with_capacity(ROW_BATCH_BYTES + 4096),
             sent: false,
             kept: Vec::new(),
@@ -718,18 +727,36 @@ impl<'a> RowSink<'a> {
         }
     }
 
-    /// Adds one row, written as a JSON object by `write`, if it takes at most `room` bytes;
-    /// returns its size, or `None` (and adds nothing) when it does not fit or cannot be written.
+    /// Names the columns of the rows to come, in the order `push` writes their values; set
+    /// before the first row.
+    pub fn set_columns<'n>(&mut self, names: impl IntoIterator<Item = &'n str>) {
+        let names: Vec<&str> = names.into_iter().collect();
+        if let Ok(header) = serde_json::to_vec(&names) {
+            self.header = header;
+        }
+    }
+
+    /// Adds one row, its values written comma-separated by `write` (in the order of
+    /// [`RowSink::set_columns`]), if it takes at most `room` bytes; returns its size, or `None`
+    /// (and adds nothing) when it does not fit or cannot be written.
     pub async fn push(
         &mut self,
         room: u64,
         write: impl FnOnce(&mut Vec<u8>) -> serde_json::Result<()>,
     ) -> Option<u64> {
         let mark = self.batch.len();
-        self.batch.push(if mark == 0 { b'[' } else { b',' });
+        if mark == 0 {
+            self.batch.push(b'[');
+            self.batch.extend_from_slice(&self.header);
+        }
+        self.batch.push(b',');
         let start = self.batch.len();
+        self.batch.push(b'[');
         let size = match write(&mut self.batch) {
-            Ok(()) => (self.batch.len() - start) as u64,
+            Ok(()) => {
+                self.batch.push(b']');
+                (self.batch.len() - start) as u64
+            }
             Err(_) => u64::MAX,
         };
         if size > room {
@@ -765,8 +792,8 @@ impl<'a> RowSink<'a> {
     }
 
     /// Sends what is left and says what the reply's `rows` must hold: nothing when the rows went
-    /// out in batches, else the rows themselves (a detached sink, or rows few enough to go in
-    /// the reply's one frame).
+    /// out in batches, else the rows themselves as objects (a detached sink, or rows few enough
+    /// to go in the reply's one frame).
     pub async fn finish(&mut self) -> Value {
         if self.sent {
             self.flush().await;
@@ -785,13 +812,29 @@ impl<'a> RowSink<'a> {
     }
 }
 
-/// The rows of a call's batches.
+/// The rows of a call's batches, as objects: each value under its column's name, a later
+/// column of the same name replacing an earlier one in its place (as in a JSON object).
 fn decode_batches(batches: &[Vec<u8>]) -> Vec<Value> {
     let mut rows = Vec::new();
     for b in batches {
-        if let Ok(Value::Array(part)) = serde_json::from_slice(b) {
-            rows.extend(part);
-        }
+        let Ok(Value::Array(part)) = serde_json::from_slice(b) else {
+            continue;
+        };
+        let mut part = part.into_iter();
+        let Some(Value::Array(names)) = part.next() else {
+            continue;
+        };
+        let names: Vec<String> = names
+            .into_iter()
+            .map(|n| match n {
+                Value::String(s) => s,
+                other => other.to_string(),
+            })
+            .collect();
+        rows.extend(part.map(|row| match row {
+            Value::Array(values) => Value::Object(names.iter().cloned().zip(values).collect()),
+            other => other,
+        }));
     }
     rows
 }

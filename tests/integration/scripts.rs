@@ -497,9 +497,10 @@ return { row: one.rows[0], count: many.rows.length, differing, deep, setterRan,
 /// Rows that came in batches are made after the first one's shape; each is still an ordinary
 /// object of its own, as `JSON.parse` would make it: its own keys in column order, plain data
 /// properties, and what a script does to one row (adding, deleting, redefining, freezing) never
-/// shows in another. Duplicate column names keep the last value, as `JSON.parse` does, also
-/// when batches of such rows follow batches of ordinary ones; rows with more keys than the
-/// decoder caches come whole and in column order.
+/// shows in another. Duplicate column names keep the last value in the first one's place, as
+/// `JSON.parse` does, also when batches of such rows follow batches of ordinary ones; a column
+/// named `__proto__` is an own property; rows with more keys than the decoder caches come whole
+/// and in column order.
 #[tokio::test]
 async fn rows_from_batches_are_independent_ordinary_objects() {
     let app = TestApp::spawn(StoreKind::Sqlite).await;
@@ -521,9 +522,15 @@ for (let i = 5; i < rows.length; i++) {
       && Object.getPrototypeOf(row) === Object.prototype && Object.isExtensible(row) && !('inherited' in row)) others++;
 }
 rows[6].s = 'changed';
-const dup = await db.query('SELECT g AS a, -g AS a, g AS b FROM generate_series(1, 6000) g');
+// Row 3 000 nests deeper than the decoder follows: its batch is read by JSON.parse instead.
+const dup = await db.query(`SELECT g AS a, -g AS a, g AS b, g AS "__proto__",
+  CASE WHEN g = 3000 THEN (repeat('[', 80) || repeat(']', 80))::jsonb ELSE '[]'::jsonb END AS deep FROM generate_series(1, 6000) g`);
 let dupOk = 0;
-for (let i = 0; i < dup.rows.length; i++) if (keys(dup.rows[i]) === 'a,b' && dup.rows[i].a === -(i + 1)) dupOk++;
+for (let i = 0; i < dup.rows.length; i++) {
+  const row = dup.rows[i];
+  if (keys(row) === 'a,b,__proto__,deep' && row.a === -(i + 1) && Object.getPrototypeOf(row) === Object.prototype
+      && Object.getOwnPropertyDescriptor(row, '__proto__').value === i + 1) dupOk++;
+}
 // 300 columns: more distinct keys than the decoder keeps as atoms for a call.
 const names = Array.from({ length: 300 }, (_, c) => 'c' + c);
 const wide = await db.query('SELECT ' + names.map((n, c) => `g + ${c} AS ${n}`).join(', ') + ' FROM generate_series(1, 60) g');

@@ -1,23 +1,26 @@
 //! A database call's rows, decoded straight into QuickJS values.
 //!
-//! Large results reach the guest as batches, each a JSON array of row objects written by the
-//! portal with serde_json. `JSON.parse` spends most of its time on the keys: each key of each
-//! row is built into a fresh string and then looked up in the atom table. Here a call's distinct
-//! keys become atoms once, integers are read without `strtod`, and the rows of every batch are
-//! gathered for the call and made into the one array the script gets when it ends, so no
-//! per-batch arrays are concatenated and no row goes through an array's property definition.
+//! Large results reach the guest as batches written by the portal with serde_json, each a JSON
+//! array whose first element is the array of the column names and whose other elements are the
+//! rows, each an array of its values in column order: `[["id","name"],[1,"a"],[2,"b"]]`. Each
+//! row becomes the object `JSON.parse` would make of `{"id":1,"name":"a"}`. The names become
+//! atoms once per batch (and are looked up in a cache kept for the call), integers are read
+//! without `strtod`, and the rows of every batch are gathered for the call and made into the one
+//! array the script gets when it ends, so no per-batch arrays are concatenated and no row goes
+//! through an array's property definition.
 //!
-//! The rows of a call nearly always share their keys, in the same order: a row with the keys of
-//! the row before it is made with that row's shape by the vendored QuickJS's `JS_NewObjectLike`,
-//! which writes the values in place, where defining the properties one by one would look up and
-//! extend the shape key by key, row after row. A row with other keys (or with keys past the
-//! cache) is built key by key.
+//! The rows of a call share their columns: a row is made with the shape of the row before it by
+//! the vendored QuickJS's `JS_NewObjectLike`, which writes the values in place, where defining
+//! the properties one by one would look up and extend the shape key by key, row after row. The
+//! first row of a call, and every row when a name repeats, is built key by key.
 //!
-//! The values are exactly those `JSON.parse` makes: properties are defined (not assigned, so a
-//! `__proto__` key is an own property), later duplicates win, numbers are correctly rounded.
-//! Whatever this reader does not take (malformed input, a lone surrogate escape, nesting deeper
-//! than [`MAX_DEPTH`]) sends the whole batch to QuickJS's own `JSON.parse` instead, which
-//! throws its usual `SyntaxError` where the input is not JSON.
+//! The values are exactly those `JSON.parse` makes of the row as an object: properties are
+//! defined (not assigned, so a `__proto__` column is an own property), a later column of the
+//! same name wins in the earlier one's place, numbers are correctly rounded. Whatever this
+//! reader does not take (malformed input, a lone surrogate escape, nesting deeper than
+//! [`MAX_DEPTH`], a row whose values do not match the names one for one) sends the whole batch
+//! to QuickJS's own `JSON.parse` instead, and the rows are made from what it read; input that is
+//! not JSON throws its usual `SyntaxError`.
 
 use std::cell::{Cell, RefCell};
 use std::ffi::c_char;
@@ -167,12 +170,9 @@ impl Drop for Owned {
     }
 }
 
-/// The keys and values of the row being read, until they become its object.
+/// The values of the row being read, until they become its object.
 struct Fields {
     ctx: *mut qjs::JSContext,
-    atoms: Vec<qjs::JSAtom>,
-    /// Atoms of `atoms` made for one key alone (past the cache), freed with the row.
-    own_atoms: Vec<qjs::JSAtom>,
     /// One reference each.
     values: Vec<qjs::JSValue>,
 }
@@ -181,31 +181,16 @@ impl Fields {
     fn new(ctx: *mut qjs::JSContext) -> Self {
         Self {
             ctx,
-            atoms: Vec::new(),
-            own_atoms: Vec::new(),
             values: Vec::new(),
         }
     }
 
-    fn push(&mut self, (atom, owned): (qjs::JSAtom, bool), value: Owned) {
-        self.atoms.push(atom);
-        if owned {
-            self.own_atoms.push(atom);
-        }
-        self.values.push(value.give());
-    }
-
-    /// Releases what is held and empties the lists (keeping their room for the next row).
+    /// Releases what is held and empties the list (keeping its room for the next row).
     fn clear(&mut self) {
         for value in self.values.drain(..) {
             // SAFETY: each value carries one reference, released once here.
             unsafe { qjs::JS_FreeValue(self.ctx, value) };
         }
-        for atom in self.own_atoms.drain(..) {
-            // SAFETY: made for this key alone, freed once here.
-            unsafe { qjs::JS_FreeAtom(self.ctx, atom) };
-        }
-        self.atoms.clear();
     }
 }
 
@@ -382,6 +367,11 @@ pub fn append(
         keys,
         scratch: Vec::new(),
         fields: Fields::new(ctx.as_raw().as_ptr()),
+        columns: Columns {
+            ctx: ctx.as_raw().as_ptr(),
+            atoms: Vec::new(),
+            own_atoms: Vec::new(),
+        },
     };
     match reader.batch(rows) {
         Ok(()) => Ok(()),
@@ -389,31 +379,71 @@ pub fn append(
         Err(Stop::Unsupported) => {
             // QuickJS reads the batch instead, in place of any rows this reader appended.
             rows.truncate(start);
-            let parsed = ctx.json_parse(batch)?;
-            let Some(parsed) = parsed.as_array() else {
-                return Err(rquickjs::Exception::throw_type(
-                    ctx,
-                    "a batch of rows is not an array",
-                ));
-            };
-            for row in parsed.iter::<rquickjs::Value>() {
-                let row = row?;
-                // SAFETY: a new reference to a live value of this context, held by `rows`.
-                let row = Owned {
-                    ctx: rows.ctx,
-                    value: unsafe { qjs::JS_DupValue(rows.ctx, row.as_raw()) },
-                };
-                match rows.push(row) {
-                    Ok(()) => {}
-                    Err(Stop::Thrown) => return Err(rquickjs::Error::Exception),
-                    Err(Stop::Unsupported) => {
-                        return Err(rquickjs::Exception::throw_range(ctx, "too many rows"));
-                    }
-                }
-            }
-            Ok(())
+            append_parsed(ctx, rows, batch)
         }
     }
+}
+
+/// Appends the rows of `batch` as `JSON.parse` reads it (see [`append`]).
+fn append_parsed(ctx: &Ctx<'_>, rows: &mut Rows, batch: &[u8]) -> rquickjs::Result<()> {
+    let malformed = || {
+        rquickjs::Exception::throw_type(
+            ctx,
+            "a batch of rows is not an array of column names and rows of values",
+        )
+    };
+    let parsed = ctx.json_parse(batch)?;
+    let Some(parsed) = parsed.as_array() else {
+        return Err(malformed());
+    };
+    let mut items = parsed.iter::<rquickjs::Value>();
+    let names = match items.next() {
+        None => return Ok(()),
+        Some(names) => names?,
+    };
+    let Some(names) = names.as_array() else {
+        return Err(malformed());
+    };
+    let names = names
+        .iter::<rquickjs::Value>()
+        .map(|name| {
+            let name = name?;
+            if !name.is_string() {
+                return Err(malformed());
+            }
+            rquickjs::Atom::from_value(ctx.clone(), &name)
+        })
+        .collect::<rquickjs::Result<Vec<_>>>()?;
+    for row in items {
+        let row = row?;
+        let Some(values) = row.as_array() else {
+            return Err(malformed());
+        };
+        if values.len() > names.len() {
+            return Err(malformed());
+        }
+        let object = rquickjs::Object::new(ctx.clone())?;
+        for (name, value) in names.iter().zip(values.iter::<rquickjs::Value>()) {
+            let value = rquickjs::object::Property::from(value?)
+                .writable()
+                .enumerable()
+                .configurable();
+            object.prop(name.clone(), value)?;
+        }
+        // SAFETY: a new reference to a live value of this context, held by `rows`.
+        let object = Owned {
+            ctx: rows.ctx,
+            value: unsafe { qjs::JS_DupValue(rows.ctx, object.as_raw()) },
+        };
+        match rows.push(object) {
+            Ok(()) => {}
+            Err(Stop::Thrown) => return Err(rquickjs::Error::Exception),
+            Err(Stop::Unsupported) => {
+                return Err(rquickjs::Exception::throw_range(ctx, "too many rows"));
+            }
+        }
+    }
+    Ok(())
 }
 
 struct Reader<'a> {
@@ -425,6 +455,24 @@ struct Reader<'a> {
     scratch: Vec<u8>,
     /// The row being read.
     fields: Fields,
+    /// The atoms of the batch's column names, in order.
+    columns: Columns,
+}
+
+/// The atoms of a batch's column names; those made past the key cache are freed with it.
+struct Columns {
+    ctx: *mut qjs::JSContext,
+    atoms: Vec<qjs::JSAtom>,
+    own_atoms: Vec<qjs::JSAtom>,
+}
+
+impl Drop for Columns {
+    fn drop(&mut self) {
+        for atom in self.own_atoms.drain(..) {
+            // SAFETY: made for this batch alone, freed once here.
+            unsafe { qjs::JS_FreeAtom(self.ctx, atom) };
+        }
+    }
 }
 
 impl Reader<'_> {
@@ -449,17 +497,16 @@ impl Reader<'_> {
         }
     }
 
-    /// `[` row `,` row … `]`, each row appended to `rows`.
+    /// `[` names `,` row `,` row … `]`, each row appended to `rows`.
     fn batch(&mut self, rows: &mut Rows) -> Step<()> {
         self.expect(b'[')?;
-        self.members(b']', |reader, _| {
-            reader.skip_ws();
-            let row = if reader.peek() == Some(b'{') {
-                reader.row()?
+        self.members(b']', |reader, i| {
+            if i == 0 {
+                reader.names()
             } else {
-                reader.value(0)?
-            };
-            rows.push(row)
+                let row = reader.row()?;
+                rows.push(row)
+            }
         })?;
         self.skip_ws();
         if self.pos == self.bytes.len() {
@@ -467,6 +514,26 @@ impl Reader<'_> {
         } else {
             Err(Stop::Unsupported)
         }
+    }
+
+    /// `[` name `,` name … `]`: the batch's column names, as atoms.
+    fn names(&mut self) -> Step<()> {
+        self.expect(b'[')?;
+        self.members(b']', |reader, i| {
+            reader.skip_ws();
+            if reader.peek() != Some(b'"') {
+                return Err(Stop::Unsupported);
+            }
+            let (atom, owned) = match reader.string()? {
+                Some((from, to)) => reader.keys.atom(&reader.bytes[from..to], i)?,
+                None => reader.keys.atom(&reader.scratch, i)?,
+            };
+            reader.columns.atoms.push(atom);
+            if owned {
+                reader.columns.own_atoms.push(atom);
+            }
+            Ok(())
+        })
     }
 
     /// Members up to `close`, comma-separated, each read by `member` with its index; `pos` is
@@ -557,52 +624,57 @@ impl Reader<'_> {
         Ok(object)
     }
 
-    /// A row (an object at the top of the batch, `pos` at its `{`): made like the model when
-    /// it has the model's keys, else built key by key and made the model.
+    /// A row: `[` value `,` value … `]`, one value per column, made into an object like the
+    /// model when it has the model's keys, else built key by key and made the model.
     fn row(&mut self) -> Step<Owned> {
-        self.pos += 1;
+        self.expect(b'[')?;
         self.fields.clear();
-        self.members(b'}', |reader, i| {
-            let (key, value) = reader.member(i, 1)?;
-            reader.fields.push(key, value);
+        let width = self.columns.atoms.len();
+        self.members(b']', |reader, i| {
+            if i >= width {
+                return Err(Stop::Unsupported);
+            }
+            let value = reader.value(1)?;
+            reader.fields.values.push(value.give());
             Ok(())
         })?;
+        if self.fields.values.len() != width {
+            return Err(Stop::Unsupported);
+        }
         let ctx = self.ctx;
-        let fields = &mut self.fields;
-        if fields.own_atoms.is_empty() {
-            let count = i32::try_from(fields.values.len()).map_err(|_| Stop::Unsupported)?;
-            let mut object = qjs::JS_UNDEFINED;
-            // SAFETY: the model is a live value of this context (or undefined), the atoms live,
-            // `count` is the length of both lists, and the call reports whether it took the
-            // values.
-            let made = unsafe {
-                JS_NewObjectLike(
-                    ctx,
-                    self.keys.model,
-                    count,
-                    fields.atoms.as_ptr(),
-                    fields.values.as_mut_ptr(),
-                    &mut object,
-                )
-            };
-            match made {
-                0 => {}
-                1 => {
-                    // SAFETY: the object now holds the values' references.
-                    unsafe { fields.values.set_len(0) };
-                    return Owned::new(ctx, object);
-                }
-                _ => {
-                    // SAFETY: QuickJS has released the values.
-                    unsafe { fields.values.set_len(0) };
-                    return Err(Stop::Thrown);
-                }
+        let atoms = &self.columns.atoms;
+        let values = &mut self.fields.values;
+        let count = i32::try_from(width).map_err(|_| Stop::Unsupported)?;
+        let mut object = qjs::JS_UNDEFINED;
+        // SAFETY: the model is a live value of this context (or undefined), the atoms live,
+        // `count` is the length of both lists, and the call reports whether it took the values.
+        let made = unsafe {
+            JS_NewObjectLike(
+                ctx,
+                self.keys.model,
+                count,
+                atoms.as_ptr(),
+                values.as_mut_ptr(),
+                &mut object,
+            )
+        };
+        match made {
+            0 => {}
+            1 => {
+                // SAFETY: the object now holds the values' references.
+                unsafe { values.set_len(0) };
+                return Owned::new(ctx, object);
+            }
+            _ => {
+                // SAFETY: QuickJS has released the values.
+                unsafe { values.set_len(0) };
+                return Err(Stop::Thrown);
             }
         }
         // SAFETY: a plain constructor call on a live context.
         let object = Owned::new(ctx, unsafe { qjs::JS_NewObject(ctx) })?;
-        let mut values = fields.values.drain(..);
-        for (&atom, value) in fields.atoms.iter().zip(values.by_ref()) {
+        let mut values = values.drain(..);
+        for (&atom, value) in atoms.iter().zip(values.by_ref()) {
             if let Err(stop) = define(ctx, object.value, atom, value) {
                 for value in values {
                     // SAFETY: the values not yet given away, one reference each.
@@ -612,9 +684,7 @@ impl Reader<'_> {
             }
         }
         drop(values);
-        if fields.own_atoms.is_empty() {
-            self.keys.set_model(&object);
-        }
+        self.keys.set_model(&object);
         Ok(object)
     }
 

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 /// Bumped on any incompatible change; both sides refuse a peer speaking another version.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// The largest frame either side will ever accept, whatever the limits of a job say.
 pub const ABSOLUTE_MAX_FRAME: usize = 512 * 1024 * 1024;
@@ -228,9 +228,11 @@ pub enum FromChild {
 pub enum ToChild {
     Job(Job),
     /// A batch of the rows of call `id`, sent while the rest are still being read so that the
-    /// guest decodes one batch while the portal fetches the next. `rows` is a JSON array of row
-    /// objects; the batches of a call, in order, are its rows, and its `DbReply` then carries
-    /// `"rows": []`. A call that fails after some batches were sent ends in an error reply, and
+    /// guest decodes one batch while the portal fetches the next. `rows` is a JSON array: the
+    /// column names, then each row as an array of its values in that order
+    /// (`[["id","name"],[1,"a"],[2,"b"]]`), which the guest makes into the objects
+    /// `{"id":1,"name":"a"}` would parse to (a later column of the same name wins). The batches of
+    /// a call, in order, are its rows, and its `DbReply` then carries `"rows": []`. A call that fails after some batches were sent ends in an error reply, and
     /// the guest drops them.
     DbRows {
         id: u32,
@@ -543,7 +545,7 @@ mod tests {
 
     #[test]
     fn row_batches_encode_as_serde_would() -> Result<(), FrameError> {
-        let rows = br#"[{"n":1},{"n":"two"}]"#;
+        let rows = br#"[["n"],[1],["two"]]"#;
         let bytes = encode_db_rows(9, rows)?;
         let expected = encode(&ToChild::DbRows {
             id: 9,

@@ -2,13 +2,14 @@
 //! last query's rows (or the last MongoDB documents), as columns in first-seen order and rows
 //! of values in that order, up to the row limit.
 //!
-//! A large query's rows are kept as the JSON batches they were sent to the child in, and read
-//! here straight into that shape: no map per row and no key string per cell, which is most of
-//! what decoding 100 000 rows into `serde_json::Value` objects costs.
+//! A large query's rows are kept as the JSON batches they were sent to the child in (the column
+//! names, then each row as an array of values), and read here straight into that shape: no map
+//! per row and no key string per cell, which is most of what decoding 100 000 rows into
+//! `serde_json::Value` objects costs.
 
 use std::fmt;
 
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::domain::execution::{Column, ResultSet};
@@ -213,17 +214,28 @@ fn put(row: &mut Vec<Value>, i: usize, value: Value) {
     }
 }
 
-/// One batch: a JSON array of row objects, appended to the table.
+/// One batch: a JSON array of the column names, then the rows as arrays of values in that
+/// order, appended to the table.
 struct BatchSeed<'t>(&'t mut Table);
 
 impl<'de> Visitor<'de> for BatchSeed<'_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an array of row objects")
+        f.write_str("an array of column names and rows")
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let Some(names) = seq.next_element::<Vec<String>>()? else {
+            return Err(serde::de::Error::invalid_length(0, &self));
+        };
+        // Each position's column in the table: a name the batch repeats is one column, which
+        // the later value fills (as a later duplicate key does in a JSON object).
+        let mut columns = Vec::with_capacity(names.len());
+        for name in &names {
+            let next = columns.last().map_or(0, |&i| i + 1);
+            columns.push(self.0.column(name, next));
+        }
         loop {
             if self.0.full() {
                 if seq.next_element::<IgnoredAny>()?.is_some() {
@@ -232,21 +244,28 @@ impl<'de> Visitor<'de> for BatchSeed<'_> {
                 }
                 return Ok(());
             }
-            if seq.next_element_seed(RowSeed(&mut *self.0))?.is_none() {
+            let row = RowSeed {
+                table: &mut *self.0,
+                columns: &columns,
+            };
+            if seq.next_element_seed(row)?.is_none() {
                 return Ok(());
             }
         }
     }
 }
 
-/// One row object, read into a row of the table.
-struct RowSeed<'t>(&'t mut Table);
+/// One row, an array of values in the batch's column order, read into a row of the table.
+struct RowSeed<'t> {
+    table: &'t mut Table,
+    columns: &'t [usize],
+}
 
 impl<'de> DeserializeSeed<'de> for RowSeed<'_> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
+        d.deserialize_seq(self)
     }
 }
 
@@ -254,48 +273,21 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a row object")
+        write!(f, "a row of {} values", self.columns.len())
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let table = self.0;
-        let mut row = Vec::with_capacity(table.names.len());
-        let mut next = 0;
-        while let Some(i) = map.next_key_seed(ColumnSeed {
-            table: &mut *table,
-            next,
-        })? {
-            put(&mut row, i, map.next_value()?);
-            next = i + 1;
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut row = Vec::with_capacity(self.table.names.len());
+        let mut at = 0;
+        while let Some(value) = seq.next_element::<Value>()? {
+            let Some(&i) = self.columns.get(at) else {
+                return Err(serde::de::Error::invalid_length(at + 1, &self));
+            };
+            put(&mut row, i, value);
+            at += 1;
         }
-        table.rows.push(row);
+        self.table.rows.push(row);
         Ok(())
-    }
-}
-
-/// A key, read as the index of its column without keeping the string.
-struct ColumnSeed<'t> {
-    table: &'t mut Table,
-    next: usize,
-}
-
-impl<'de> DeserializeSeed<'de> for ColumnSeed<'_> {
-    type Value = usize;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<usize, D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ColumnSeed<'_> {
-    type Value = usize;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a column name")
-    }
-
-    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<usize, E> {
-        Ok(self.table.column(name, self.next))
     }
 }
 
@@ -322,8 +314,11 @@ mod tests {
         let shown = show(
             None,
             batches(&[
-                r#"[{"a":1,"b":"x"},{"b":"y","a":2}]"#,
-                r#"[{"a":3,"c":[1],"b":null},{"a":4,"a":5}]"#,
+                r#"[["a","b"],[1,"x"],[2,"y"]]"#,
+                r#"[["b","a"],["z",3]]"#,
+                r#"[["a","c","b"],[4,[1],null]]"#,
+                // A name the query repeats: the later value wins, in the first one's place.
+                r#"[["a","a"],[5,6]]"#,
             ]),
             10,
         )
@@ -336,8 +331,9 @@ mod tests {
             [
                 vec![json!(1), json!("x"), Value::Null],
                 vec![json!(2), json!("y"), Value::Null],
-                vec![json!(3), Value::Null, json!([1])],
-                vec![json!(5), Value::Null, Value::Null],
+                vec![json!(3), json!("z"), Value::Null],
+                vec![json!(4), Value::Null, json!([1])],
+                vec![json!(6), Value::Null, Value::Null],
             ]
         );
         assert!(!shown.truncated);
@@ -347,7 +343,7 @@ mod tests {
     async fn the_row_limit_cuts_across_batches_and_says_so() {
         let shown = show(
             None,
-            batches(&[r#"[{"n":1},{"n":2}]"#, r#"[{"n":3},{"n":4,"late":true}]"#]),
+            batches(&[r#"[["n"],[1],[2]]"#, r#"[["n"],[3],[4]]"#]),
             3,
         )
         .await
@@ -355,27 +351,35 @@ mod tests {
         assert_eq!(shown.rows, [[json!(1)], [json!(2)], [json!(3)]]);
         assert_eq!(shown.columns.len(), 1);
         assert!(shown.truncated);
-        let exact = show(None, batches(&[r#"[{"n":1},{"n":2}]"#]), 2)
+        let exact = show(None, batches(&[r#"[["n"],[1],[2]]"#]), 2)
             .await
             .expect("rows");
         assert!(!exact.truncated);
         // A call the row limit already cut shows as cut, though all it handed over fits.
         let cut = Some(LastCall {
-            rows: Last::Batches(vec![br#"[{"n":1}]"#.to_vec()]),
+            rows: Last::Batches(vec![br#"[["n"],[1]]"#.to_vec()]),
             truncated: true,
         });
         assert!(show(None, cut, 2).await.expect("rows").truncated);
     }
 
     #[tokio::test]
-    async fn escaped_keys_and_an_unreadable_batch() {
+    async fn escaped_names_and_unreadable_batches() {
         let shown = show(
             None,
-            batches(&[r#"[{"a\"b":1}]"#, r#"[{"a":"#, r#"[{"a\"b":2}]"#]),
+            batches(&[
+                r#"[["a\"b"],[1]]"#,
+                r#"[["a"],["#,
+                // More values than names: not a batch the portal writes.
+                r#"[["x"],[7],[8,9]]"#,
+                r#"[["a\"b"],[2]]"#,
+            ]),
             10,
         )
         .await
         .expect("rows");
+        // The unreadable batches are left out whole, with the columns only they named.
+        assert_eq!(shown.columns.len(), 1);
         assert_eq!(shown.columns[0].name, "a\"b");
         assert_eq!(shown.rows, [[json!(1)], [json!(2)]]);
     }
@@ -383,7 +387,7 @@ mod tests {
     #[tokio::test]
     async fn a_returned_array_of_objects_wins_over_the_last_query() {
         let returned = json!([{"x": 1}, {"y": 2}]);
-        let shown = show(Some(&returned), batches(&[r#"[{"n":1}]"#]), 10)
+        let shown = show(Some(&returned), batches(&[r#"[["n"],[1]]"#]), 10)
             .await
             .expect("rows");
         assert_eq!(
@@ -398,7 +402,7 @@ mod tests {
         // Not rows: the last query's are shown; without one, nothing.
         let scalar = json!(42);
         assert_eq!(
-            show(Some(&scalar), batches(&[r#"[{"n":1}]"#]), 10)
+            show(Some(&scalar), batches(&[r#"[["n"],[1]]"#]), 10)
                 .await
                 .expect("rows")
                 .rows,
@@ -415,9 +419,9 @@ mod tests {
     #[tokio::test]
     async fn a_large_result_is_read_ahead_with_the_same_rows_unless_superseded() {
         let batch = format!(
-            "[{}]",
+            r#"[["n","s"],{}]"#,
             (0..40_000)
-                .map(|i| format!(r#"{{"n":{i},"s":"row"}}"#))
+                .map(|i| format!(r#"[{i},"row"]"#))
                 .collect::<Vec<_>>()
                 .join(",")
         );
@@ -434,7 +438,7 @@ mod tests {
             (40_000, &kept.rows, &2)
         );
         // A small result is kept as it is; returned rows win over a read under way.
-        let small = Shown::new(batches(&[r#"[{"n":1}]"#]).expect("last"), None, 10);
+        let small = Shown::new(batches(&[r#"[["n"],[1]]"#]).expect("last"), None, 10);
         assert!(matches!(small, Shown::Kept(_)), "{small:?}");
         let returned = json!([{"x": 1}]);
         let ahead = Shown::new(large(), None, 50_000);
