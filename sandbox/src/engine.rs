@@ -18,12 +18,18 @@ pub const EPOCH_TICK_MS: u64 = 10;
 /// throws a catchable RangeError first; this bounds what is left.
 const MAX_WASM_STACK: usize = 2 * 1024 * 1024;
 
+/// Address space reserved for the guest's linear memory (wasmtime's default on 64-bit hosts, set
+/// here because the host advises the kernel about the part of it the guest may still grow into:
+/// see `host::prefer_huge_pages`). Memory limits are far below it.
+pub const MEMORY_RESERVATION: u64 = 4 << 30;
+
 /// The one engine configuration, shared by precompiling and running so the artifact matches.
 pub fn engine() -> anyhow::Result<Engine> {
     let mut config = Config::new();
     config.epoch_interruption(true);
     config.max_wasm_stack(MAX_WASM_STACK);
     config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    config.memory_reservation(MEMORY_RESERVATION);
     // No memfd for copy-on-write memory images: the child keeps no descriptor besides stdio.
     config.memory_init_cow(false);
     // `.eh_frame` only serves outside unwinders (debuggers, profilers); registering it for every

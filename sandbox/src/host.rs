@@ -257,6 +257,7 @@ impl Host {
         self.limits = job.limits;
         self.limiter.cap =
             usize::try_from(u64::from(job.limits.memory_mb) * 1024 * 1024).unwrap_or(usize::MAX);
+        prefer_huge_pages(guest_memory, self.limiter.cap);
         self.started = Instant::now();
         self.deadline = self.started + Duration::from_millis(job.limits.wall_ms);
         Ok(job.limits.wall_ms)
@@ -754,6 +755,33 @@ fn warm(guest_memory: &mut [u8]) {
             // Opaque to the optimiser, so the store happens although the value is unchanged.
             *first = std::hint::black_box(*first);
         }
+    }
+}
+
+/// Asks the kernel to back the guest's memory past its current end, up to `cap`, with
+/// transparent huge pages (`MADV_HUGEPAGE`; machines set to `madvise` give them only where
+/// asked). The guest grows its memory in aligned 2 MiB steps (`sandbox/guest/src/heap.rs`), so
+/// each step is one page fault that zeroes 2 MiB instead of 512 faults of 4 KiB: 13 MiB of
+/// rows cost about 1 ms of the kernel's time instead of about 10 ms on these machines. The
+/// memory the child started with (shared with its template, copy on write) keeps small pages.
+/// Best effort: where the kernel has no huge pages the advice changes nothing.
+fn prefer_huge_pages(guest_memory: &mut [u8], cap: usize) {
+    const HUGE: usize = 2 * 1024 * 1024;
+    let base = guest_memory.as_mut_ptr() as usize;
+    let reserved = usize::try_from(engine::MEMORY_RESERVATION).unwrap_or(usize::MAX);
+    let start = base
+        .saturating_add(guest_memory.len())
+        .next_multiple_of(HUGE);
+    let end = base.saturating_add(cap.min(reserved)) & !(HUGE - 1);
+    if end <= start {
+        return;
+    }
+    #[expect(unsafe_code, reason = "madvise(2) on the guest's own reserved memory")]
+    // SAFETY: the range lies inside the address space wasmtime reserved for this memory (`cap`
+    // is clamped to the reservation), and `MADV_HUGEPAGE` changes no mapping, protection or
+    // contents: it only lets the kernel use huge pages there.
+    unsafe {
+        libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
     }
 }
 

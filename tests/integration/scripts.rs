@@ -657,6 +657,45 @@ return { caught, seven: after.rows[0].seven };";
     assert_eq!(e["result"]["seven"], 7, "{e}");
 }
 
+/// The guest grows its memory in whole 2 MiB steps (so the kernel can back it with huge pages),
+/// but never past the limit: under a limit that is not a whole number of steps a script still
+/// gets all of it, and filling it is the usual catchable error, not a failure.
+#[tokio::test]
+async fn memory_grows_in_whole_steps_up_to_an_odd_limit() {
+    const MIB: u64 = 1024 * 1024;
+    let app = TestApp::spawn_with(StoreKind::Sqlite, "[limits]\nmemory_mb = 17").await;
+    let peak = |e: &Value| e["sandbox"]["peak_memory_bytes"].as_u64().unwrap_or(0);
+    let e = demo(
+        &app,
+        "const a = []; for (let i = 0; i < 3000; i++) a.push('x'.repeat(1000) + i); return a.length;",
+    )
+    .await;
+    assert_eq!(e["status"], "succeeded", "{e}");
+    assert!(
+        peak(&e) > 4 * MIB && peak(&e) % (2 * MIB) == 0,
+        "{}",
+        e["sandbox"]
+    );
+    let e = demo(
+        &app,
+        "const a = []; let caught = ''; try { for (;;) a.push('x'.repeat(1000) + a.length); } catch (e) { caught = String(e); } const n = a.length; a.length = 0; return { n, caught };",
+    )
+    .await;
+    assert_eq!(e["status"], "succeeded", "{e}");
+    assert!(
+        e["result"]["caught"]
+            .as_str()
+            .is_some_and(|m| m.contains("out of memory")),
+        "{e}"
+    );
+    // Past the last whole step below the limit, in wasm pages.
+    assert!(
+        peak(&e) > 16 * MIB && peak(&e) <= 17 * MIB,
+        "{}",
+        e["sandbox"]
+    );
+}
+
 /// A script that runs out of memory while a large result arrives gets a catchable error: what
 /// was decoded is released, the rest of the call is read and dropped, and its next call works.
 #[tokio::test]

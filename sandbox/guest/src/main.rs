@@ -12,6 +12,7 @@ use rquickjs::{
     CatchResultExt, CaughtError, Context, Ctx, Function, Object, Promise, Runtime, Value,
 };
 
+mod heap;
 mod rows;
 
 mod host {
@@ -395,6 +396,7 @@ fn main() {
     // their JSON.parse time); reference counting still frees acyclic garbage at once.
     rt.set_gc_threshold(job.memory_bytes / 4);
     rows::keep_latest_below(job.memory_bytes / 2);
+    heap::set_limit(job.memory_bytes);
     rt.set_interrupt_handler(Some(Box::new(|| {
         rows::release_latest_if_large();
         false
