@@ -1454,3 +1454,42 @@ fn describe(op: &DbOp) -> (String, String) {
         } => (method.clone(), collection.chars().take(200).collect()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A detached sink writes the batches the child would get and answers their rows as the
+    /// objects a script sees: each value under its column's name, a repeated name keeping the
+    /// later value in the earlier one's place; a row over the room left is not added.
+    #[tokio::test]
+    async fn a_sink_writes_names_once_and_answers_objects() {
+        let mut sink = RowSink::detached();
+        sink.set_columns(["a", "b", "a"]);
+        let row = |v: &'static str| {
+            move |out: &mut Vec<u8>| -> serde_json::Result<()> {
+                out.extend_from_slice(v.as_bytes());
+                Ok(())
+            }
+        };
+        assert_eq!(sink.push(100, row(r#"1,"x",3"#)).await, Some(9));
+        assert_eq!(sink.push(5, row(r#"4,"too long",6"#)).await, None);
+        assert_eq!(sink.push(100, row("7,null,9")).await, Some(10));
+        let rows = sink.finish().await;
+        assert_eq!(
+            serde_json::to_string(&rows).ok().as_deref(),
+            Some(r#"[{"a":3,"b":"x"},{"a":9,"b":null}]"#)
+        );
+        assert_eq!(
+            sink.take_kept(),
+            [br#"[["a","b","a"],[1,"x",3],[7,null,9]]"#.to_vec()]
+        );
+
+        // A first row that does not fit leaves no batch behind.
+        let mut sink = RowSink::detached();
+        sink.set_columns(["n"]);
+        assert_eq!(sink.push(1, row("12345")).await, None);
+        assert_eq!(sink.finish().await, json!([]));
+        assert!(sink.take_kept().is_empty());
+    }
+}

@@ -73,8 +73,9 @@ enum Stop {
 
 type Step<T> = Result<T, Stop>;
 
-/// The atoms of the keys seen in one call's rows, and the last row built key by key (the model
-/// the next rows with the same keys are made from), released when the call is over.
+/// The atoms of the column names (and nested keys) seen in one call's batches, and the last row
+/// built key by key (the model the next rows with the same columns are made from), released when
+/// the call is over.
 pub struct Keys {
     ctx: *mut qjs::JSContext,
     atoms: Vec<(Box<[u8]>, qjs::JSAtom)>,
@@ -101,9 +102,9 @@ impl Keys {
         }
     }
 
-    /// The atom of `key` (UTF-8), the `index`th of its object, and whether the caller must free
-    /// it. Keys are cached in the order they first come, so in rows of flat values (no nested
-    /// objects before a key) each key is found at its own index without a search.
+    /// The atom of `key` (UTF-8), the `index`th of its object or of the batch's column names,
+    /// and whether the caller must free it. Keys are cached in the order they first come, so each
+    /// batch's column names are found at their own index without a search.
     fn atom(&mut self, key: &[u8], index: usize) -> Step<(qjs::JSAtom, bool)> {
         if let Some((k, atom)) = self.atoms.get(index)
             && **k == *key
