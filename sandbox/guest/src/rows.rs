@@ -521,14 +521,7 @@ impl Reader<'_> {
     fn names(&mut self) -> Step<()> {
         self.expect(b'[')?;
         self.members(b']', |reader, i| {
-            reader.skip_ws();
-            if reader.peek() != Some(b'"') {
-                return Err(Stop::Unsupported);
-            }
-            let (atom, owned) = match reader.string()? {
-                Some((from, to)) => reader.keys.atom(&reader.bytes[from..to], i)?,
-                None => reader.keys.atom(&reader.scratch, i)?,
-            };
+            let (atom, owned) = reader.key(i)?;
             reader.columns.atoms.push(atom);
             if owned {
                 reader.columns.own_atoms.push(atom);
@@ -689,17 +682,23 @@ impl Reader<'_> {
         Ok(object)
     }
 
-    /// `"key": value`, the `index`th of its object: the key's atom (and whether the caller must
-    /// free it) and the value.
-    fn member(&mut self, index: usize, depth: usize) -> Step<((qjs::JSAtom, bool), Owned)> {
+    /// A string (after whitespace), the `index`th key of its object or name of its batch, as
+    /// an atom, and whether the caller must free it (see [`Keys::atom`]).
+    fn key(&mut self, index: usize) -> Step<(qjs::JSAtom, bool)> {
         self.skip_ws();
         if self.peek() != Some(b'"') {
             return Err(Stop::Unsupported);
         }
-        let (atom, owned) = match self.string()? {
-            Some((from, to)) => self.keys.atom(&self.bytes[from..to], index)?,
-            None => self.keys.atom(&self.scratch, index)?,
-        };
+        match self.string()? {
+            Some((from, to)) => self.keys.atom(&self.bytes[from..to], index),
+            None => self.keys.atom(&self.scratch, index),
+        }
+    }
+
+    /// `"key": value`, the `index`th of its object: the key's atom (and whether the caller must
+    /// free it) and the value.
+    fn member(&mut self, index: usize, depth: usize) -> Step<((qjs::JSAtom, bool), Owned)> {
+        let (atom, owned) = self.key(index)?;
         match self.expect(b':').and_then(|()| self.value(depth)) {
             Ok(value) => Ok(((atom, owned), value)),
             Err(stop) => {
