@@ -762,7 +762,7 @@ fn warm(guest_memory: &mut [u8]) {
 /// transparent huge pages (`MADV_HUGEPAGE`; machines set to `madvise` give them only where
 /// asked). The guest grows its memory in aligned 2 MiB steps (`sandbox/guest/src/heap.rs`), so
 /// each step is one page fault that zeroes 2 MiB instead of 512 faults of 4 KiB: 13 MiB of
-/// rows cost about 1 ms of the kernel's time instead of about 10 ms on these machines. The
+/// rows cost about 1 ms of the kernel's time instead of about 7 ms on these machines. The
 /// memory the child started with (shared with its template, copy on write) keeps small pages.
 /// Best effort: where the kernel has no huge pages the advice changes nothing.
 fn prefer_huge_pages(guest_memory: &mut [u8], cap: usize) {

@@ -4,8 +4,8 @@
 //! The host asks the kernel for transparent huge pages over the part of the guest's memory it
 //! has not used yet (`sandbox/src/host.rs`, `prefer_huge_pages`), and the kernel can only back
 //! an aligned 2 MiB range with one when all of it is accessible. Grown 64 KiB at a time, the
-//! memory never is when it is first written, so every page was a 4 KiB fault: about 3 µs each
-//! on these machines, 10 ms for the 13 MiB of a 100 000-row result, against about 1 ms for the
+//! memory never is when it is first written, so every page was a 4 KiB fault: about 2 µs each
+//! on these machines, 7 ms for the 13 MiB of a 100 000-row result, against about 1 ms for the
 //! same memory in huge pages. dlmalloc (wasi-libc's `malloc`, which Rust's allocator and QuickJS
 //! use) asks `sbrk` for what it needs; the memory past the break is grown already, and the next
 //! requests are answered from it without growing.
