@@ -3,6 +3,7 @@
 use std::fs;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use sha2::{Digest, Sha256};
@@ -64,12 +65,23 @@ fn cache_key(engine: &Engine) -> String {
     format!("guest-{guest}-{:016x}.cwasm", h.finish())
 }
 
-/// Compiles the guest into `dir` unless an artifact for this exact engine and guest is there.
+/// A compiled guest nothing has used for this long is removed from the cache by the next
+/// [`precompile`]: each portal version compiles its own (a new wasmtime or guest is a new file),
+/// and without this every upgrade left the old one behind. A portal marks its guest as used
+/// when it starts and every day while it runs (`server/src/sandbox.rs`), so a portal still
+/// running beside a newer one on the same cache never loses its guest.
+pub const UNUSED_FOR: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// Compiles the guest into `dir` unless an artifact for this exact engine and guest is there,
+/// marks it as used, and removes the compiled guests of other versions (and files of
+/// compilations cut short) that nothing has used for [`UNUSED_FOR`].
 pub fn precompile(dir: &Path) -> anyhow::Result<PathBuf> {
     let engine = engine()?;
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(cache_key(&engine));
     if path.is_file() {
+        mark_used(&path);
+        prune(dir, &path);
         return Ok(path);
     }
     let bytes = engine
@@ -83,7 +95,49 @@ pub fn precompile(dir: &Path) -> anyhow::Result<PathBuf> {
     ));
     fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
     fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))?;
+    prune(dir, &path);
     Ok(path)
+}
+
+/// Sets the modification time of a compiled guest to now, which is what [`prune`] reads as its
+/// last use. Best effort: a cache the process cannot write to keeps what it has.
+fn mark_used(path: &Path) {
+    let _ = fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(SystemTime::now()));
+}
+
+/// Removes from `dir` every compiled guest but `current`, and every file a compilation left when
+/// it was cut short, not modified for [`UNUSED_FOR`]. Only names this module writes are
+/// touched; anything else in the directory is left alone, as is anything it cannot remove.
+fn prune(dir: &Path, current: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let now = SystemTime::now();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        let ours = (name.starts_with("guest-") && name.ends_with(".cwasm"))
+            || (name.starts_with(".guest-") && name.ends_with(".tmp"));
+        if !ours || path == current {
+            continue;
+        }
+        let unused = entry
+            .metadata()
+            .ok()
+            .filter(fs::Metadata::is_file)
+            .and_then(|m| m.modified().ok())
+            .and_then(|modified| now.duration_since(modified).ok())
+            .is_some_and(|age| age >= UNUSED_FOR);
+        if unused {
+            let _ = fs::remove_file(&path);
+        }
+    }
 }
 
 /// Loads a precompiled guest. Only files written by [`precompile`] are ever passed here: the

@@ -51,6 +51,10 @@ const MAX_STDERR: usize = 16 * 1024;
 const TEMPLATE_RETRY: Duration = Duration::from_secs(30);
 /// While the sandbox cannot be prepared at start-up, how long before it is tried again.
 const PREPARE_RETRY: Duration = Duration::from_secs(60);
+/// How often a running portal marks its compiled guest as used: well inside the week after
+/// which another version's `quorum-sandbox precompile` removes a guest nothing used from a
+/// shared cache (`quorum-sandbox` marks it too, each time it finds it there).
+const MARK_USED_EVERY: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Where the sandbox binary is, once compiled the guest module it loads, and the children
 /// started ahead of need.
@@ -543,8 +547,9 @@ impl Sandbox {
 
     /// Gets the sandbox ready when the portal starts, so that the first script does not wait
     /// for it: compiles the guest (seconds, the first time for a wasmtime version and guest;
-    /// found in the cache afterwards), then starts the template and the pre-started children.
-    /// A failure is logged with its reason and tried again every [`PREPARE_RETRY`] (a fixed
+    /// found in the cache afterwards), then starts the template and the pre-started children,
+    /// and from then on marks the compiled guest as used every [`MARK_USED_EVERY`] until the
+    /// portal drops the sandbox. A failure is logged with its reason and tried again every [`PREPARE_RETRY`] (a fixed
     /// permission needs no restart), until it succeeds or the portal drops the sandbox; the same
     /// failure again is logged at debug level only, so a portal deliberately run without
     /// `quorum-sandbox` says so once.
@@ -565,7 +570,17 @@ impl Sandbox {
                             "script sandbox ready"
                         );
                         sandbox.refill(module);
-                        return;
+                        let module = module.to_path_buf();
+                        drop(sandbox);
+                        // Marked as used while this portal runs, so a newer version sharing the
+                        // cache never removes it (see `engine::UNUSED_FOR` in the sandbox).
+                        loop {
+                            tokio::time::sleep(MARK_USED_EVERY).await;
+                            if me.upgrade().is_none() {
+                                return;
+                            }
+                            mark_used(&module);
+                        }
                     }
                     Err(e) if said.as_ref() == Some(&e) => {
                         tracing::debug!(error = %e, "the script sandbox is still not available");
@@ -583,6 +598,18 @@ impl Sandbox {
                 tokio::time::sleep(PREPARE_RETRY).await;
             }
         })
+    }
+}
+
+/// Sets the modification time of the compiled guest to now: what `quorum-sandbox precompile`
+/// reads as its last use. Best effort (a read-only cache keeps what it has).
+fn mark_used(module: &Path) {
+    let marked = std::fs::File::options()
+        .write(true)
+        .open(module)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+    if let Err(e) = marked {
+        tracing::debug!(module = %module.display(), error = %e, "could not mark the compiled guest as used");
     }
 }
 

@@ -136,6 +136,74 @@ async fn the_compiled_guest_is_kept_where_the_configuration_says() {
     assert_eq!(compiled_guests(&under_data).len(), 1);
 }
 
+/// A compiled guest nothing has used for a week (another wasmtime or guest: an earlier version)
+/// is removed from the cache when the portal starts, as is what a compilation cut short left;
+/// recent ones (a version still running beside this one), this portal's own and files that are
+/// not compiled guests stay. Starting marks this portal's own as used again.
+#[tokio::test]
+async fn compiled_guests_nothing_uses_are_pruned() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let dir = cache.path();
+    let toml = format!("[executor]\nsandbox_cache_dir = \"{}\"", dir.display());
+    let month_ago = std::time::SystemTime::now() - Duration::from_secs(30 * 24 * 3600);
+    let aged = |name: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, b"old").expect("write");
+        let file = std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .expect("open");
+        file.set_modified(month_ago).expect("set mtime");
+    };
+    aged("guest-000000000000000000000000-0000000000000000.cwasm");
+    aged(".guest-000000000000000000000000-0000000000000000.cwasm.4242.tmp");
+    aged("notes.txt");
+    std::fs::write(
+        dir.join("guest-111111111111111111111111-1111111111111111.cwasm"),
+        b"new",
+    )
+    .expect("write");
+
+    let app = TestApp::spawn_with(StoreKind::Sqlite, &toml).await;
+    let e = demo(&app, "return 1;").await;
+    assert_eq!(e["status"], "succeeded", "{e}");
+    let mut left: Vec<String> = std::fs::read_dir(dir)
+        .expect("read the cache")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    left.sort();
+    assert_eq!(left.len(), 3, "{left:?}");
+    assert!(left.contains(&"notes.txt".to_owned()), "{left:?}");
+    assert!(
+        left.contains(&"guest-111111111111111111111111-1111111111111111.cwasm".to_owned()),
+        "{left:?}"
+    );
+    let own: Vec<&String> = left
+        .iter()
+        .filter(|n| n.ends_with(".cwasm") && !n.starts_with("guest-1111"))
+        .collect();
+    assert_eq!(own.len(), 1, "{left:?}");
+    drop(app);
+
+    // This portal's own guest, unused for a month, is kept and marked as used by the next start.
+    let own = dir.join(own[0]);
+    std::fs::File::options()
+        .write(true)
+        .open(&own)
+        .and_then(|f| f.set_modified(month_ago))
+        .expect("age the own guest");
+    let app = TestApp::spawn_with(StoreKind::Sqlite, &toml).await;
+    let e = demo(&app, "return 2;").await;
+    assert_eq!(e["result"], 2, "{e}");
+    let modified = std::fs::metadata(&own)
+        .and_then(|m| m.modified())
+        .expect("the own guest is still there");
+    assert!(
+        modified > month_ago + Duration::from_secs(3600),
+        "{modified:?}"
+    );
+}
+
 /// What `/readyz` says of the sandbox (`preparing`, `ready`, `unavailable`) once it is no longer
 /// preparing, and the `quorum_sandbox_ready` gauge of `/metrics`.
 async fn sandbox_readiness(app: &TestApp) -> (String, String) {
