@@ -64,10 +64,10 @@ pub extern "C" fn sbrk(increment: isize) -> *mut c_void {
         return failed;
     };
     if new > size {
-        let rounded = new.next_multiple_of(STEP);
-        let limit = LIMIT.get();
-        let grown =
-            (rounded <= limit && grow((rounded - size) / PAGE)) || grow((new - size) / PAGE);
+        let rounded = new
+            .checked_next_multiple_of(STEP)
+            .filter(|&r| r <= LIMIT.get());
+        let grown = rounded.is_some_and(|r| grow((r - size) / PAGE)) || grow((new - size) / PAGE);
         if !grown {
             return failed;
         }
