@@ -67,9 +67,9 @@ fn cache_key(engine: &Engine) -> String {
 
 /// A compiled guest nothing has used for this long is removed from the cache by the next
 /// [`precompile`]: each portal version compiles its own (a new wasmtime or guest is a new file),
-/// and without this every upgrade left the old one behind. A portal marks its guest as used
-/// when it starts and every day while it runs (`server/src/sandbox.rs`), so a portal still
-/// running beside a newer one on the same cache never loses its guest.
+/// and without this every upgrade left the old one behind. A portal runs this when it starts
+/// and every day while it runs (`server/src/sandbox.rs`), which marks its guest as used, so a
+/// portal still running beside a newer one on the same cache never loses its guest.
 pub const UNUSED_FOR: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 /// Compiles the guest into `dir` unless an artifact for this exact engine and guest is there,

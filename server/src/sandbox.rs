@@ -51,9 +51,9 @@ const MAX_STDERR: usize = 16 * 1024;
 const TEMPLATE_RETRY: Duration = Duration::from_secs(30);
 /// While the sandbox cannot be prepared at start-up, how long before it is tried again.
 const PREPARE_RETRY: Duration = Duration::from_secs(60);
-/// How often a running portal marks its compiled guest as used: well inside the week after
-/// which another version's `quorum-sandbox precompile` removes a guest nothing used from a
-/// shared cache (`quorum-sandbox` marks it too, each time it finds it there).
+/// How often a running portal runs `quorum-sandbox precompile` again, which marks its compiled
+/// guest as used: well inside the week after which another version's precompile removes a
+/// guest nothing used from a shared cache.
 const MARK_USED_EVERY: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Where the sandbox binary is, once compiled the guest module it loads, and the children
@@ -508,30 +508,32 @@ impl Sandbox {
     /// (once per wasmtime version and guest). Called before a target transaction is opened, so
     /// compiling never eats into it.
     pub async fn module(&self) -> Result<&Path, String> {
-        let compiled = self
-            .module
-            .get_or_try_init(|| async {
-                let out = Command::new(&self.bin)
-                    .arg("precompile")
-                    .arg("--cache-dir")
-                    .arg(&self.cache_dir)
-                    .env_clear()
-                    .kill_on_drop(true)
-                    .output()
-                    .await
-                    .map_err(|e| format!("cannot start {}: {e}", self.bin.display()))?;
-                if !out.status.success() {
-                    return Err(format!(
-                        "{} precompile failed: {}",
-                        self.bin.display(),
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    ));
-                }
-                Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-            })
-            .await;
+        let compiled = self.module.get_or_try_init(|| self.precompile()).await;
         self.unavailable.store(compiled.is_err(), Ordering::Release);
         compiled.map(PathBuf::as_path)
+    }
+
+    /// Runs `quorum-sandbox precompile`: the compiled guest's path, compiled now if the cache
+    /// does not hold it yet. It also marks that guest as used and prunes the cache of guests
+    /// nothing has used for a week.
+    async fn precompile(&self) -> Result<PathBuf, String> {
+        let out = Command::new(&self.bin)
+            .arg("precompile")
+            .arg("--cache-dir")
+            .arg(&self.cache_dir)
+            .env_clear()
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(|e| format!("cannot start {}: {e}", self.bin.display()))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{} precompile failed: {}",
+                self.bin.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
     }
 
     /// Whether scripts can run now, as far as this process knows.
@@ -548,11 +550,11 @@ impl Sandbox {
     /// Gets the sandbox ready when the portal starts, so that the first script does not wait
     /// for it: compiles the guest (seconds, the first time for a wasmtime version and guest;
     /// found in the cache afterwards), then starts the template and the pre-started children,
-    /// and from then on marks the compiled guest as used every [`MARK_USED_EVERY`] until the
-    /// portal drops the sandbox. A failure is logged with its reason and tried again every [`PREPARE_RETRY`] (a fixed
-    /// permission needs no restart), until it succeeds or the portal drops the sandbox; the same
-    /// failure again is logged at debug level only, so a portal deliberately run without
-    /// `quorum-sandbox` says so once.
+    /// and from then on looks the guest up again every [`MARK_USED_EVERY`], marking it as used,
+    /// until the portal drops the sandbox. A failure is logged with its reason and tried again
+    /// every [`PREPARE_RETRY`] (a fixed permission needs no restart), until it succeeds or the
+    /// portal drops the sandbox; the same failure again is logged at debug level only, so a
+    /// portal deliberately run without `quorum-sandbox` says so once.
     pub fn prepare(me: &Arc<Sandbox>) -> tokio::task::JoinHandle<()> {
         let me = Arc::downgrade(me);
         tokio::spawn(async move {
@@ -570,16 +572,17 @@ impl Sandbox {
                             "script sandbox ready"
                         );
                         sandbox.refill(module);
-                        let module = module.to_path_buf();
                         drop(sandbox);
-                        // Marked as used while this portal runs, so a newer version sharing the
-                        // cache never removes it (see `engine::UNUSED_FOR` in the sandbox).
+                        // Looked up again while this portal runs, which marks its guest as used,
+                        // so a newer version sharing the cache never removes it.
                         loop {
                             tokio::time::sleep(MARK_USED_EVERY).await;
-                            if me.upgrade().is_none() {
+                            let Some(sandbox) = me.upgrade() else {
                                 return;
+                            };
+                            if let Err(e) = sandbox.precompile().await {
+                                tracing::debug!(error = %e, "could not mark the compiled guest as used");
                             }
-                            mark_used(&module);
                         }
                     }
                     Err(e) if said.as_ref() == Some(&e) => {
@@ -598,18 +601,6 @@ impl Sandbox {
                 tokio::time::sleep(PREPARE_RETRY).await;
             }
         })
-    }
-}
-
-/// Sets the modification time of the compiled guest to now: what `quorum-sandbox precompile`
-/// reads as its last use. Best effort (a read-only cache keeps what it has).
-fn mark_used(module: &Path) {
-    let marked = std::fs::File::options()
-        .write(true)
-        .open(module)
-        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
-    if let Err(e) = marked {
-        tracing::debug!(module = %module.display(), error = %e, "could not mark the compiled guest as used");
     }
 }
 

@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::harness::{
-    Actor, StoreKind, TestApp, finished, pg_instance, pg_target, prices, shown_rows,
+    Actor, PgTarget, StoreKind, TestApp, finished, pg_instance, pg_target, prices, shown_rows,
 };
 
 /// Limits small enough that the violating scripts fail fast.
@@ -764,17 +764,23 @@ async fn memory_grows_in_whole_steps_up_to_an_odd_limit() {
     );
 }
 
+/// A portal whose scripts may take a million rows (64 MiB) from one call, within `memory_mb`,
+/// and a PostgreSQL target registered on it.
+async fn large_results(memory_mb: u32) -> (TestApp, PgTarget, String) {
+    let config = format!(
+        "[limits]\nmemory_mb = {memory_mb}\nmax_rows = 1000000\nmax_result_bytes = 67108864"
+    );
+    let app = TestApp::spawn_with(StoreKind::Sqlite, &config).await;
+    let target = pg_target().await;
+    let instance = pg_instance(&app, &target, "on_approval").await;
+    (app, target, instance)
+}
+
 /// A script that runs out of memory while a large result arrives gets a catchable error: what
 /// was decoded is released, the rest of the call is read and dropped, and its next call works.
 #[tokio::test]
 async fn running_out_of_memory_while_rows_arrive_is_catchable() {
-    let app = TestApp::spawn_with(
-        StoreKind::Sqlite,
-        "[limits]\nmemory_mb = 16\nmax_rows = 1000000\nmax_result_bytes = 67108864",
-    )
-    .await;
-    let target = pg_target().await;
-    let instance = pg_instance(&app, &target, "on_approval").await;
+    let (app, target, instance) = large_results(16).await;
     let script = "\
 let caught = '';
 try {
@@ -801,13 +807,7 @@ return { caught, two: after.rows[0].two };";
 /// without it the rows stay referenced through the loop whatever the child does.)
 #[tokio::test]
 async fn a_script_that_drops_a_large_result_can_reuse_its_memory() {
-    let app = TestApp::spawn_with(
-        StoreKind::Sqlite,
-        "[limits]\nmemory_mb = 48\nmax_rows = 1000000\nmax_result_bytes = 67108864",
-    )
-    .await;
-    let target = pg_target().await;
-    let instance = pg_instance(&app, &target, "on_approval").await;
+    let (app, target, instance) = large_results(48).await;
     let script = "\
 let r = await db.query('SELECT g AS n FROM generate_series(1, 180000) g');
 const count = r.rows.length;

@@ -28,13 +28,23 @@ thread_local! {
     /// The size memory had after the last call; if anything else grew it since (nothing in the
     /// guest does), the break starts again from the end of memory, as wasi-libc's does.
     static END: Cell<usize> = const { Cell::new(0) };
-    /// The job's memory limit in bytes; 0 (no rounding) until the job arrives.
+    /// The job's memory limit in bytes; 0 (no rounding, no rows held) until the job arrives.
     static LIMIT: Cell<usize> = const { Cell::new(0) };
 }
 
-/// Sets the memory limit up to which growth is rounded to [`STEP`].
+/// Sets the job's memory limit (growth is rounded to [`STEP`] up to it).
 pub fn set_limit(bytes: usize) {
     LIMIT.set(bytes);
+}
+
+/// The job's memory limit in bytes; 0 before the job.
+pub fn limit() -> usize {
+    LIMIT.get()
+}
+
+/// The guest's linear memory in bytes; it only grows.
+pub fn memory_bytes() -> usize {
+    core::arch::wasm32::memory_size(0).saturating_mul(PAGE)
 }
 
 /// Grows linear memory by `pages`; false when the host refuses.
@@ -52,7 +62,7 @@ fn grow(pages: usize) -> bool {
 #[unsafe(no_mangle)]
 pub extern "C" fn sbrk(increment: isize) -> *mut c_void {
     let failed = usize::MAX as *mut c_void;
-    let size = core::arch::wasm32::memory_size(0).saturating_mul(PAGE);
+    let size = memory_bytes();
     let old = if END.get() == size { BREAK.get() } else { size };
     let Ok(increment) = usize::try_from(increment) else {
         return failed;
@@ -73,6 +83,6 @@ pub extern "C" fn sbrk(increment: isize) -> *mut c_void {
         }
     }
     BREAK.set(new);
-    END.set(core::arch::wasm32::memory_size(0).saturating_mul(PAGE));
+    END.set(memory_bytes());
     old as *mut c_void
 }

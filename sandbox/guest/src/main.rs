@@ -395,7 +395,6 @@ fn main() {
     // so 100 000 rows arriving are not walked by a dozen collections on the way (about a tenth of
     // their JSON.parse time); reference counting still frees acyclic garbage at once.
     rt.set_gc_threshold(job.memory_bytes / 4);
-    rows::keep_latest_below(job.memory_bytes / 2);
     heap::set_limit(job.memory_bytes);
     rt.set_interrupt_handler(Some(Box::new(|| {
         rows::release_latest_if_large();

@@ -22,10 +22,12 @@
 //! to QuickJS's own `JSON.parse` instead, and the rows are made from what it read; input that is
 //! not JSON throws its usual `SyntaxError`.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::ffi::c_char;
 
 use rquickjs::{Array, Ctx, qjs};
+
+use crate::heap;
 
 unsafe extern "C" {
     /// Added to the vendored QuickJS (`sandbox/guest/vendor/rquickjs-sys`): a new object with
@@ -299,20 +301,14 @@ impl Drop for Held {
 }
 
 thread_local! {
-    /// The rows of the latest db call, while the guest's memory is under [`KEEP_BELOW`].
+    /// The rows of the latest db call, while the guest's memory is under half its limit.
     static LATEST: RefCell<Option<Held>> = const { RefCell::new(None) };
-    /// Linear-memory size (bytes) from which no rows are held: half the job's memory limit.
-    static KEEP_BELOW: Cell<usize> = const { Cell::new(0) };
 }
 
-/// The guest's linear memory in bytes; it only grows.
-fn memory_bytes() -> usize {
-    core::arch::wasm32::memory_size(0).saturating_mul(65536)
-}
-
-/// Sets the memory size from which the latest rows are no longer held (see [`keep_latest`]).
-pub fn keep_latest_below(bytes: usize) {
-    KEEP_BELOW.set(bytes);
+/// Whether the guest's memory has reached half the job's limit, from where no rows are held
+/// (always, before the job: the limit is 0 until then).
+fn memory_past_half() -> bool {
+    heap::memory_bytes() >= heap::limit() / 2
 }
 
 /// Holds a reference to `rows`, the array the latest db call handed the script, until the next
@@ -328,7 +324,7 @@ pub fn keep_latest_below(bytes: usize) {
 /// limit, and [`release_latest_if_large`] (run by QuickJS's interrupt handler, every ten
 /// thousand or so steps of the script) lets them go once it grows past that.
 pub fn keep_latest(ctx: &Ctx<'_>, rows: &Array<'_>) {
-    if memory_bytes() >= KEEP_BELOW.get() {
+    if memory_past_half() {
         return;
     }
     // SAFETY: a new reference to a live value of this context, released by `Held`.
@@ -348,7 +344,7 @@ pub fn release_latest() {
 
 /// Lets go of the held rows once the guest's memory has reached half its limit.
 pub fn release_latest_if_large() {
-    if memory_bytes() >= KEEP_BELOW.get() {
+    if memory_past_half() {
         release_latest();
     }
 }
