@@ -296,6 +296,11 @@ test("a failed script shows its error and marks the failing line in the editor",
   await marked.waitFor();
   assert.equal(await marked.count(), 1);
   assert.match(await marked.textContent(), /throw new Error/);
+  // The protections the child ran under, and what it used.
+  const sandbox = dan.locator(".sandbox-line");
+  await sandbox.waitFor();
+  assert.match(await sandbox.textContent(), /^Sandbox: seccomp on · Landlock \w+ · no_new_privs on · peak memory \d+\.\d MiB · CPU \d+(\.\d)? ms$/);
+  await shot(dan, "request-detail-script-failed");
   await dan.context().close();
 });
 

@@ -870,8 +870,25 @@ fn execute(engine: &Engine, module: &Module, host: Host) -> (Outcome, JobState) 
         error,
         logs_truncated,
         peak_memory_bytes,
+        cpu_ms: cpu_ms(),
     };
     (outcome, job_state)
+}
+
+/// CPU time this process has used so far (user and system, every thread), in milliseconds
+/// rounded to hundredths; 0 if the kernel does not say.
+fn cpu_ms() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    #[expect(unsafe_code, reason = "getrusage fills the struct it is given")]
+    // SAFETY: `usage` is valid and writable; it is read only when the call succeeded.
+    let usage = unsafe {
+        if libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) != 0 {
+            return 0.0;
+        }
+        usage.assume_init()
+    };
+    let ms = |t: libc::timeval| t.tv_sec as f64 * 1000.0 + t.tv_usec as f64 / 1000.0;
+    ((ms(usage.ru_utime) + ms(usage.ru_stime)) * 100.0).round() / 100.0
 }
 
 /// `finish` was called and then the guest returned or exited with status 0.

@@ -73,17 +73,135 @@ async fn pause() {
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
-/// `source` after a [`pause`], and how long it took.
+/// CPU time used so far by this process (every thread) and, when it runs on this host, by the
+/// PostgreSQL backend serving the benchmark's connection.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    portal: Duration,
+    postgres: Option<Duration>,
+}
+
+impl Cpu {
+    fn now(backend: Option<u32>) -> Self {
+        Self {
+            portal: own_cpu(),
+            postgres: backend.and_then(process_cpu),
+        }
+    }
+
+    fn since(self, before: Cpu) -> Cpu {
+        Cpu {
+            portal: self.portal.saturating_sub(before.portal),
+            postgres: self
+                .postgres
+                .zip(before.postgres)
+                .map(|(now, then)| now.saturating_sub(then)),
+        }
+    }
+}
+
+fn own_cpu() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    #[expect(unsafe_code, reason = "getrusage fills the struct it is given")]
+    // SAFETY: `usage` is valid and writable; it is read only when the call succeeded.
+    let usage = unsafe {
+        if libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) != 0 {
+            return Duration::ZERO;
+        }
+        usage.assume_init()
+    };
+    let d = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
+    d(usage.ru_utime) + d(usage.ru_stime)
+}
+
+/// User and system time of process `pid` on this host, if it is a PostgreSQL process (a server
+/// elsewhere may have an unrelated process of that number here). The kernel counts in clock
+/// ticks (10 ms where USER_HZ is 100), so only a sum over many runs says much.
+fn process_cpu(pid: u32) -> Option<Duration> {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    if comm.trim() != "postgres" {
+        return None;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command in parentheses: state is field 3, utime 14 and stime 15.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    #[expect(unsafe_code, reason = "sysconf reads a constant of the system")]
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let per_second = u64::try_from(per_second).ok().filter(|&t| t > 0)?;
+    Some(Duration::from_secs_f64(ticks as f64 / per_second as f64))
+}
+
+/// CPU summed over a number of runs.
+#[derive(Debug, Default)]
+struct CpuTotal {
+    runs: u32,
+    portal: Duration,
+    /// `None` once a run could not read the backend's time.
+    postgres: Option<Duration>,
+    child: Duration,
+}
+
+impl CpuTotal {
+    fn add(&mut self, cpu: Cpu, child: Duration) {
+        self.postgres = match (self.runs, cpu.postgres) {
+            (0, pg) => pg,
+            (_, Some(pg)) => self.postgres.map(|sum| sum + pg),
+            (_, None) => None,
+        };
+        self.runs += 1;
+        self.portal += cpu.portal;
+        self.child += child;
+    }
+
+    /// "PostgreSQL a + portal b (+ child c) = d ms" per run, and d.
+    fn per_run(&self, with_child: bool) -> (String, f64) {
+        let runs = f64::from(self.runs.max(1));
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0 / runs;
+        let mut parts = Vec::new();
+        let mut sum = 0.0;
+        if let Some(pg) = self.postgres {
+            parts.push(format!("PostgreSQL {:.1}", ms(pg)));
+            sum += ms(pg);
+        }
+        parts.push(format!("portal {:.1}", ms(self.portal)));
+        sum += ms(self.portal);
+        if with_child {
+            parts.push(format!("child {:.1}", ms(self.child)));
+            sum += ms(self.child);
+        }
+        (format!("{} = {sum:.1} ms", parts.join(" + ")), sum)
+    }
+}
+
+/// One timed run: how long it took and the CPU it used, beside what the script left.
+struct Timed {
+    took: Duration,
+    run: ScriptRun,
+    cpu: Cpu,
+}
+
+/// `source` after a [`pause`], timed.
 async fn timed_script(
     sandbox: &Sandbox,
     conn: &mut PgConnection,
+    backend: Option<u32>,
     limits: &LimitsConfig,
     source: &str,
-) -> anyhow::Result<(Duration, ScriptRun)> {
+) -> anyhow::Result<Timed> {
     pause().await;
+    let before = Cpu::now(backend);
     let t = Instant::now();
     let run = script(sandbox, conn, limits, source).await?;
-    Ok((t.elapsed(), run))
+    let took = t.elapsed();
+    Ok(Timed {
+        took,
+        run,
+        cpu: Cpu::now(backend).since(before),
+    })
 }
 
 /// `source` in a child forked on demand and in a pre-started one, each timed after a pause, as
@@ -93,17 +211,18 @@ async fn forked_and_prestarted(
     (forked, prestarted): (&Sandbox, &Sandbox),
     round: usize,
     conn: &mut PgConnection,
+    backend: Option<u32>,
     limits: &LimitsConfig,
     source: &str,
-) -> anyhow::Result<[(Duration, ScriptRun); 2]> {
+) -> anyhow::Result<[Timed; 2]> {
     let prestarted_first = round % 2 == 1;
     let (first, second) = if prestarted_first {
         (prestarted, forked)
     } else {
         (forked, prestarted)
     };
-    let first = timed_script(first, conn, limits, source).await?;
-    let second = timed_script(second, conn, limits, source).await?;
+    let first = timed_script(first, conn, backend, limits, source).await?;
+    let second = timed_script(second, conn, backend, limits, source).await?;
     Ok(if prestarted_first {
         [second, first]
     } else {
@@ -190,6 +309,11 @@ pub async fn sandbox(
     let iterations = iterations.max(5);
     let options: PgConnectOptions = postgres_url.parse()?;
     let mut conn = PgConnection::connect_with(&options).await?;
+    let backend = sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
+        .fetch_one(&mut conn)
+        .await
+        .ok()
+        .and_then(|pid| u32::try_from(pid).ok());
     // Children started from scratch on demand, forked from the template on demand, and a pool
     // of pre-started (forked) ones.
     let mut scratch_config = config.clone();
@@ -362,11 +486,18 @@ pub async fn sandbox(
             sqlx::query("SELECT 1").fetch_all(&mut conn).await?;
         }
         base.push(t.elapsed());
-        let [(took, run), (took_prestarted, _)] =
-            forked_and_prestarted((&sandbox, &pooled), i, &mut conn, &limits, CALLS_100).await?;
-        calls.push(took);
-        calls_prestarted.push(took_prestarted);
-        let records = &run.report.calls;
+        let [forked, prestarted] = forked_and_prestarted(
+            (&sandbox, &pooled),
+            i,
+            &mut conn,
+            backend,
+            &limits,
+            CALLS_100,
+        )
+        .await?;
+        calls.push(forked.took);
+        calls_prestarted.push(prestarted.took);
+        let records = &forked.run.report.calls;
         if let (Some(first), Some(last)) = (records.first(), records.last())
             && records.len() > 1
         {
@@ -403,8 +534,13 @@ pub async fn sandbox(
     let mut sum_call = Vec::new();
     let mut sum_after = Vec::new();
     let mut sum_loop = Vec::new();
-    for i in 0..(iterations / 5).max(3) {
+    // CPU summed over the runs: in-process, and the forked child's runs (portal, child).
+    let mut base_cpu = CpuTotal::default();
+    let mut forked_cpu = CpuTotal::default();
+    let rounds = (iterations / 5).max(3);
+    for i in 0..rounds {
         pause().await;
+        let before = Cpu::now(backend);
         let t = Instant::now();
         let rows = sqlx::query(SUM_100K_SQL).fetch_all(&mut conn).await?;
         let sum: i64 = rows
@@ -412,6 +548,8 @@ pub async fn sandbox(
             .map(|r| r.try_get::<i32, _>(0).map(i64::from))
             .sum::<Result<i64, _>>()?;
         base.push(t.elapsed());
+        drop(rows);
+        base_cpu.add(Cpu::now(backend).since(before), Duration::ZERO);
         anyhow::ensure!(sum == 5_000_050_000, "in-process sum {sum}");
         // The wrapped handle's own work (rows to JSON, limits), in-process, without the sandbox:
         // a detached sink also decodes its batches back into JSON values at the end, as in-process
@@ -434,12 +572,24 @@ pub async fn sandbox(
         };
         through_handle.push(t.elapsed());
         anyhow::ensure!(sum == 5_000_050_000, "handle sum {sum}");
-        let [(total, run), (took_prestarted, run_prestarted)] =
-            forked_and_prestarted((&sandbox, &pooled), i, &mut conn, &limits, SUM_100K).await?;
-        check_sum(&run, "a forked child")?;
-        check_sum(&run_prestarted, "a pre-started child")?;
+        let [forked, prestarted] = forked_and_prestarted(
+            (&sandbox, &pooled),
+            i,
+            &mut conn,
+            backend,
+            &limits,
+            SUM_100K,
+        )
+        .await?;
+        let (total, run, run_prestarted) = (forked.took, &forked.run, &prestarted.run);
+        check_sum(run, "a forked child")?;
+        check_sum(run_prestarted, "a pre-started child")?;
         sums.push(total);
-        sums_prestarted.push(took_prestarted);
+        sums_prestarted.push(prestarted.took);
+        forked_cpu.add(
+            forked.cpu,
+            Duration::from_secs_f64(run.report.sandbox.cpu_ms.max(0.0) / 1000.0),
+        );
         if let Some(call) = run.report.calls.first() {
             let until_reply = call.at_ms as f64 + call.duration_ms;
             sum_call.push(call.duration_ms);
@@ -470,6 +620,13 @@ pub async fn sandbox(
         "  of which the portal's side of the db.query call {:.2} ms (rows read, encoded and sent; the pipe holds up to 1 MiB the guest has not decoded yet), after it {:.2} ms (the guest decoding what the pipe held, the loop, the outcome)",
         median(sum_call),
         median(sum_after)
+    ));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (base_use, _) = base_cpu.per_run(false);
+    let (forked_use, forked_sum) = forked_cpu.per_run(true);
+    lines.push(format!(
+        "  CPU per run (mean of {rounds}; PostgreSQL's backend where it runs on this host): in-process {base_use}; forked child {forked_use}, which alone takes {:.1} ms on {cores} cores",
+        forked_sum / cores as f64
     ));
     let loop_ms = median(sum_loop);
     lines.push(format!(

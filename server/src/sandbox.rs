@@ -1377,6 +1377,7 @@ async fn converse<H: Handle>(
             FromChild::Outcome(outcome) => {
                 run.report.sandbox.logs_truncated |= outcome.logs_truncated;
                 run.report.sandbox.peak_memory_bytes = outcome.peak_memory_bytes;
+                run.report.sandbox.cpu_ms = outcome.cpu_ms;
                 let value: Option<Value> = outcome
                     .value
                     .as_deref()

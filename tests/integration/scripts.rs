@@ -102,6 +102,37 @@ async fn a_script_from_the_node_portal_runs_unchanged() {
     }
 }
 
+/// The outcome counts the CPU time the child used: a script that computes for a while reports
+/// that time, within what the execution took, and far more than a script that returns at once.
+#[tokio::test]
+async fn the_outcome_counts_the_childs_cpu_time() {
+    let app = TestApp::spawn(StoreKind::Sqlite).await;
+    let cpu = |e: &Value| e["sandbox"]["cpu_ms"].as_f64().unwrap_or(-1.0);
+    let quick = demo(&app, "return 1;").await;
+    assert_eq!(quick["status"], "succeeded", "{quick}");
+    // Five million iterations: a quarter of a second or more of QuickJS in wasm on these machines.
+    let busy = demo(
+        &app,
+        "let s = 0; for (let i = 0; i < 5000000; i++) s = (s + i) % 7919; return s;",
+    )
+    .await;
+    assert_eq!(busy["status"], "succeeded", "{busy}");
+    let took = busy["duration_ms"].as_f64().unwrap_or(0.0);
+    assert!(cpu(&quick) > 0.0, "{}", quick["sandbox"]);
+    assert!(
+        cpu(&busy) >= 50.0 && cpu(&busy) > 5.0 * cpu(&quick),
+        "busy {} quick {}",
+        busy["sandbox"],
+        quick["sandbox"]
+    );
+    // The child's main thread computes; its deadline thread only ticks.
+    assert!(
+        cpu(&busy) <= took + 20.0,
+        "{} in {took} ms",
+        busy["sandbox"]
+    );
+}
+
 /// The compiled guests in `dir` (`*.cwasm`; a half-written one is a dotted `.tmp` file).
 fn compiled_guests(dir: &std::path::Path) -> Vec<String> {
     std::fs::read_dir(dir)

@@ -1199,6 +1199,12 @@ export interface components {
         RunMode: "on_approval" | "manual";
         /** @description What the sandbox child reported about itself. */
         SandboxReport: {
+            /**
+             * Format: double
+             * @description CPU time the child used, in milliseconds (user and system; 0 in records made before it
+             *     was counted).
+             */
+            cpu_ms: number;
             /** @description Landlock: `full`, `partial` or `unsupported` (by the kernel). */
             landlock: string;
             /** @description The console output was cut at `max_log_bytes`. */

@@ -276,7 +276,21 @@ function ExecutionPanel({ loaded, now, running }: { loaded: Loaded<Execution>; n
           </ol>
         </details>
       )}
+      {e.sandbox && <SandboxLine report={e.sandbox} />}
       {!running && <Results execution={e.id} />}
     </section>
+  );
+}
+
+/** What the script's sandbox child reported: the protections in force and what it used. */
+function SandboxLine({ report }: { report: Schemas["SandboxReport"] }) {
+  const mib = (report.peak_memory_bytes / (1024 * 1024)).toFixed(1);
+  const cpu = report.cpu_ms >= 10 ? report.cpu_ms.toFixed(0) : report.cpu_ms.toFixed(1);
+  return (
+    <p className="muted sandbox-line">
+      Sandbox: seccomp {report.seccomp ? "on" : "off"} · Landlock {report.landlock} · no_new_privs{" "}
+      {report.no_new_privs ? "on" : "off"} · peak memory {mib} MiB · CPU {cpu} ms
+      {report.logs_truncated && " · logs cut at the limit"}
+    </p>
   );
 }

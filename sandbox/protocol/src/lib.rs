@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 /// Bumped on any incompatible change; both sides refuse a peer speaking another version.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 /// The largest frame either side will ever accept, whatever the limits of a job say.
 pub const ABSOLUTE_MAX_FRAME: usize = 512 * 1024 * 1024;
@@ -180,6 +180,9 @@ pub struct Outcome {
     pub logs_truncated: bool,
     /// Peak guest linear memory, in bytes.
     pub peak_memory_bytes: u64,
+    /// CPU time the child process used (user and system, all its threads), in milliseconds,
+    /// from its start (or its fork from the template) until this outcome.
+    pub cpu_ms: f64,
 }
 
 /// A database call from the script. SQL engines only ever send `Query`.
