@@ -291,7 +291,10 @@ test("a failed script shows its error and marks the failing line in the editor",
   const review = await call(MAYA, "POST", `/api/v1/requests/${r.id}/reviews`, { decision: "approve", comment: "", revision_hash: r.revision_hash });
   assert.equal(review.status, 200, JSON.stringify(review.body));
   await dan.getByRole("alert").filter({ hasText: "boom on line two" }).waitFor({ timeout: 20_000 });
-  await dan.getByRole("alert").filter({ hasText: "(line 2" }).waitFor();
+  const failure = dan.getByRole("alert").filter({ hasText: "(line 2" });
+  await failure.waitFor();
+  // The position once, though the message carries it too.
+  assert.equal((await failure.textContent()).split("(line 2").length, 2, await failure.textContent());
   const marked = dan.locator(".cm-marked");
   await marked.waitFor();
   assert.equal(await marked.count(), 1);

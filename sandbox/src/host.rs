@@ -178,6 +178,8 @@ struct Host {
     protections: Option<proto::Protections>,
     limits: JobLimits,
     started: Instant,
+    /// The process's CPU time ([`cpu_ms`]) when the job arrived.
+    cpu_at_job: f64,
     deadline: Instant,
     stdin: StdinLock<'static>,
     stdout: StdoutLock<'static>,
@@ -259,6 +261,7 @@ impl Host {
             usize::try_from(u64::from(job.limits.memory_mb) * 1024 * 1024).unwrap_or(usize::MAX);
         prefer_huge_pages(guest_memory, self.limiter.cap);
         self.started = Instant::now();
+        self.cpu_at_job = cpu_ms();
         self.deadline = self.started + Duration::from_millis(job.limits.wall_ms);
         Ok(job.limits.wall_ms)
     }
@@ -828,6 +831,7 @@ fn execute(engine: &Engine, module: &Module, host: Host) -> (Outcome, JobState) 
     let wall_ms = host.limits.wall_ms;
     let memory_denied = host.limiter.denied;
     let peak_memory_bytes = host.limiter.peak as u64;
+    let cpu_at_job = host.cpu_at_job;
     // The guest's memory and code are not unmapped here: that is part of this process's exit,
     // which comes after the outcome is out, rather than a millisecond or more before it (for a
     // script that held 100 000 rows). `execute` runs once per process (a child's one job, or a
@@ -870,13 +874,14 @@ fn execute(engine: &Engine, module: &Module, host: Host) -> (Outcome, JobState) 
         error,
         logs_truncated,
         peak_memory_bytes,
-        cpu_ms: cpu_ms(),
+        // Not what a pre-started child spent waiting for its job (its deadline thread ticks).
+        cpu_ms: ((cpu_ms() - cpu_at_job).max(0.0) * 100.0).round() / 100.0,
     };
     (outcome, job_state)
 }
 
-/// CPU time this process has used so far (user and system, every thread), in milliseconds
-/// rounded to hundredths; 0 if the kernel does not say.
+/// CPU time this process has used so far (user and system, every thread), in milliseconds; 0 if
+/// the kernel does not say.
 fn cpu_ms() -> f64 {
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
     #[expect(unsafe_code, reason = "getrusage fills the struct it is given")]
@@ -888,7 +893,7 @@ fn cpu_ms() -> f64 {
         usage.assume_init()
     };
     let ms = |t: libc::timeval| t.tv_sec as f64 * 1000.0 + t.tv_usec as f64 / 1000.0;
-    ((ms(usage.ru_utime) + ms(usage.ru_stime)) * 100.0).round() / 100.0
+    ms(usage.ru_utime) + ms(usage.ru_stime)
 }
 
 /// `finish` was called and then the guest returned or exited with status 0.
@@ -977,6 +982,7 @@ fn run_guest(
         protections,
         limits: PRE_JOB_LIMITS,
         started,
+        cpu_at_job: 0.0,
         deadline: started + Duration::from_millis(PRE_JOB_LIMITS.wall_ms),
         stdin: io::stdin().lock(),
         stdout: io::stdout().lock(),

@@ -1201,8 +1201,8 @@ export interface components {
         SandboxReport: {
             /**
              * Format: double
-             * @description CPU time the child used, in milliseconds (user and system; 0 in records made before it
-             *     was counted).
+             * @description CPU time the child used on the script, from its job's arrival to its outcome, in
+             *     milliseconds (user and system; 0 in records made before it was counted).
              */
             cpu_ms: number;
             /** @description Landlock: `full`, `partial` or `unsupported` (by the kernel). */

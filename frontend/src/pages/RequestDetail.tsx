@@ -245,12 +245,7 @@ function ExecutionPanel({ loaded, now, running }: { loaded: Loaded<Execution>; n
       <p>
         <StatusBadge status={e.status} /> {running ? "running for" : "took"} {(elapsed / 1000).toFixed(1)} s
       </p>
-      {e.error && (
-        <div className="error" role="alert">
-          <strong>{e.error.kind}</strong>: {e.error.message}
-          {e.error.line ? ` (line ${e.error.line}${e.error.column ? `, column ${e.error.column}` : ""})` : ""}
-        </div>
-      )}
+      {e.error && <ExecutionError error={e.error} />}
       {e.logs.length > 0 && (
         <details open>
           <summary>Logs ({e.logs.length})</summary>
@@ -279,6 +274,17 @@ function ExecutionPanel({ loaded, now, running }: { loaded: Loaded<Execution>; n
       {e.sandbox && <SandboxLine report={e.sandbox} />}
       {!running && <Results execution={e.id} />}
     </section>
+  );
+}
+
+/** An execution's error, with the script position unless its message already ends with it. */
+function ExecutionError({ error }: { error: NonNullable<Execution["error"]> }) {
+  const where = error.line ? ` (line ${error.line}${error.column ? `, column ${error.column}` : ""})` : "";
+  return (
+    <div className="error" role="alert">
+      <strong>{error.kind}</strong>: {error.message}
+      {error.message.endsWith(where) ? "" : where}
+    </div>
   );
 }
 

@@ -181,7 +181,7 @@ pub struct Outcome {
     /// Peak guest linear memory, in bytes.
     pub peak_memory_bytes: u64,
     /// CPU time the child process used (user and system, all its threads), in milliseconds,
-    /// from its start (or its fork from the template) until this outcome.
+    /// from the job's arrival until this outcome.
     pub cpu_ms: f64,
 }
 

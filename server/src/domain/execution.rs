@@ -148,8 +148,8 @@ pub struct SandboxReport {
     /// The console output was cut at `max_log_bytes`.
     pub logs_truncated: bool,
     pub peak_memory_bytes: u64,
-    /// CPU time the child used, in milliseconds (user and system; 0 in records made before it
-    /// was counted).
+    /// CPU time the child used on the script, from its job's arrival to its outcome, in
+    /// milliseconds (user and system; 0 in records made before it was counted).
     #[serde(default)]
     #[schema(required = true)]
     pub cpu_ms: f64,

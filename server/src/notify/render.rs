@@ -285,6 +285,23 @@ fn plain_fallback(text: &str) -> String {
         .join(" ")
 }
 
+/// An execution's error: its kind, the script position unless the message already ends with it
+/// (a script's does), and the message as code.
+fn error_text(err: &crate::domain::execution::ExecError) -> String {
+    let mut where_ = String::new();
+    if let (Some(l), Some(c)) = (err.line, err.column) {
+        where_ = format!(" (line {l}, column {c})");
+    }
+    if err.message.ends_with(&where_) {
+        where_.clear();
+    }
+    format!(
+        "*{}*{where_}\n```{}```",
+        err.kind.as_str(),
+        escape_code(&err.message)
+    )
+}
+
 fn finished(
     execution: Option<(&Execution, Option<&ResultSet>)>,
     more: &str,
@@ -320,18 +337,7 @@ fn finished(
     }
     let mut blocks = vec![section(&text, more)];
     if let Some(err) = &e.error {
-        let mut where_ = String::new();
-        if let (Some(l), Some(c)) = (err.line, err.column) {
-            where_ = format!(" (line {l}, column {c})");
-        }
-        blocks.push(section(
-            &format!(
-                "*{}*{where_}\n```{}```",
-                err.kind.as_str(),
-                escape_code(&err.message)
-            ),
-            more,
-        ));
+        blocks.push(section(&error_text(err), more));
     }
     if let Some(r) = result.filter(|r| !r.rows.is_empty()) {
         blocks.push(section(&table(r), more));
@@ -437,7 +443,31 @@ pub fn direct_message(s: &Subject, event: &Event, actor: Option<&User>) -> Messa
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::execution::Column;
+    use crate::domain::execution::{Column, ErrorKind, ExecError};
+
+    #[test]
+    fn an_error_names_its_position_once() {
+        let at = |message: &str| ExecError {
+            line: Some(2),
+            column: Some(11),
+            ..ExecError::new(ErrorKind::Script, message)
+        };
+        assert_eq!(
+            error_text(&at("Error: boom (line 2, column 11)")),
+            "*script*\n```Error: boom (line 2, column 11)```"
+        );
+        assert_eq!(
+            error_text(&at("Error: boom")),
+            "*script* (line 2, column 11)\n```Error: boom```"
+        );
+        assert_eq!(
+            error_text(&ExecError::new(
+                ErrorKind::DbError,
+                "relation \"x\" does not exist"
+            )),
+            "*db_error*\n```relation \"x\" does not exist```"
+        );
+    }
 
     #[test]
     fn tables_escape_cells_and_say_what_was_left_out() {
