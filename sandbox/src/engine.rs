@@ -3,6 +3,9 @@
 use std::fs;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::Thread;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
@@ -40,20 +43,49 @@ pub fn engine() -> anyhow::Result<Engine> {
     Engine::new(&config).map_err(|e| anyhow::anyhow!("wasmtime engine: {e}"))
 }
 
+/// The epoch thread, once started, and whether it is to stand still.
+static TICKER: OnceLock<Thread> = OnceLock::new();
+static TICKER_PAUSED: AtomicBool = AtomicBool::new(false);
+
 /// Starts the thread that advances the engine's epoch every [`EPOCH_TICK_MS`], which is what
 /// makes deadlines fire while wasm runs.
 pub fn start_epoch_ticker(engine: &Engine) -> anyhow::Result<()> {
     let ticker = engine.clone();
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("epoch".into())
         .spawn(move || {
             loop {
-                std::thread::sleep(std::time::Duration::from_millis(EPOCH_TICK_MS));
+                while TICKER_PAUSED.load(Ordering::Acquire) {
+                    std::thread::park();
+                }
+                std::thread::sleep(Duration::from_millis(EPOCH_TICK_MS));
                 ticker.increment_epoch();
             }
         })
         .context("starting the epoch thread")?;
+    // Started once per process: a child's one job, or a template's children (each its own).
+    let _ = TICKER.set(thread.thread().clone());
     Ok(())
+}
+
+/// Stops the epoch ticking until the guard is dropped, for a wait in which no wasm runs (a
+/// pre-started child waiting for its job): a hundred wake-ups a second would otherwise be spent
+/// on nothing, and counted against the child's `RLIMIT_CPU` before its job even started.
+pub fn epoch_paused() -> EpochPaused {
+    TICKER_PAUSED.store(true, Ordering::Release);
+    EpochPaused(())
+}
+
+#[must_use = "the epoch stands still only while the guard lives"]
+pub struct EpochPaused(());
+
+impl Drop for EpochPaused {
+    fn drop(&mut self) {
+        TICKER_PAUSED.store(false, Ordering::Release);
+        if let Some(t) = TICKER.get() {
+            t.unpark();
+        }
+    }
 }
 
 /// The cache file name: the guest's hash, and wasmtime's compatibility hash (its version and

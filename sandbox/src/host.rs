@@ -209,13 +209,17 @@ impl Host {
             v: proto::VERSION,
             protections,
         })?;
+        // No wasm runs until the job is read, however long a pre-started child waits for it.
+        let paused = crate::engine::epoch_paused();
         // Nothing has been read from stdin before `Ready`, so its buffer is empty and the pipe
         // says whether the job is on its way.
         if !stdin_readable_within(WARM_AFTER_MS) {
             warm(guest_memory);
         }
         let read = proto::read_frame(&mut self.stdin, MAX_JOB_FRAME)
-            .map_err(|e| fatal(ErrorKind::Internal, format!("reading the job: {e}")))?;
+            .map_err(|e| fatal(ErrorKind::Internal, format!("reading the job: {e}")));
+        drop(paused);
+        let read = read?;
         let Some(body) = read else {
             self.job_state = JobState::Abandoned;
             return Err(wasmtime::Error::new(Abandoned));

@@ -1105,6 +1105,75 @@ fn sandbox_children(parent: u32) -> Vec<(u32, Vec<u8>, Vec<String>)> {
     out
 }
 
+/// How many times the epoch thread of sandbox child `pid` has been switched out, from `/proc`.
+fn epoch_thread_switches(pid: u32) -> Option<u64> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+        .find(|task| {
+            std::fs::read_to_string(task.path().join("comm")).is_ok_and(|c| c.trim() == "epoch")
+        })
+        .and_then(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+                .sum()
+        })
+}
+
+/// A pre-started child waiting for its job costs nothing: its deadline thread stands still
+/// (else it would wake a hundred times a second, counted against the child's `RLIMIT_CPU`
+/// before its script has even started) and ticks again once the job is in, so the child's own
+/// deadline still stops a script that never yields.
+#[tokio::test]
+async fn a_waiting_child_stands_still_until_its_job() {
+    let app = TestApp::spawn_with(
+        StoreKind::Sqlite,
+        "[limits]\nwall_ms = 2000\ndb_call_ms = 1000",
+    )
+    .await;
+    let mut waiting = Vec::new();
+    for _ in 0..1500 {
+        waiting = sandbox_children(std::process::id())
+            .into_iter()
+            .filter_map(|(pid, _, _)| Some((pid, epoch_thread_switches(pid)?)))
+            .collect::<Vec<_>>();
+        if waiting.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(waiting.len(), 2, "the pool's two children: {waiting:?}");
+    // Past their start-up, into the wait.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before: Vec<(u32, u64)> = waiting
+        .iter()
+        .filter_map(|&(pid, _)| Some((pid, epoch_thread_switches(pid)?)))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (pid, then) in before {
+        let now = epoch_thread_switches(pid).expect("the child is still waiting");
+        assert!(
+            now - then <= 2,
+            "child {pid}'s epoch thread ran {} times in a second of waiting",
+            now - then
+        );
+    }
+    let e = demo(&app, "for (;;) {}").await;
+    assert_eq!(
+        (e["status"].as_str(), kind(&e)),
+        (Some("timed_out"), "timeout"),
+        "{e}"
+    );
+    // The executor's own stop, 1.5 s later, would say "and was stopped".
+    assert_eq!(
+        e["error"]["message"], "the script ran longer than 2000 ms",
+        "{e}"
+    );
+}
+
 #[tokio::test]
 async fn the_child_has_no_environment_and_no_extra_descriptors() {
     // No pre-started children: the sandbox child found is the job's.
