@@ -878,7 +878,7 @@ fn execute(engine: &Engine, module: &Module, host: Host) -> (Outcome, JobState) 
         error,
         logs_truncated,
         peak_memory_bytes,
-        // Not what a pre-started child spent waiting for its job (its deadline thread ticks).
+        // Not what the child spent before its job (starting, warming its memory in the pool).
         cpu_ms: ((cpu_ms() - cpu_at_job).max(0.0) * 100.0).round() / 100.0,
     };
     (outcome, job_state)

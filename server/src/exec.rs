@@ -672,12 +672,29 @@ async fn sqlite_settle(plan: &Plan, conn: &mut sqlx::SqliteConnection) -> Result
     Ok(())
 }
 
-fn columns_of<R: Row>(row: &R) -> Vec<Column> {
+/// The columns of a result, from its first row. SQLite gives a column that is not a table's
+/// (`SELECT 1 AS one`, `count(*)`) no declared type; the first row's value then says what it holds.
+fn columns_of<R: Row>(row: &R) -> Vec<Column>
+where
+    usize: sqlx::ColumnIndex<R>,
+{
     row.columns()
         .iter()
-        .map(|c| Column {
-            name: c.name().to_owned(),
-            type_name: c.type_info().name().to_owned(),
+        .enumerate()
+        .map(|(i, c)| {
+            let declared = c.type_info();
+            let type_name = if declared.is_null() {
+                row.try_get_raw(i).map_or_else(
+                    |_| declared.name().to_owned(),
+                    |v| v.type_info().name().to_owned(),
+                )
+            } else {
+                declared.name().to_owned()
+            };
+            Column {
+                name: c.name().to_owned(),
+                type_name,
+            }
         })
         .collect()
 }

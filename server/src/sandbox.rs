@@ -1309,6 +1309,7 @@ async fn converse<H: Handle>(
                         rows,
                         truncated,
                     } => {
+                        let types = display::LastCall::types_of(&value);
                         let shown = if value.get("rows").is_some() {
                             Some(display::Last::Batches(kept))
                         } else if job.engine == proto::Engine::Mongodb
@@ -1318,7 +1319,11 @@ async fn converse<H: Handle>(
                         } else {
                             None
                         };
-                        new_last = shown.map(|rows| display::LastCall { rows, truncated });
+                        new_last = shown.map(|rows| display::LastCall {
+                            rows,
+                            truncated,
+                            types,
+                        });
                         if truncated {
                             note = Some(format!(
                                 "call {seq} ({} {}): only the first {rows} rows were handed to the script (limits.max_rows is {}, limits.max_result_bytes is {})",

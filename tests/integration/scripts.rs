@@ -133,6 +133,58 @@ async fn the_outcome_counts_the_childs_cpu_time() {
     );
 }
 
+/// The results page names each column's database type: a script's last query shows the types
+/// its call gave (a column the script returns itself is JSON), and on SQLite a column that is no
+/// table's (`1 AS one`, `count(*)`) takes the type of its first value rather than none.
+#[tokio::test]
+async fn shown_columns_carry_their_database_types() {
+    let app = TestApp::spawn(StoreKind::Sqlite).await;
+    let shop = app.shop_id().await;
+    let sql = "SELECT id, email, 1 AS one, count(*) OVER () AS n FROM customers WHERE id <= 2 ORDER BY id";
+    let types = |rows: &Value| -> Vec<String> {
+        rows["columns"]
+            .as_array()
+            .map(|cols| {
+                cols.iter()
+                    .map(|c| {
+                        format!(
+                            "{} {}",
+                            c["name"].as_str().unwrap_or(""),
+                            c["type"].as_str().unwrap_or("")
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let expected = ["id INTEGER", "email TEXT", "one INTEGER", "n INTEGER"];
+    let e = demo(&app, &format!("await db.query('{sql}'); return 'done';")).await;
+    assert_eq!(e["status"], "succeeded", "{e}");
+    assert_eq!(types(&shown_rows(&app, &e).await), expected);
+    let e = run_request(&app, &shop, "main", ("query", "read"), sql).await;
+    assert_eq!(e["status"], "succeeded", "{e}");
+    assert_eq!(types(&shown_rows(&app, &e).await), expected);
+    // Rows the script builds and returns are its own values.
+    let e = demo(&app, "const r = await db.query('SELECT id FROM customers WHERE id = 1'); return r.rows.map((row) => ({ id: row.id }));").await;
+    assert_eq!(types(&shown_rows(&app, &e).await), ["id JSON"]);
+    // PostgreSQL: the call's fields.
+    let target = pg_target().await;
+    let instance = pg_instance(&app, &target, "on_approval").await;
+    let e = run(
+        &app,
+        &instance,
+        &target.database,
+        "read",
+        "await db.query('SELECT id, name, price FROM items ORDER BY id'); return null;",
+    )
+    .await;
+    assert_eq!(e["status"], "succeeded", "{e}");
+    assert_eq!(
+        types(&shown_rows(&app, &e).await),
+        ["id INT4", "name TEXT", "price NUMERIC"]
+    );
+}
+
 /// The compiled guests in `dir` (`*.cwasm`; a half-written one is a dotted `.tmp` file).
 fn compiled_guests(dir: &std::path::Path) -> Vec<String> {
     std::fs::read_dir(dir)

@@ -288,15 +288,19 @@ function ExecutionError({ error }: { error: NonNullable<Execution["error"]> }) {
   );
 }
 
-/** What the script's sandbox child reported: the protections in force and what it used. */
+/**
+ * What the script's sandbox child reported: the protections in force and, when it reported an
+ * outcome (a child that was stopped did not; executions recorded before CPU was counted have 0),
+ * what it used.
+ */
 function SandboxLine({ report }: { report: Schemas["SandboxReport"] }) {
-  const mib = (report.peak_memory_bytes / (1024 * 1024)).toFixed(1);
-  const cpu = report.cpu_ms >= 10 ? report.cpu_ms.toFixed(0) : report.cpu_ms.toFixed(1);
-  return (
-    <p className="muted sandbox-line">
-      Sandbox: seccomp {report.seccomp ? "on" : "off"} · Landlock {report.landlock} · no_new_privs{" "}
-      {report.no_new_privs ? "on" : "off"} · peak memory {mib} MiB · CPU {cpu} ms
-      {report.logs_truncated && " · logs cut at the limit"}
-    </p>
-  );
+  const parts = [
+    `seccomp ${report.seccomp ? "on" : "off"}`,
+    `Landlock ${report.landlock}`,
+    `no_new_privs ${report.no_new_privs ? "on" : "off"}`,
+  ];
+  if (report.peak_memory_bytes > 0) parts.push(`peak memory ${(report.peak_memory_bytes / (1024 * 1024)).toFixed(1)} MiB`);
+  if (report.cpu_ms > 0) parts.push(`CPU ${report.cpu_ms >= 10 ? report.cpu_ms.toFixed(0) : report.cpu_ms.toFixed(1)} ms`);
+  if (report.logs_truncated) parts.push("logs cut at the limit");
+  return <p className="muted sandbox-line">Sandbox: {parts.join(" · ")}</p>;
 }

@@ -21,6 +21,29 @@ pub struct LastCall {
     /// The call handed the script only part of its rows (`limits.max_rows` or
     /// `limits.max_result_bytes`), so what is shown is cut too.
     pub truncated: bool,
+    /// The database's type of each column, by name, as the call's `fields` gave them.
+    pub types: Vec<(String, String)>,
+}
+
+impl LastCall {
+    /// The types in a call result's `fields` (`[{name, type}]`); none for documents.
+    pub fn types_of(value: &Value) -> Vec<(String, String)> {
+        value
+            .get("fields")
+            .and_then(Value::as_array)
+            .map(|fields| {
+                fields
+                    .iter()
+                    .filter_map(|f| {
+                        Some((
+                            f["name"].as_str()?.to_owned(),
+                            f["type"].as_str()?.to_owned(),
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 #[derive(Debug)]
@@ -100,6 +123,7 @@ fn returned(value: &Value, max: usize) -> Option<ResultSet> {
 fn last_rows(last: LastCall, max: usize) -> Option<ResultSet> {
     let mut table = Table::new(max);
     table.more = last.truncated;
+    table.types = last.types;
     match last.rows {
         Last::Batches(batches) => {
             for batch in &batches {
@@ -135,6 +159,8 @@ struct Table {
     max: usize,
     /// Rows past `max` were seen.
     more: bool,
+    /// Column types by name, where the database gave them; other columns are `JSON`.
+    types: Vec<(String, String)>,
 }
 
 impl Table {
@@ -144,6 +170,7 @@ impl Table {
             rows: Vec::new(),
             max,
             more: false,
+            types: Vec::new(),
         }
     }
 
@@ -189,9 +216,13 @@ impl Table {
             columns: self
                 .names
                 .into_iter()
-                .map(|name| Column {
-                    name,
-                    type_name: "JSON".into(),
+                .map(|name| {
+                    let type_name = self
+                        .types
+                        .iter()
+                        .find(|(n, _)| *n == name)
+                        .map_or_else(|| "JSON".to_owned(), |(_, t)| t.clone());
+                    Column { name, type_name }
                 })
                 .collect(),
             rows: self.rows,
@@ -306,6 +337,7 @@ mod tests {
         Some(LastCall {
             rows: Last::Batches(parts.iter().map(|p| p.as_bytes().to_vec()).collect()),
             truncated: false,
+            types: Vec::new(),
         })
     }
 
@@ -340,6 +372,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn columns_carry_the_types_the_call_gave() {
+        let reply = json!({"rows": [], "fields": [{"name": "id", "type": "INT4"}, {"name": "email", "type": "TEXT"}]});
+        let last = LastCall {
+            rows: Last::Batches(vec![br#"[["id","email","extra"],[1,"a@x",null]]"#.to_vec()]),
+            truncated: false,
+            types: LastCall::types_of(&reply),
+        };
+        let shown = show(None, Some(last), 10).await.expect("rows");
+        let columns: Vec<(&str, &str)> = shown
+            .columns
+            .iter()
+            .map(|c| (c.name.as_str(), c.type_name.as_str()))
+            .collect();
+        // A name the fields do not give stays JSON.
+        assert_eq!(
+            columns,
+            [("id", "INT4"), ("email", "TEXT"), ("extra", "JSON")]
+        );
+        // A returned value is the script's own: its columns are JSON whatever the last call was.
+        let returned = json!([{"id": 1}]);
+        let last = LastCall {
+            rows: Last::Batches(vec![br#"[["id"],[1]]"#.to_vec()]),
+            truncated: false,
+            types: LastCall::types_of(&reply),
+        };
+        let shown = show(Some(&returned), Some(last), 10).await.expect("rows");
+        assert_eq!(shown.columns[0].type_name, "JSON");
+        assert!(LastCall::types_of(&json!([{"_id": 1}])).is_empty());
+    }
+
+    #[tokio::test]
     async fn the_row_limit_cuts_across_batches_and_says_so() {
         let shown = show(
             None,
@@ -359,6 +422,7 @@ mod tests {
         let cut = Some(LastCall {
             rows: Last::Batches(vec![br#"[["n"],[1]]"#.to_vec()]),
             truncated: true,
+            types: Vec::new(),
         });
         assert!(show(None, cut, 2).await.expect("rows").truncated);
     }
@@ -412,6 +476,7 @@ mod tests {
         let documents = Some(LastCall {
             rows: Last::Documents(vec![json!({"_id": 1}), json!(3)]),
             truncated: false,
+            types: Vec::new(),
         });
         assert!(show(None, documents, 10).await.is_none());
     }
@@ -428,6 +493,7 @@ mod tests {
         let large = || LastCall {
             rows: Last::Batches(vec![batch.clone().into_bytes()]),
             truncated: false,
+            types: Vec::new(),
         };
         let ahead = Shown::new(large(), None, 50_000);
         assert!(matches!(ahead, Shown::Reading(_)), "{ahead:?}");
