@@ -100,15 +100,20 @@ impl Cpu {
     }
 }
 
-fn own_cpu() -> Duration {
+/// `getrusage(who)`: this process (`RUSAGE_SELF`) or its waited-for children
+/// (`RUSAGE_CHILDREN`).
+fn rusage(who: libc::c_int) -> Option<libc::rusage> {
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
     #[expect(unsafe_code, reason = "getrusage fills the struct it is given")]
     // SAFETY: `usage` is valid and writable; it is read only when the call succeeded.
-    let usage = unsafe {
-        if libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) != 0 {
-            return Duration::ZERO;
-        }
-        usage.assume_init()
+    unsafe {
+        (libc::getrusage(who, usage.as_mut_ptr()) == 0).then(|| usage.assume_init())
+    }
+}
+
+fn own_cpu() -> Duration {
+    let Some(usage) = rusage(libc::RUSAGE_SELF) else {
+        return Duration::ZERO;
     };
     let d = |t: libc::timeval| {
         Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
@@ -157,8 +162,8 @@ impl CpuTotal {
         self.child += child;
     }
 
-    /// "PostgreSQL a + portal b (+ child c) = d ms" per run, and d.
-    fn per_run(&self, with_child: bool) -> (String, f64) {
+    /// "PostgreSQL a + portal b (+ child c, for runs in a child) = d ms" per run, and d.
+    fn per_run(&self) -> (String, f64) {
         let runs = f64::from(self.runs.max(1));
         let ms = |d: Duration| d.as_secs_f64() * 1000.0 / runs;
         let mut parts = Vec::new();
@@ -169,7 +174,7 @@ impl CpuTotal {
         }
         parts.push(format!("portal {:.1}", ms(self.portal)));
         sum += ms(self.portal);
-        if with_child {
+        if self.child > Duration::ZERO {
             parts.push(format!("child {:.1}", ms(self.child)));
             sum += ms(self.child);
         }
@@ -184,50 +189,55 @@ struct Timed {
     cpu: Cpu,
 }
 
-/// `source` after a [`pause`], timed.
-async fn timed_script(
-    sandbox: &Sandbox,
-    conn: &mut PgConnection,
+/// What every timed script run of a row shares: the children to run it in (forked on demand,
+/// pre-started) and what it is measured with.
+struct Runs<'a> {
+    forked: &'a Sandbox,
+    prestarted: &'a Sandbox,
+    limits: &'a LimitsConfig,
+    /// PostgreSQL's backend serving the connection, whose CPU time is read (see [`Cpu`]).
     backend: Option<u32>,
-    limits: &LimitsConfig,
-    source: &str,
-) -> anyhow::Result<Timed> {
-    pause().await;
-    let before = Cpu::now(backend);
-    let t = Instant::now();
-    let run = script(sandbox, conn, limits, source).await?;
-    let took = t.elapsed();
-    Ok(Timed {
-        took,
-        run,
-        cpu: Cpu::now(backend).since(before),
-    })
 }
 
-/// `source` in a child forked on demand and in a pre-started one, each timed after a pause, as
-/// (forked, pre-started). In odd rounds the pre-started child goes first, so neither kind of
-/// child always runs straight after the other.
-async fn forked_and_prestarted(
-    (forked, prestarted): (&Sandbox, &Sandbox),
-    round: usize,
-    conn: &mut PgConnection,
-    backend: Option<u32>,
-    limits: &LimitsConfig,
-    source: &str,
-) -> anyhow::Result<[Timed; 2]> {
-    let prestarted_first = round % 2 == 1;
-    let (first, second) = if prestarted_first {
-        (prestarted, forked)
-    } else {
-        (forked, prestarted)
-    };
-    let first = timed_script(first, conn, backend, limits, source).await?;
-    let second = timed_script(second, conn, backend, limits, source).await?;
-    Ok(if prestarted_first {
-        [second, first]
-    } else {
-        [first, second]
-    })
+impl Runs<'_> {
+    /// `source` in `sandbox` after a [`pause`], timed.
+    async fn timed(
+        &self,
+        sandbox: &Sandbox,
+        conn: &mut PgConnection,
+        source: &str,
+    ) -> anyhow::Result<Timed> {
+        pause().await;
+        let before = Cpu::now(self.backend);
+        let t = Instant::now();
+        let run = script(sandbox, conn, self.limits, source).await?;
+        let took = t.elapsed();
+        Ok(Timed {
+            took,
+            run,
+            cpu: Cpu::now(self.backend).since(before),
+        })
+    }
+
+    /// `source` in a child forked on demand and in a pre-started one, each timed after a pause,
+    /// as [forked, pre-started]. In odd rounds the pre-started child goes first, so neither kind
+    /// of child always runs straight after the other.
+    async fn both(
+        &self,
+        round: usize,
+        conn: &mut PgConnection,
+        source: &str,
+    ) -> anyhow::Result<[Timed; 2]> {
+        if round % 2 == 1 {
+            let prestarted = self.timed(self.prestarted, conn, source).await?;
+            let forked = self.timed(self.forked, conn, source).await?;
+            Ok([forked, prestarted])
+        } else {
+            let forked = self.timed(self.forked, conn, source).await?;
+            let prestarted = self.timed(self.prestarted, conn, source).await?;
+            Ok([forked, prestarted])
+        }
+    }
 }
 
 fn check_sum(run: &ScriptRun, on: &str) -> anyhow::Result<()> {
@@ -353,6 +363,12 @@ pub async fn sandbox(
     };
     // Fill the pool (it serves jobs under the configured wall and memory limits).
     script(&pooled, &mut conn, &limits, SELECT_1).await?;
+    let runs = Runs {
+        forked: &sandbox,
+        prestarted: &pooled,
+        limits: &limits,
+        backend,
+    };
     let mut base = Vec::new();
     let mut from_scratch = Vec::new();
     let mut fresh = Vec::new();
@@ -486,15 +502,7 @@ pub async fn sandbox(
             sqlx::query("SELECT 1").fetch_all(&mut conn).await?;
         }
         base.push(t.elapsed());
-        let [forked, prestarted] = forked_and_prestarted(
-            (&sandbox, &pooled),
-            i,
-            &mut conn,
-            backend,
-            &limits,
-            CALLS_100,
-        )
-        .await?;
+        let [forked, prestarted] = runs.both(i, &mut conn, CALLS_100).await?;
         calls.push(forked.took);
         calls_prestarted.push(prestarted.took);
         let records = &forked.run.report.calls;
@@ -572,15 +580,7 @@ pub async fn sandbox(
         };
         through_handle.push(t.elapsed());
         anyhow::ensure!(sum == 5_000_050_000, "handle sum {sum}");
-        let [forked, prestarted] = forked_and_prestarted(
-            (&sandbox, &pooled),
-            i,
-            &mut conn,
-            backend,
-            &limits,
-            SUM_100K,
-        )
-        .await?;
+        let [forked, prestarted] = runs.both(i, &mut conn, SUM_100K).await?;
         let (total, run, run_prestarted) = (forked.took, &forked.run, &prestarted.run);
         check_sum(run, "a forked child")?;
         check_sum(run_prestarted, "a pre-started child")?;
@@ -622,8 +622,8 @@ pub async fn sandbox(
         median(sum_after)
     ));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let (base_use, _) = base_cpu.per_run(false);
-    let (forked_use, forked_sum) = forked_cpu.per_run(true);
+    let (base_use, _) = base_cpu.per_run();
+    let (forked_use, forked_sum) = forked_cpu.per_run();
     lines.push(format!(
         "  CPU per run (mean of {rounds}; PostgreSQL's backend where it runs on this host): in-process {base_use}; forked child {forked_use}, which alone takes {:.1} ms on {cores} cores",
         forked_sum / cores as f64
@@ -644,16 +644,7 @@ pub async fn sandbox(
         Some(base),
     ));
 
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    #[expect(unsafe_code, reason = "getrusage fills the struct it is given")]
-    // SAFETY: `usage` is a valid, writable rusage; RUSAGE_CHILDREN covers waited-for children.
-    let max_rss_kib = unsafe {
-        if libc::getrusage(libc::RUSAGE_CHILDREN, usage.as_mut_ptr()) == 0 {
-            usage.assume_init().ru_maxrss
-        } else {
-            0
-        }
-    };
+    let max_rss_kib = rusage(libc::RUSAGE_CHILDREN).map_or(0, |u| u.ru_maxrss);
     lines.push(format!(
         "child peak memory: {:.1} MiB of wasm linear memory; {:.1} MiB ru_maxrss of the largest child \
          (an upper bound: Linux counts the pages this process had resident when it forked the child)",

@@ -1183,7 +1183,7 @@ fn epoch_thread_switches(pid: u32) -> Option<u64> {
 async fn a_waiting_child_stands_still_until_its_job() {
     let app = TestApp::spawn_with(
         StoreKind::Sqlite,
-        "[limits]\nwall_ms = 2000\ndb_call_ms = 1000",
+        "[limits]\nwall_ms = 2000\ndb_call_ms = 1000\n[executor]\nsandbox_pool = 2",
     )
     .await;
     let mut waiting = Vec::new();
